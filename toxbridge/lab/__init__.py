@@ -1,0 +1,1 @@
+"""Private Postfix, Dovecot and tox-bootstrapd instances on loopback, for tests and the demo."""
