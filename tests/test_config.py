@@ -1,0 +1,79 @@
+"""Config: typed values, defaults in one place, errors that name the line and the key."""
+
+from pathlib import Path
+
+import pytest
+
+from toxbridge import config
+from toxbridge.config import ConfigError, Endpoint
+
+DEPLOY = Path(__file__).parent.parent / "deploy" / "toxbridge.yaml"
+
+MINIMAL = """\
+state_dir: /var/lib/tb
+users:
+  - mailbox: bob
+    address: bob@bob.test
+"""
+
+
+def test_shipped_example_is_valid():
+    cfg = config.load(DEPLOY)
+    assert cfg.users[0].mailbox == "alice"
+    assert cfg.tox.local_discovery is False
+    assert cfg.lmtp_listen == Endpoint("127.0.0.1", 10025)
+
+
+def test_defaults():
+    cfg = config.parse(MINIMAL)
+    assert cfg.dovecot_lmtp == Endpoint("127.0.0.1", 24)
+    assert cfg.tox.port_range == (33445, 33545) and cfg.tox.udp and not cfg.tox.ipv6
+    assert cfg.user_by_address("BOB@bob.test").mailbox == "bob"
+
+
+def test_unix_socket_endpoint():
+    cfg = config.parse(MINIMAL + "dovecot_lmtp: /run/dovecot/lmtp\n")
+    assert cfg.dovecot_lmtp == Endpoint(path="/run/dovecot/lmtp")
+
+
+@pytest.mark.parametrize(
+    "extra, error",
+    [
+        ("colour: red\n", "line 5: unknown key 'colour'"),
+        ("tox:\n  udp: maybe\n", "line 6: tox.udp: expected true or false, got 'maybe'"),
+        ("tox:\n  bootstrap:\n    - host: 127.0.0.1\n      port: x\n      public_key: ab\n", "tox.bootstrap[0].port: expected a non-negative integer"),
+        ("tox:\n  mtu: 3\n", "line 6: unknown key 'tox.mtu'"),
+        ("lmtp_listen: 0.0.0.0:25\n", "line 5: lmtp_listen: 0.0.0.0 is not a loopback address"),
+        ("dovecot_lmtp: nowhere\n", "dovecot_lmtp: expected host:port"),
+        ("state_dir: /x\n", "line 5: key 'state_dir' appears twice"),
+        ("tox:\n  bootstrap:\n    - {host: h, port: 1, public_key: abc}\n", "public_key must be 64 hex"),
+        ("result_timeout: 0\n", "result_timeout: expected a positive number"),
+    ],
+)
+def test_errors_name_line_and_key(extra, error):
+    with pytest.raises(ConfigError) as e:
+        config.parse(MINIMAL + extra, "t.yaml")
+    assert str(e.value).startswith("t.yaml: ")
+    assert error in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("users: [\n", "not valid YAML"),
+        ("- a\n", "must be a mapping"),
+        ("users: []\nstate_dir: /x\n", "at least one user"),
+        ("users:\n  - mailbox: a\n", "missing key 'state_dir'"),
+        ("state_dir: /x\nusers:\n  - mailbox: a\n", "missing key 'users\\[0\\].address'"),
+        ("state_dir: relative\nusers: []\n", "absolute path"),
+        ("state_dir: /x\nusers:\n  - {mailbox: a, address: a@x}\n  - {mailbox: a, address: b@x}\n", "mailbox a is listed twice"),
+    ],
+)
+def test_broken_files(text, error):
+    with pytest.raises(ConfigError, match=error):
+        config.parse(text)
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        config.load(tmp_path / "missing.yaml")

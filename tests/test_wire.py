@@ -1,0 +1,142 @@
+"""The bridge-to-bridge codec: round trips, every split point, and hostile bytes."""
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toxbridge import wire
+from toxbridge.wire import Envelope, PayloadParser, Reply, WireError
+
+LIMIT = 1 << 20
+
+addresses = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x2FF, exclude_characters="<>\x7f"),
+    min_size=1,
+    max_size=40,
+)
+
+
+def payload_of(message: bytes, sender="alice@alice.test", rcpts=("b" * 64 + "@tox",)) -> bytes:
+    return wire.encode_payload(Envelope(sender, tuple(rcpts), len(message)), message)
+
+
+@given(sender=addresses, rcpts=st.lists(addresses, min_size=1, max_size=5), message=st.binary(max_size=3000))
+def test_payload_round_trip(sender, rcpts, message):
+    payload = payload_of(message, sender, rcpts)
+    envelope, body = wire.decode_payload(payload, LIMIT)
+    assert (envelope.sender, list(envelope.recipients), body) == (sender, rcpts, message)
+
+
+def test_payload_is_raw_bytes_not_hex():
+    message = os.urandom(10_000)
+    payload = payload_of(message)
+    assert payload.endswith(message)
+    assert len(payload) - len(message) < 150
+
+
+@pytest.mark.parametrize("piece", [4096, 128, 16, 1])
+def test_fed_in_pieces(piece):
+    message = b"Subject: x\r\n\r\n" + bytes(range(256)) * 8
+    payload = payload_of(message)
+    parser = PayloadParser(LIMIT)
+    seen = [parser.feed(payload[i : i + piece]) for i in range(0, len(payload), piece)]
+    assert [e for e in seen if e is not None] == [parser.finish()]
+    assert parser.finish().size == len(message)
+
+
+@settings(max_examples=50)
+@given(message=st.binary(max_size=200))
+def test_every_split_point(message):
+    payload = payload_of(message)
+    for cut in range(len(payload) + 1):
+        parser = PayloadParser(LIMIT)
+        parser.feed(payload[:cut])
+        parser.feed(payload[cut:])
+        assert parser.finish().size == len(message)
+
+
+@given(st.binary(max_size=300))
+def test_garbage_never_crashes(data):
+    parser = PayloadParser(LIMIT)
+    try:
+        parser.feed(data)
+        parser.finish()
+    except WireError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "mangle, error",
+    [
+        (lambda p: b"XXXX" + p[4:], "bad magic"),
+        (lambda p: p[:4] + b"\x09" + p[5:], "version 9"),
+        (lambda p: p[:-1], "ended after"),
+        (lambda p: p + b"x", "more message bytes"),
+        (lambda p: p[:10], "inside the envelope header"),
+    ],
+)
+def test_broken_payloads(mangle, error):
+    with pytest.raises(WireError, match=error):
+        wire.decode_payload(mangle(payload_of(b"hello")), LIMIT)
+
+
+def header_payload(header: bytes) -> bytes:
+    return wire.PREFIX.pack(wire.MAGIC, wire.VERSION, len(header)) + header
+
+
+@pytest.mark.parametrize(
+    "header, error",
+    [
+        (b"\xff\xfe", "UTF-8 JSON"),
+        (b"[]", "exactly from, to and size"),
+        (b'{"from":"a","to":[],"size":0}', "1 to 255 recipients"),
+        (b'{"from":"a","to":["b c"],"size":0}', "recipient is not a clean"),
+        (b'{"from":"a\\r\\nRCPT","to":["b"],"size":0}', "sender is not a clean"),
+        (b'{"from":"a","to":["b"],"size":-1}', "non-negative"),
+        (b'{"from":"a","to":["b"],"size":true}', "non-negative"),
+        (b'{"from":"a","to":["b"],"size":99999999}', "over the limit"),
+    ],
+)
+def test_hostile_headers(header, error):
+    with pytest.raises(WireError, match=error):
+        wire.decode_payload(header_payload(header), LIMIT)
+
+
+def test_oversized_header_refused_before_it_arrives():
+    prefix = wire.PREFIX.pack(wire.MAGIC, wire.VERSION, wire.MAX_HEADER + 1)
+    with pytest.raises(WireError, match="over"):
+        PayloadParser(LIMIT).feed(prefix)
+
+
+replies = st.builds(Reply, st.integers(200, 599), st.text(alphabet=st.characters(min_codepoint=32), max_size=300))
+
+
+@given(file_id=st.binary(min_size=32, max_size=32), items=st.lists(replies, min_size=1, max_size=255))
+def test_result_round_trip_fits_one_packet(file_id, items):
+    packet = wire.encode_result(file_id, items)
+    assert len(packet) <= wire.MAX_PACKET
+    got_id, got = wire.decode_result(packet)
+    assert got_id == file_id
+    assert [r.code for r in got] == [r.code for r in items]
+    assert all(r.text.startswith(g.text) for r, g in zip(items, got))
+
+
+@given(st.binary(max_size=400))
+def test_result_garbage_never_crashes(data):
+    try:
+        wire.decode_result(bytes([wire.PACKET_RESULT]) + data)
+    except WireError:
+        pass
+
+
+def test_result_malformed():
+    good = wire.encode_result(b"\1" * 32, [Reply(250, "2.0.0 ok"), Reply(550, "5.1.1 no")])
+    for bad in (good[:-1], good + b"x", good[:33] + b"\0", good[:34] + b"\x00\x63\x00"):
+        with pytest.raises(WireError):
+            wire.decode_result(bad)
+
+
+def test_greeting():
+    assert wire.decode_greeting(wire.encode_greeting("toxbridge 0.1")) == (wire.VERSION, "toxbridge 0.1")

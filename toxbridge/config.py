@@ -1,0 +1,273 @@
+"""The bridge's YAML config, read into frozen, typed objects.
+
+Unknown keys, missing keys and wrong types are errors that name the file, the line and the key.
+Every default lives in the dataclasses below and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The config file cannot be used; the text names the file, line and key."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an LMTP service is: an inet host:port or a unix socket path."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        return self.path or f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Node:
+    """A Tox bootstrap node or TCP relay."""
+
+    host: str
+    port: int
+    public_key: str  # 64 hex digits
+
+
+@dataclass(frozen=True)
+class Proxy:
+    type: str = "none"  # none | http | socks5
+    host: str = ""
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class ToxSettings:
+    udp: bool = True
+    ipv6: bool = False
+    # Off by default: LAN discovery broadcasts to 255.255.255.255 and announces us to the LAN.
+    local_discovery: bool = False
+    port_range: tuple[int, int] = (33445, 33545)
+    bootstrap: tuple[Node, ...] = ()
+    tcp_relays: tuple[Node, ...] = ()
+    proxy: Proxy = Proxy()
+
+
+@dataclass(frozen=True)
+class User:
+    mailbox: str  # the Dovecot user name that receives this person's mail
+    address: str  # the person's own e-mail address: the only sender their identity sends for
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: Path
+    users: tuple[User, ...]
+    lmtp_listen: Endpoint = Endpoint("127.0.0.1", 10025)
+    dovecot_lmtp: Endpoint = Endpoint("127.0.0.1", 24)
+    hostname: str = "toxbridge.localdomain"
+    max_message_size: int = 50 * 1024 * 1024
+    # How long the sender waits for the peer's answer after the last byte, before telling
+    # Postfix 4.4.1 (it keeps the mail and retries). Postfix's lmtp_data_done_timeout is longer.
+    result_timeout: float = 120.0
+    # A transfer that makes no progress for this long is given up (4.4.1).
+    transfer_stall_timeout: float = 60.0
+    tox: ToxSettings = ToxSettings()
+    source: str = field(default="", compare=False)
+
+    def user_by_mailbox(self, mailbox: str) -> User | None:
+        return next((u for u in self.users if u.mailbox == mailbox), None)
+
+    def user_by_address(self, address: str) -> User | None:
+        return next((u for u in self.users if u.address.lower() == address.lower()), None)
+
+
+class _LineDict(dict):
+    """A mapping that remembers the line of each key (1-based)."""
+
+    line = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: dict[str, int] = {}
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
+    mapping = _LineDict()
+    mapping.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, str):
+            raise ConfigError(f"line {line}: key {key!r} is not a string")
+        if key in mapping:
+            raise ConfigError(f"line {line}: key {key!r} appears twice")
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = line
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise ConfigError(f"{source}: {where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, _LineDict):
+        raise ConfigError(f"{source}: the config must be a mapping of keys to values")
+    config = _convert(Config, data, source, "", data.line)
+    config = dataclasses.replace(config, source=source)
+    _check(config, data, source)
+    return config
+
+
+def _convert(kind, value, source: str, key: str, line: int):
+    """Turn a YAML value into `kind`, or raise ConfigError naming where it went wrong."""
+    where = f"{source}: line {line}: {key or 'top level'}"
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind) and kind is not Endpoint:
+        if not isinstance(value, _LineDict):
+            raise ConfigError(f"{where}: expected a mapping, got {_shown(value)}")
+        hints = typing.get_type_hints(kind)
+        fields = {f.name: f for f in dataclasses.fields(kind) if f.init and f.name != "source"}
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            k = unknown[0]
+            raise ConfigError(
+                f"{source}: line {value.lines[k]}: unknown key {_join(key, k)!r}"
+                f" (known: {', '.join(sorted(fields))})"
+            )
+        args = {}
+        for name, f in fields.items():
+            if name in value:
+                args[name] = _convert(hints[name], value[name], source, _join(key, name), value.lines[name])
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{source}: line {value.line}: missing key {_join(key, name)!r}")
+        return kind(**args)
+    if kind is Endpoint:
+        return _endpoint(value, where)
+    if kind is Path:
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise ConfigError(f"{where}: expected an absolute path, got {_shown(value)}")
+        return Path(value)
+    if origin is tuple and kind.__args__[-1] is Ellipsis:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {_shown(value)}")
+        return tuple(_convert(kind.__args__[0], v, source, f"{key}[{i}]", line) for i, v in enumerate(value))
+    if origin is tuple:
+        if not isinstance(value, list) or len(value) != len(kind.__args__):
+            raise ConfigError(f"{where}: expected a list of {len(kind.__args__)} items, got {_shown(value)}")
+        return tuple(_convert(t, v, source, key, line) for t, v in zip(kind.__args__, value))
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{where}: expected a positive number, got {_shown(value)}")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where}: expected a non-negative integer, got {_shown(value)}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
+        return value
+    if kind is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected a non-empty string, got {_shown(value)}")
+        return value
+    raise TypeError(f"config type {kind} not handled")  # a programming error, not bad input
+
+
+def _endpoint(value, where: str) -> Endpoint:
+    if isinstance(value, str) and value.startswith("/"):
+        return Endpoint(path=value)
+    if isinstance(value, str):
+        host, colon, port = value.rpartition(":")
+        host = host.strip("[]")
+        if colon and host and port.isdigit() and 0 < int(port) < 65536:
+            return Endpoint(host=host, port=int(port))
+    raise ConfigError(f"{where}: expected host:port or an absolute unix socket path, got {_shown(value)}")
+
+
+def _check(config: Config, data: _LineDict, source: str) -> None:
+    """Rules that span keys."""
+
+    def fail(key: str, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{source}: line {data.lines.get(key, data.line)}: {key}: {message}")
+
+    listen = config.lmtp_listen
+    if not listen.path and not _is_loopback(listen.host):
+        fail("lmtp_listen", f"{listen.host} is not a loopback address; the bridge only listens on loopback")
+    if not config.users:
+        fail("users", "at least one user is needed")
+    seen: set[str] = set()
+    for user in config.users:
+        if "@" not in user.address.strip("@"):
+            fail("users", f"address {user.address!r} is not an e-mail address")
+        for name in (f"mailbox {user.mailbox}", f"address {user.address.lower()}"):
+            if name in seen:
+                fail("users", f"{name} is listed twice")
+            seen.add(name)
+    low, high = config.tox.port_range
+    if not 0 < low <= high < 65536:
+        fail("tox", f"port_range {low}..{high} is not a range of ports")
+    if config.tox.proxy.type not in ("none", "http", "socks5"):
+        fail("tox", f"proxy type must be none, http or socks5, not {config.tox.proxy.type!r}")
+    for node in config.tox.bootstrap + config.tox.tcp_relays:
+        if len(node.public_key) != 64 or not _is_hex(node.public_key):
+            fail("tox", f"node {node.host}:{node.port}: public_key must be 64 hex digits")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _shown(value) -> str:
+    if isinstance(value, (dict, list)):
+        return "a " + ("mapping" if isinstance(value, dict) else "list")
+    return repr(value)
+
+
