@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+
+_MAILBOX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
 class ConfigError(ValueError):
@@ -57,6 +61,8 @@ class ToxSettings:
     bootstrap: tuple[Node, ...] = ()
     tcp_relays: tuple[Node, ...] = ()
     proxy: Proxy = Proxy()
+    # What to do with a friend request from a stranger: accept, or ignore (log it only).
+    friend_requests: str = "ignore"
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,8 @@ def _check(config: Config, data: _LineDict, source: str) -> None:
         fail("users", "at least one user is needed")
     seen: set[str] = set()
     for user in config.users:
+        if not _MAILBOX.match(user.mailbox):
+            fail("users", f"mailbox {user.mailbox!r} may hold only letters, digits and . _ + -")
         if "@" not in user.address.strip("@"):
             fail("users", f"address {user.address!r} is not an e-mail address")
         for name in (f"mailbox {user.mailbox}", f"address {user.address.lower()}"):
@@ -239,6 +247,8 @@ def _check(config: Config, data: _LineDict, source: str) -> None:
         fail("tox", f"port_range {low}..{high} is not a range of ports")
     if config.tox.proxy.type not in ("none", "http", "socks5"):
         fail("tox", f"proxy type must be none, http or socks5, not {config.tox.proxy.type!r}")
+    if config.tox.friend_requests not in ("accept", "ignore"):
+        fail("tox", f"friend_requests must be accept or ignore, not {config.tox.friend_requests!r}")
     for node in config.tox.bootstrap + config.tox.tcp_relays:
         if len(node.public_key) != 64 or not _is_hex(node.public_key):
             fail("tox", f"node {node.host}:{node.port}: public_key must be 64 hex digits")

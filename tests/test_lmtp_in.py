@@ -1,0 +1,132 @@
+"""The Postfix-facing LMTP server over a real socket: one reply per recipient, always.
+
+The outbox here is a stand-in for the Tox side; the integration tests drive the real one.
+"""
+
+import asyncio
+
+import pytest
+
+from toxbridge.lmtp_in import make_server
+from toxbridge.smtpreply import ReplyReader
+from toxbridge.wire import Reply
+
+SENDER = "alice@alice.test"
+GOOD = "a" * 64 + "@tox"
+
+
+class Outbox:
+    def __init__(self, outcome=None, fail=False):
+        self.outcome, self.fail, self.sent = outcome, fail, []
+
+    def check_sender(self, address):
+        return Reply(250, "2.1.0 Ok") if address == SENDER else Reply(550, "5.7.1 not ours")
+
+    def check_recipient(self, sender, address):
+        return Reply(250, "2.1.5 Ok") if address.endswith("@tox") else Reply(550, "5.1.3 bad")
+
+    async def send(self, sender, recipients, message):
+        if self.fail:
+            raise RuntimeError("boom")
+        self.sent.append((sender, recipients, message))
+        return self.outcome or [Reply(250, f"2.0.0 <{r}> delivered ✓") for r in recipients]
+
+
+class Client:
+    def __init__(self, reader, writer):
+        self.reader, self.writer, self.parser, self.pending = reader, writer, ReplyReader(), []
+
+    async def reply(self):
+        while not self.pending:
+            data = await asyncio.wait_for(self.reader.read(4096), 5)
+            assert data, "server closed the connection"
+            self.pending += self.parser.feed(data)
+        return self.pending.pop(0)
+
+    async def cmd(self, line: bytes):
+        self.writer.write(line + b"\r\n")
+        return await self.reply()
+
+
+async def session(outbox, max_size=10_000):
+    server = await asyncio.get_running_loop().create_server(make_server(outbox, "test", max_size), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Client(*await asyncio.open_connection("127.0.0.1", port))
+    assert (await client.reply()).code == 220
+    assert (await client.cmd(b"LHLO postfix")).code == 250
+    return server, client
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_one_reply_per_recipient_in_order():
+    async def go():
+        outbox = Outbox(outcome=[Reply(250, "2.0.0 ok"), Reply(550, "5.1.1 no such user"), Reply(451, "4.4.1 offline")])
+        server, c = await session(outbox)
+        assert (await c.cmd(f"MAIL FROM:<{SENDER}>".encode())).code == 250
+        for r in ("a", "b", "c"):
+            assert (await c.cmd(f"RCPT TO:<{r * 64}@tox>".encode())).code == 250
+        assert (await c.cmd(b"RCPT TO:<bob@example.org>")).code == 550
+        assert (await c.cmd(b"DATA")).code == 354
+        c.writer.write(b"Subject: t\r\n\r\n..dot\r\n\xc3\xa9\r\n.\r\n")
+        got = [await c.reply() for _ in range(3)]
+        assert [r.code for r in got] == [250, 550, 451]
+        assert (await c.cmd(b"NOOP")).code == 250  # still in step
+        assert outbox.sent[0][2] == b"Subject: t\r\n\r\n.dot\r\n\xc3\xa9\r\n"
+        server.close()
+
+    run(go())
+
+
+def test_foreign_sender_refused():
+    async def go():
+        server, c = await session(Outbox())
+        reply = await c.cmd(b"MAIL FROM:<mallory@evil.example>")
+        assert (reply.code, reply.text[:5]) == (550, "5.7.1")
+        server.close()
+
+    run(go())
+
+
+def test_exception_is_temporary_for_each_recipient():
+    async def go():
+        server, c = await session(Outbox(fail=True))
+        await c.cmd(f"MAIL FROM:<{SENDER}>".encode())
+        await c.cmd(f"RCPT TO:<{GOOD}>".encode())
+        await c.cmd(("RCPT TO:<" + "b" * 64 + "@tox>").encode())
+        await c.cmd(b"DATA")
+        c.writer.write(b"x\r\n.\r\n")
+        got = [await c.reply() for _ in range(2)]
+        assert [(r.code, r.text[:5]) for r in got] == [(451, "4.3.0")] * 2
+        assert (await c.cmd(b"NOOP")).code == 250
+        server.close()
+
+    run(go())
+
+
+def test_too_big_answers_each_recipient():
+    async def go():
+        server, c = await session(Outbox(), max_size=100)
+        await c.cmd(f"MAIL FROM:<{SENDER}>".encode())
+        await c.cmd(f"RCPT TO:<{GOOD}>".encode())
+        await c.cmd(("RCPT TO:<" + "b" * 64 + "@tox>").encode())
+        await c.cmd(b"DATA")
+        c.writer.write(b"x" * 70 + b"\r\n" + b"y" * 70 + b"\r\n.\r\n")
+        got = [await c.reply() for _ in range(2)]
+        assert [(r.code, r.text[:5]) for r in got] == [(552, "5.3.4")] * 2
+        assert (await c.cmd(b"NOOP")).code == 250
+        server.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize("size, code", [(50, 250), (200, 552)])
+def test_size_announced_at_mail(size, code):
+    async def go():
+        server, c = await session(Outbox(), max_size=100)
+        assert (await c.cmd(f"MAIL FROM:<{SENDER}> SIZE={size}".encode())).code == code
+        server.close()
+
+    run(go())

@@ -1,0 +1,99 @@
+"""The bridge's outbound side as Postfix sees it: who may send, where each recipient goes,
+and one reply per recipient from the far end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from . import wire
+from .address import AddressError, parse_tox_address
+from .identity import Identity
+from .sender import offline
+from .toxcore.binding import ToxError
+from .wire import Reply
+
+log = logging.getLogger("toxbridge.bridge")
+
+_QUEUE_ID = re.compile(rb"\bwith E?SMTPS?A? id ([0-9A-Za-z]+)")
+
+
+class Bridge:
+    """Implements lmtp_in.Outbox over the household's identities."""
+
+    def __init__(self, identities: list[Identity]) -> None:
+        self._by_address = {i.user.address.lower(): i for i in identities}
+
+    def _identity(self, sender: str) -> Identity | None:
+        return self._by_address.get(sender.lower())
+
+    def check_sender(self, address: str) -> Reply:
+        if self._identity(address) is None:
+            return Reply(550, f"5.7.1 <{address}>: not a sender of this bridge (only its users' own addresses)")
+        return Reply(250, "2.1.0 Ok")
+
+    def check_recipient(self, sender: str, address: str) -> Reply:
+        identity = self._identity(sender)
+        if identity is None:
+            return Reply(503, "5.5.1 MAIL FROM first")
+        try:
+            target = parse_tox_address(address)
+        except AddressError as e:
+            return Reply(550, f"5.1.3 <{address}>: bad Tox address: {e}")
+        node = identity.node
+        if target.public_key == node.public_key:
+            return Reply(550, f"5.1.1 <{address}>: this is the sender's own Tox ID")
+        friend = node.friend_by_public_key(target.public_key)
+        if friend is None:
+            return self._befriend(identity, address, target.tox_id)
+        if node.friend_connection(friend) == 0:
+            return offline(f"<{address}>: Tox friend is offline")
+        return Reply(250, "2.1.5 Ok")
+
+    def _befriend(self, identity: Identity, address: str, tox_id: bytes | None) -> Reply:
+        if tox_id is None:
+            return Reply(550, f"5.1.1 <{address}>: not a Tox friend; write to the full 76-digit Tox ID to send a friend request")
+        request = f"Mail from {identity.user.address} via toxbridge".encode()
+        try:
+            identity.node.friend_add(tox_id, request)
+        except ToxError as e:
+            return offline(f"<{address}>: cannot send a Tox friend request ({e})")
+        identity.save()
+        log.info("%s: sent a friend request to %s", identity.user.mailbox, tox_id.hex()[:8])
+        return offline(f"<{address}>: Tox friend request sent; the mail waits until it is accepted")
+
+    async def send(self, sender: str, recipients: list[str], message: bytes) -> list[Reply]:
+        identity = self._identity(sender)
+        if identity is None:  # MAIL FROM was checked; this guards against a changed config only
+            return [Reply(550, "5.7.1 not a sender of this bridge")] * len(recipients)
+        started = time.monotonic()
+        groups: dict[int, list[int]] = {}
+        replies: list[Reply | None] = [None] * len(recipients)
+        for index, rcpt in enumerate(recipients):
+            friend = identity.node.friend_by_public_key(parse_tox_address(rcpt).public_key)
+            if friend is None:  # unfriended between RCPT and DATA
+                replies[index] = offline("recipient is no longer a Tox friend")
+            else:
+                groups.setdefault(friend, []).append(index)
+        friends = list(groups)
+        outcomes = await asyncio.gather(*(
+            identity.sender.send(f, wire.Envelope(sender, tuple(recipients[i] for i in groups[f]), len(message)), message)
+            for f in friends
+        ))
+        for friend, answer in zip(friends, outcomes):
+            for index, reply in zip(groups[friend], answer):
+                replies[index] = reply
+        queue_id = _queue_id(message)
+        for rcpt, reply in zip(recipients, replies):
+            status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
+            log.info("%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
+                     queue_id, rcpt, rcpt[:8], len(message), time.monotonic() - started, status, reply)
+        return replies  # type: ignore[return-value]
+
+
+def _queue_id(message: bytes) -> str:
+    """Postfix's queue id from its own Received: header at the top, for log lines."""
+    match = _QUEUE_ID.search(message[:4096])
+    return match.group(1).decode() if match else "NOQUEUE"

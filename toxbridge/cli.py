@@ -1,0 +1,86 @@
+"""The `toxbridge` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from . import __version__, config as config_mod, profiles
+from .config import Config, ConfigError
+from .daemon import StartupError, run
+from .identity import ensure_profile, offline_node
+from .toxcore.binding import ToxError
+
+DEFAULT_CONFIG = "/etc/toxbridge/toxbridge.yaml"
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="toxbridge", description="E-mail between households over Tox.")
+    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--version", action="version", version=f"toxbridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check-config", help="validate the config file; exit 0 when it is usable")
+    sub.add_parser("init", help="create the state directory and a Tox profile per user; print USER TOXID")
+    show = sub.add_parser("id", help="print USER TOXID for every user, or one")
+    show.add_argument("user", nargs="?", help="mailbox name")
+    daemon = sub.add_parser("run", help="run the bridge")
+    daemon.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+        return COMMANDS[args.command](cfg, args)
+    except ConfigError as e:
+        print(f"toxbridge: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except (profiles.ProfileError, ToxError, StartupError) as e:
+        print(f"toxbridge: {e}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def check_config(cfg: Config, args) -> int:
+    print(f"{cfg.source}: ok ({len(cfg.users)} users, LMTP on {cfg.lmtp_listen}, Dovecot at {cfg.dovecot_lmtp})")
+    return EXIT_OK
+
+
+def init(cfg: Config, args) -> int:
+    profiles.state_subdir(cfg.state_dir, "profiles")
+    for user in cfg.users:
+        address, created = ensure_profile(cfg, user)
+        print(f"{user.mailbox} {address.hex().upper()}")
+        if created:
+            print(f"toxbridge: created Tox profile for {user.mailbox}", file=sys.stderr)
+    return EXIT_OK
+
+
+def show_id(cfg: Config, args) -> int:
+    users = [u for u in cfg.users if args.user in (None, u.mailbox)]
+    if not users:
+        print(f"toxbridge: no user {args.user!r} in {cfg.source}", file=sys.stderr)
+        return EXIT_FAIL
+    for user in users:
+        savedata = profiles.read(profiles.profile_path(cfg.state_dir, user.mailbox))
+        if savedata is None:
+            print(f"toxbridge: {user.mailbox} has no Tox profile yet; run `toxbridge init`", file=sys.stderr)
+            return EXIT_FAIL
+        node = offline_node(savedata)
+        try:
+            print(f"{user.mailbox} {node.address.hex().upper()}")
+        finally:
+            node.close()
+    return EXIT_OK
+
+
+def run_daemon(cfg: Config, args) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(run(cfg))
+    return EXIT_OK
+
+
+COMMANDS = {"check-config": check_config, "init": init, "id": show_id, "run": run_daemon}
+
+if __name__ == "__main__":
+    sys.exit(main())

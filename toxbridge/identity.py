@@ -1,0 +1,159 @@
+"""One local user's Tox identity: its toxcore node, profile, and the transfers it sends and receives."""
+
+from __future__ import annotations
+
+import logging
+
+from . import lmtp_out, profiles, wire
+from .config import Config, User
+from .receiver import Receiver
+from .sender import Sender
+from .toxcore.binding import ToxError
+from .toxcore.node import ToxNode, ToxOptions
+from .wire import Reply
+
+log = logging.getLogger("toxbridge.identity")
+
+SOFTWARE = "toxbridge"
+
+
+def tox_options(config: Config) -> ToxOptions:
+    tox = config.tox
+    return ToxOptions(
+        udp=tox.udp,
+        ipv6=tox.ipv6,
+        local_discovery=tox.local_discovery,
+        start_port=tox.port_range[0],
+        end_port=tox.port_range[1],
+        proxy_type=tox.proxy.type,
+        proxy_host=tox.proxy.host,
+        proxy_port=tox.proxy.port,
+    )
+
+
+def offline_node(savedata: bytes | None) -> ToxNode:
+    """A node that binds no port: enough to create a profile or read its Tox ID."""
+    return ToxNode(ToxOptions(udp=False, local_discovery=False), savedata)
+
+
+def ensure_profile(config: Config, user: User) -> tuple[bytes, bool]:
+    """The user's Tox ID, creating the profile (0600) if there is none. Returns (address, created)."""
+    path = profiles.profile_path(config.state_dir, user.mailbox)
+    savedata = profiles.read(path)
+    node = offline_node(savedata)
+    try:
+        if savedata is None:
+            profiles.write(path, node.savedata())
+        return node.address, savedata is None
+    finally:
+        node.close()
+
+
+class Identity:
+    """Handler of one ToxNode's events; owns its Sender and Receiver."""
+
+    def __init__(self, config: Config, user: User, node: ToxNode) -> None:
+        self.config, self.user, self.node = config, user, node
+        self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout)
+        self.receiver = Receiver(node, config.max_message_size, config.hostname, user.address, self._deliver)
+        self.peers: dict[int, str] = {}  # friend → software named in its greeting
+        node.handler = self
+
+    @classmethod
+    def open(cls, config: Config, user: User) -> "Identity":
+        path = profiles.profile_path(config.state_dir, user.mailbox)
+        savedata = profiles.read(path)
+        node = ToxNode(tox_options(config), savedata, name=user.address)
+        identity = cls(config, user, node)
+        if savedata is None:
+            identity.save()
+        return identity
+
+    def save(self) -> None:
+        profiles.write(profiles.profile_path(self.config.state_dir, self.user.mailbox), self.node.savedata())
+
+    async def _deliver(self, sender: str, message: bytes) -> Reply:
+        replies = await lmtp_out.deliver(
+            self.config.dovecot_lmtp, sender, [self.user.mailbox], message, self.config.hostname
+        )
+        return replies[0]
+
+    def bootstrap(self) -> None:
+        for node in self.config.tox.bootstrap:
+            self._try(self.node.bootstrap, node)
+        for node in self.config.tox.tcp_relays:
+            self._try(self.node.add_tcp_relay, node)
+
+    def _try(self, method, node) -> None:
+        try:
+            method(node.host, node.port, bytes.fromhex(node.public_key))
+        except ToxError as e:
+            log.warning("%s: cannot use Tox node %s:%d: %s", self.user.mailbox, node.host, node.port, e)
+
+    # ---- toxcore events (on the loop thread, inside iterate)
+
+    def on_self_connection(self, node, status: int) -> None:
+        state = ("offline", "online (TCP)", "online (UDP)")[status]
+        log.info("%s: Tox network %s", self.user.mailbox, state)
+
+    def on_friend_request(self, node, public_key: bytes, message: bytes) -> None:
+        text = message.decode("utf-8", "replace")[:200]
+        if self.config.tox.friend_requests == "accept":
+            try:
+                node.friend_add_norequest(public_key)
+            except ToxError as e:
+                log.warning("%s: cannot accept friend request from %s: %s", self.user.mailbox, public_key.hex()[:8], e)
+                return
+            self.save()
+            log.info("%s: accepted friend request from %s (%r)", self.user.mailbox, public_key.hex(), text)
+        else:
+            log.info("%s: ignored friend request from %s (%r); friend_requests is 'ignore'",
+                     self.user.mailbox, public_key.hex(), text)
+
+    def on_friend_connection(self, node, friend: int, status: int) -> None:
+        key = self._key(friend)
+        if status == 0:
+            log.info("%s: friend %s went offline", self.user.mailbox, key)
+            self.peers.pop(friend, None)
+            self.sender.on_friend_offline(friend)
+            self.receiver.on_friend_offline(friend)
+            return
+        log.info("%s: friend %s online", self.user.mailbox, key)
+        try:
+            node.send_lossless_packet(friend, wire.encode_greeting(SOFTWARE))
+        except ToxError as e:
+            log.debug("greeting to %s not sent: %s", key, e)
+
+    def on_lossless_packet(self, node, friend: int, data: bytes) -> None:
+        if data[:1] == bytes([wire.PACKET_RESULT]):
+            self.sender.on_result(friend, data)
+        elif data[:1] == bytes([wire.PACKET_GREETING]):
+            try:
+                version, software = wire.decode_greeting(data)
+            except wire.WireError:
+                return
+            self.peers[friend] = software
+            log.info("%s: friend %s is a bridge (%s, protocol %d)", self.user.mailbox, self._key(friend), software, version)
+
+    def on_friend_message(self, node, friend: int, kind: int, text: bytes) -> None:
+        log.info("%s: friend %s sent a chat message (%d bytes); mail bridges do not chat", self.user.mailbox, self._key(friend), len(text))
+
+    def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
+        self.receiver.on_file_recv(friend, number, kind, size, filename)
+
+    def on_file_recv_chunk(self, node, friend, number, position, data) -> None:
+        self.receiver.on_chunk(friend, number, position, data)
+
+    def on_file_chunk_request(self, node, friend, number, position, length) -> None:
+        self.sender.on_chunk_request(friend, number, position, length)
+
+    def on_file_recv_control(self, node, friend, number, control) -> None:
+        # Sending and receiving file numbers never collide in toxcore, so both may look.
+        self.sender.on_control(friend, number, control)
+        self.receiver.on_control(friend, number, control)
+
+    def _key(self, friend: int) -> str:
+        try:
+            return self.node.friend_public_key(friend).hex()[:8]
+        except ToxError:
+            return f"#{friend}"

@@ -1,0 +1,160 @@
+"""One household on loopback: its own Postfix, Dovecot and toxbridge process.
+
+The bridge runs as a real process (`python -m toxbridge run`) with a config written from the
+same keys as deploy/toxbridge.yaml; its log is a file the tests can wait on.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import _fs
+from .dovecot import Dovecot
+from .ports import free_port, port_accepts, wait_until
+from .postfix import Postfix
+
+BRIDGE_START_TIMEOUT = 30.0
+
+
+class Household:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        users: dict[str, str],
+        bootstrap: list[tuple[str, int, bytes]],
+        bridge_users: list[str] | None = None,
+        friend_requests: str = "accept",
+        postfix_extra: dict[str, str] | None = None,
+    ) -> None:
+        """users: mailbox → password (all get Dovecot mailboxes); bridge_users: those with a Tox
+        identity (default: all); bootstrap: (host, port, public key) of local DHT nodes."""
+        self.root = _fs.prepare_root(Path(root) / name)
+        self.name = name
+        self.domain = f"{name}.test"
+        self.users = dict(users)
+        self.bridge_users = list(bridge_users if bridge_users is not None else users)
+        self.bridge_port = free_port()
+        self.dovecot = Dovecot(self.root, name, self.users, free_port(), free_port(), free_port())
+        self.postfix = Postfix(
+            self.root, name, self.domain, free_port(), list(self.users),
+            self.dovecot.lmtp_port, self.bridge_port, postfix_extra,
+        )
+        self.config_path = self.root / "toxbridge.yaml"
+        self.bridge_log = self.root / "toxbridge.log"
+        self._bridge: subprocess.Popen | None = None
+        self.tox_ids: dict[str, str] = {}
+        self._write_config(bootstrap, friend_requests)
+
+    def address(self, user: str) -> str:
+        return f"{user}@{self.domain}"
+
+    def tox_address(self, user: str) -> str:
+        return f"{self.tox_ids[user]}@tox"
+
+    def _write_config(self, bootstrap, friend_requests: str) -> None:
+        config = {
+            "state_dir": str(self.root / "state"),
+            "lmtp_listen": f"127.0.0.1:{self.bridge_port}",
+            "dovecot_lmtp": f"127.0.0.1:{self.dovecot.lmtp_port}",
+            "hostname": f"bridge.{self.domain}",
+            "users": [{"mailbox": u, "address": self.address(u)} for u in self.bridge_users],
+            "tox": {
+                "udp": True,
+                "ipv6": False,
+                "local_discovery": False,
+                "port_range": [33445, 33545],
+                "bootstrap": [{"host": h, "port": p, "public_key": k.hex()} for h, p, k in bootstrap],
+                "friend_requests": friend_requests,
+            },
+        }
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def toxbridge(self, *args: str) -> subprocess.CompletedProcess:
+        return _fs.run([sys.executable, "-m", "toxbridge", "--config", str(self.config_path), *args])
+
+    def start(self) -> None:
+        self.dovecot.start()
+        self.postfix.start()
+        init = self.toxbridge("init")
+        if init.returncode != 0:
+            raise RuntimeError(f"toxbridge init failed: {init.stderr}")
+        self.tox_ids = dict(line.split() for line in init.stdout.splitlines())
+        self.start_bridge()
+
+    def start_bridge(self) -> None:
+        with open(self.bridge_log, "ab") as log:
+            self._bridge = subprocess.Popen(
+                [sys.executable, "-m", "toxbridge", "--config", str(self.config_path), "run"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )
+        ok = wait_until(lambda: port_accepts(self.bridge_port) or self._bridge.poll() is not None,
+                        BRIDGE_START_TIMEOUT)
+        if not ok or self._bridge.poll() is not None:
+            raise RuntimeError(f"toxbridge for {self.name} did not start:\n{_fs.tail(self.bridge_log)}")
+
+    def stop_bridge(self, sig: int = signal.SIGTERM) -> None:
+        if self._bridge is None:
+            return
+        if self._bridge.poll() is None:
+            self._bridge.send_signal(sig)
+            try:
+                self._bridge.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._bridge.kill()
+                self._bridge.wait()
+        self._bridge = None
+
+    @property
+    def bridge_pid(self) -> int | None:
+        return self._bridge.pid if self._bridge else None
+
+    def stop(self) -> None:
+        for step in (self.stop_bridge, self.postfix.stop, self.dovecot.stop):
+            try:
+                step()
+            except Exception as e:  # stop everything even when one part fails
+                print(f"household {self.name}: {step.__qualname__} failed: {e}", file=sys.stderr)
+
+    def log_has(self, pattern: str) -> bool:
+        try:
+            return re.search(pattern, self.bridge_log.read_text(errors="replace")) is not None
+        except OSError:
+            return False
+
+    def wait_log(self, pattern: str, timeout: float) -> None:
+        if not wait_until(lambda: self.log_has(pattern), timeout, interval=0.1):
+            raise TimeoutError(f"{self.name}: no log line /{pattern}/ within {timeout}s:\n{_fs.tail(self.bridge_log)}")
+
+    def wait_inbox(self, user: str, count: int, timeout: float) -> list[bytes]:
+        """INBOX once it holds at least `count` messages."""
+        box: list[bytes] = []
+
+        def enough() -> bool:
+            nonlocal box
+            box = self.dovecot.fetch_inbox(user)
+            return len(box) >= count
+
+        if not wait_until(enough, timeout, interval=0.2):
+            raise TimeoutError(f"{self.name}/{user}: {len(box)} of {count} messages after {timeout}s")
+        return box
+
+
+def befriend(a: Household, a_user: str, b: Household, b_user: str, timeout: float = 60.0) -> None:
+    """Make two identities friends through the real path: a's bridge sends a friend request
+    (Postfix defers the first mail with 4.4.1), b's bridge accepts it, and both see the other
+    bridge's greeting."""
+    key_a = a.tox_ids[a_user][:64].lower()
+    key_b = b.tox_ids[b_user][:64].lower()
+    a.postfix.send(a.address(a_user), [b.tox_address(b_user)],
+                   b"Subject: hello\r\n\r\nFriend request on the way.\r\n")
+    b.wait_log(f"accepted friend request from {key_a}", timeout)
+    a.wait_log(f"{a_user}: friend {key_b[:8]} is a bridge", timeout)
+    b.wait_log(f"{b_user}: friend {key_a[:8]} is a bridge", timeout)
+
