@@ -1,0 +1,118 @@
+"""Shared helpers for the lab: directories, system users, logs, deploy files."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+
+def deploy_dir() -> Path:
+    """The repository's deploy/ folder: the files an admin copies are the files the lab runs."""
+    env = os.environ.get("TOXBRIDGE_DEPLOY_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "deploy"
+
+
+def prepare_root(root: Path) -> Path:
+    """Create `root` with mode 0755 and check that every parent is world-traversable.
+
+    Postfix and Dovecot drop privileges (postfix, vmail, dovenull) and then
+    cannot reach a directory under a 0700 parent such as pytest's tmp_path.
+    Callers should use e.g. ``tempfile.mkdtemp(dir="/tmp")``.
+    """
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    for parent in root.parents:
+        if not os.stat(parent).st_mode & 0o001:
+            raise PermissionError(
+                f"{parent} is not world-traversable (mode {oct(os.stat(parent).st_mode & 0o777)}); "
+                f"servers running as unprivileged users cannot reach {root}. "
+                "Use tempfile.mkdtemp(dir='/tmp') for lab roots."
+            )
+    return root
+
+
+def ensure_system_user(name: str) -> pwd.struct_passwd:
+    """Create a system user and group `name` (no home, no shell) if missing."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home",
+         "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+        check=True, capture_output=True,
+    )
+    return pwd.getpwnam(name)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"<no log at {path}: {e}>"
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """Run a short command; never a forking daemon (its pipes would keep us waiting)."""
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    kw.setdefault("timeout", 60)
+    return subprocess.run(cmd, **kw)
+
+
+def run_daemon_start(cmd: list[str], log: Path, timeout: float = 60, env: dict | None = None) -> int:
+    """Run a command that starts a forking daemon, output appended to `log`.
+
+    A daemon that inherits a pipe keeps it open and subprocess would wait for
+    EOF forever; a file has no such problem.
+    """
+    with open(log, "ab") as out:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                              timeout=timeout, env=env).returncode
+
+
+def run_stderr_tty(cmd: list[str], timeout: float = 60) -> tuple[int, str]:
+    """Run a short, non-daemon command with stderr on a pseudo-terminal.
+
+    Postfix commands print errors to stderr only when it is a terminal;
+    otherwise they go to syslog, and there is no syslog here.
+    """
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+        os.close(slave)
+        slave = -1
+        chunks = []
+        deadline = timeout
+        while True:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed its side
+                    data = b""
+                if data:
+                    chunks.append(data)
+                    continue
+            if p.poll() is not None and not r:
+                break
+            deadline -= 0.1
+            if deadline <= 0:
+                p.kill()
+                raise subprocess.TimeoutExpired(cmd, timeout)
+            if r and not data:
+                p.wait(timeout=max(deadline, 1))
+                break
+        return p.wait(), b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)

@@ -1,0 +1,229 @@
+"""A private Postfix instance on loopback, built from deploy/postfix/.
+
+main.cf = the few settings any private instance needs (own queue, data and
+log, loopback only, no DNS) + deploy/postfix/main.cf.toxbridge verbatim +
+`postconf -e` for the host-specific values (domain, ports) and `extra`.
+master.cf = Debian's master.cf with chroot off and smtpd bound to
+127.0.0.1:smtp_port + deploy/postfix/master.cf.toxbridge verbatim.
+transport = deploy/postfix/transport with the bridge port rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import smtplib
+import time
+from pathlib import Path
+
+from . import _fs
+from .ports import port_accepts, wait_until
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
+DEPLOY_BRIDGE_NEXTHOP = "inet:127.0.0.1:10025"
+
+
+class Postfix:
+    """Postfix for one household: SMTP on 127.0.0.1:smtp_port.
+
+    Mail for `domain` users goes to Dovecot LMTP on 127.0.0.1:dovecot_lmtp_port;
+    mail for `@tox` goes to the bridge on 127.0.0.1:bridge_lmtp_port. `root`
+    must sit under world-traversable parents (``tempfile.mkdtemp(dir="/tmp")``).
+    """
+
+    def __init__(self, root: Path, name: str, domain: str, smtp_port: int,
+                 local_users: list[str], dovecot_lmtp_port: int, bridge_lmtp_port: int,
+                 extra: dict[str, str] | None = None):
+        self.root = Path(root)
+        self.name = name
+        self.domain = domain
+        self.smtp_port = smtp_port
+        self.local_users = list(local_users)
+        self.dovecot_lmtp_port = dovecot_lmtp_port
+        self.bridge_lmtp_port = bridge_lmtp_port
+        self.extra = dict(extra or {})
+        self.dir = self.root / f"postfix-{name}"
+        self.config_dir = self.dir / "etc"
+        self.queue_dir = self.dir / "spool"
+        self.data_dir = self.dir / "data"
+        self.maillog = self.dir / "maillog"
+        self.startup_log = self.dir / "startup.log"
+        self.myhostname = f"{name}.postfix.lab.invalid"
+        self._started = False
+
+    # --- configuration ----------------------------------------------------
+
+    def _postconf(self, *args: str) -> str:
+        p = _fs.run(["postconf", "-c", str(self.config_dir), *args])
+        if p.returncode != 0:
+            raise RuntimeError(f"postconf {' '.join(args)} failed: {p.stderr}")
+        return p.stdout
+
+    def write_config(self) -> None:
+        _fs.prepare_root(self.root)
+        for d in (self.dir, self.config_dir, self.queue_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o755)
+        self.data_dir.mkdir(exist_ok=True)
+        shutil.chown(self.data_dir, "postfix", "postfix")
+        self.data_dir.chmod(0o700)
+        deploy = _fs.deploy_dir() / "postfix"
+
+        base = f"""\
+# Lab instance {self.name}: what any private instance needs.
+compatibility_level = 3.6
+queue_directory = {self.queue_dir}
+data_directory = {self.data_dir}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = {self.myhostname}
+mydomain = {self.domain}
+myorigin = $mydomain
+# No local(8) delivery: household users are virtual (Dovecot).
+mydestination =
+local_recipient_maps =
+local_transport = error:5.1.1 no local delivery in the lab
+alias_maps =
+alias_database =
+biff = no
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+maillog_file = {self.maillog}
+maillog_file_prefixes = {self.dir}
+# No DNS in the lab (it runs in a loopback-only namespace).
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+
+# ---- deploy/postfix/main.cf.toxbridge follows verbatim ----
+"""
+        (self.config_dir / "main.cf").write_text(base + (deploy / "main.cf.toxbridge").read_text())
+        (self.config_dir / "master.cf").write_text(
+            _lab_master_cf(SYSTEM_MASTER_CF.read_text(), self.smtp_port)
+            + "\n# ---- deploy/postfix/master.cf.toxbridge follows verbatim ----\n"
+            + (deploy / "master.cf.toxbridge").read_text())
+
+        transport = (deploy / "transport").read_text()
+        if DEPLOY_BRIDGE_NEXTHOP not in transport:
+            raise RuntimeError(f"deploy/postfix/transport no longer names {DEPLOY_BRIDGE_NEXTHOP}")
+        (self.config_dir / "transport").write_text(
+            transport.replace(DEPLOY_BRIDGE_NEXTHOP, f"inet:127.0.0.1:{self.bridge_lmtp_port}"))
+        (self.config_dir / "vmailbox").write_text(
+            "".join(f"{u}@{self.domain}\t{u}\n" for u in self.local_users))
+
+        overrides = {
+            "virtual_mailbox_domains": self.domain,
+            "virtual_transport": f"lmtp:inet:127.0.0.1:{self.dovecot_lmtp_port}",
+            **self.extra,
+        }
+        self._postconf("-e", *(f"{k}={v}" for k, v in overrides.items()))
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        self.write_config()
+        t0 = time.monotonic()
+        rc = _fs.run_daemon_start(["postfix", "-c", str(self.config_dir), "start"], self.startup_log)
+        if rc != 0:
+            # `postfix start` runs the same checks, but its fatal errors go to
+            # syslog when stderr is not a terminal: ask again on a pty.
+            _, why = _fs.run_stderr_tty(["postfix", "-c", str(self.config_dir), "check"])
+            raise RuntimeError(f"postfix {self.name} failed to start (rc={rc}): {why}\n"
+                               f"{_fs.tail(self.startup_log)}\n{_fs.tail(self.maillog)}")
+        self._started = True
+        if not wait_until(lambda: port_accepts(self.smtp_port), START_TIMEOUT):
+            raise RuntimeError(f"postfix {self.name}: SMTP port {self.smtp_port} not accepting:\n"
+                               f"{_fs.tail(self.maillog)}")
+        self.start_seconds = time.monotonic() - t0
+
+    def _master_pid(self) -> int | None:
+        try:
+            return int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        t0 = time.monotonic()
+        pid = self._master_pid()
+        _fs.run_daemon_start(["postfix", "-c", str(self.config_dir), "stop"], self.startup_log)
+        if pid is not None and not wait_until(lambda: not _alive(pid), STOP_TIMEOUT):
+            raise RuntimeError(f"postfix {self.name} master (pid {pid}) still running after stop")
+        self._started = False
+        self.stop_seconds = time.monotonic() - t0
+
+    def __enter__(self) -> "Postfix":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- queue ----------------------------------------------------------------
+
+    def _postqueue(self, *args: str) -> str:
+        p = _fs.run(["postqueue", "-c", str(self.config_dir), *args])
+        if p.returncode != 0:
+            raise RuntimeError(f"postqueue {' '.join(args)} failed: {p.stderr}")
+        return p.stdout
+
+    def queue(self) -> list[dict]:
+        """`postqueue -j`: one dict per queued message (queue_name, queue_id, recipients, ...)."""
+        return [json.loads(line) for line in self._postqueue("-j").splitlines() if line.strip()]
+
+    def flush(self) -> None:
+        self._postqueue("-f")
+
+    def push(self, queue_id: str) -> None:
+        self._postqueue("-i", queue_id)
+
+    def wait_queue_empty(self, timeout: float) -> None:
+        if not wait_until(lambda: not self.queue(), timeout, interval=0.1):
+            raise TimeoutError(f"postfix {self.name}: queue not empty after {timeout}s: "
+                               f"{self.queue()!r}\n{_fs.tail(self.maillog)}")
+
+    def send(self, sender: str, recipients: list[str], message: bytes,
+             source_address: str | None = None) -> None:
+        """Submit over SMTP; raise smtplib errors when any recipient is refused.
+
+        `source_address` binds the client side (e.g. "127.0.0.2") to play a
+        client outside mynetworks without leaving loopback.
+        """
+        opts = []
+        if any(b > 0x7F for b in message):
+            opts.append("BODY=8BITMIME")
+        if not all(a.isascii() for a in [sender, *recipients]):
+            opts.append("SMTPUTF8")
+        src = (source_address, 0) if source_address else None
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=60, source_address=src) as s:
+            refused = s.sendmail(sender, recipients, message, mail_options=opts)
+        if refused:
+            raise smtplib.SMTPRecipientsRefused(refused)
+
+
+def _lab_master_cf(text: str, smtp_port: int) -> str:
+    """Debian's master.cf with every chroot column `n` and smtpd on 127.0.0.1:port only."""
+    out = []
+    for line in text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            f = line.split()
+            if len(f) >= 8:
+                if f[0] == "smtp" and f[1] == "inet":
+                    f[0] = f"127.0.0.1:{smtp_port}"
+                f[4] = "n"
+                line = "  ".join(f[:7]) + "  " + " ".join(f[7:])
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
