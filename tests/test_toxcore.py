@@ -154,14 +154,16 @@ class Recorder:
 
     def on_file_recv(self, node, friend, file_number, kind, size, filename):
         self._add("file_recv", friend, file_number, kind, size, filename)
+        self.files[(friend, file_number)] = bytearray()   # numbers are reused after a transfer
         if self.on_file_recv_hook is not None:
             self.on_file_recv_hook(node, friend, file_number, kind, size, filename)
 
     def on_file_recv_chunk(self, node, friend, file_number, position, data):
-        buf = self.files.setdefault((friend, file_number), bytearray())
+        buf = self.files[(friend, file_number)]
         if position == 0 and data:
             self._add("file_first_chunk", friend, file_number)
         if not data:
+            del self.files[(friend, file_number)]
             self._add("file_done", friend, file_number, bytes(buf))
             return
         assert position == len(buf)
@@ -430,6 +432,11 @@ def test_bad_savedata_and_proxy(lab):
     with pytest.raises(ToxValueError, match="proxy_type"):
         lab.make_node(ToxOptions(proxy_type="socks4"), start=False, bootstrap=False)
 
+    async def long_name():
+        ToxNode(ToxOptions(udp=False), name="x" * (binding.MAX_NAME_LENGTH + 1))
+    with pytest.raises(ToxValueError, match="TOX_ERR_SET_INFO_TOO_LONG"):
+        lab.run(long_name())
+
 
 def test_stop_wakes_waiters(lab):
     lonely = lab.make_node(bootstrap=False)
@@ -446,38 +453,28 @@ def test_stop_wakes_waiters(lab):
     lab.nodes.remove(lonely)
 
 
-def test_friend_offline_cancels_transfers_then_restart_from_savedata(lab):
-    """Last test: it replaces node b. toxcore drops the transfers of a friend that goes
-    offline without a callback; ToxNode reports them as FILE_CONTROL_CANCEL."""
+def test_restart_from_savedata_reconnects(lab):
+    """Replaces node b by a restart from its savedata. A restart must bootstrap again
+    (the DHT key changes)."""
     a, b = lab.a, lab.b
     saved = lab.call(b.savedata)
-    b.handler.on_file_recv_hook = lambda node, friend, number, *_: node.file_control(
-        friend, number, FILE_CONTROL_RESUME)
-    size = 64 * 1024 * 1024
 
-    async def go():
-        number = a.file_send(lab.fa, FILE_KIND_DATA, size, None, b"huge.eml")
-        a.handler.outgoing[(lab.fa, number)] = bytes(size)
-        await b.handler.wait_for(lambda ev: ev[0] == "file_first_chunk")
-        assert ("out", number) in a.transfers(lab.fa)
+    async def down():
         await b.stop()
         await a.handler.wait_for(lambda ev: ev == ("friend_connection", lab.fa, CONNECTION_NONE))
-        await a.handler.wait_for(
-            lambda ev: ev == ("file_control", lab.fa, number, FILE_CONTROL_CANCEL))
-        assert a.transfers(lab.fa) == set()
 
-    lab.run(go())
+    lab.run(down())
     t0 = time.monotonic()
-    # A restart must bootstrap again (the DHT key changes). Measured trap: a peer killed
-    # mid-transfer and restarted on the *same* UDP port reconnects only after ~30 s
-    # (~9 s on a new port, or with no transfer in flight), so restart on a fresh port here.
+    # Measured trap: restarting on the same UDP port sometimes reconnects only after
+    # ~29 s instead of ~9 s (the peer keeps stale state for that ip:port); a fresh port
+    # avoided it in our runs. Allow for the slow case anyway.
     port = free_port()
     b2 = lab.make_node(ToxOptions(start_port=port, end_port=port), savedata=saved)
     assert b2.address == b.address
 
     async def reconnect():
-        await b2.wait_friend_connected(lab.fb, CONNECT_TIMEOUT)
-        await a.wait_friend_connected(lab.fa, CONNECT_TIMEOUT)
+        await b2.wait_friend_connected(lab.fb, 45)
+        await a.wait_friend_connected(lab.fa, 45)
         b2.send_message(lab.fb, b"back")
         await a.handler.wait_for(lambda ev: ev == ("message", lab.fa, 0, b"back"))
 
@@ -485,3 +482,30 @@ def test_friend_offline_cancels_transfers_then_restart_from_savedata(lab):
     lab.b = b2
     logging.getLogger("toxbridge.test").warning("reconnect after restart: %.1f s",
                                                 time.monotonic() - t0)
+
+
+def test_friend_offline_cancels_open_transfers(lab):
+    """Last test: it kills node b. toxcore drops the transfers of a friend that goes
+    offline without a callback; ToxNode reports them as FILE_CONTROL_CANCEL.
+
+    No reconnect here: a peer killed mid-transfer and restarted on the same port
+    reconnected only after ~30 s in our runs.
+    """
+    a, b = lab.a, lab.b
+    b.handler.on_file_recv_hook = lambda node, friend, number, *_: node.file_control(
+        friend, number, FILE_CONTROL_RESUME)
+    size = 64 * 1024 * 1024
+
+    async def go():
+        a.handler.events.clear()      # file numbers are reused: forget earlier transfers
+        number = a.file_send(lab.fa, FILE_KIND_DATA, size, None, b"huge.eml")
+        a.handler.outgoing[(lab.fa, number)] = bytes(size)
+        await b.handler.wait_for(lambda ev: ev[0] == "file_first_chunk")
+        assert ("out", number) in a.transfers(lab.fa)
+        await b.stop()
+        await a.handler.wait_for(
+            lambda ev: ev == ("file_control", lab.fa, number, FILE_CONTROL_CANCEL))
+        assert ("friend_connection", lab.fa, CONNECTION_NONE) in a.handler.events
+        assert a.transfers(lab.fa) == set()
+
+    lab.run(go())

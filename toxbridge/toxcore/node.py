@@ -171,10 +171,14 @@ class ToxNode:
             self._tox = binding.Tox(opts, self._on_event)
         finally:
             opts.close()     # tox_new copied what it needs
-        if name:
-            self._tox.set_name(name.encode())
-        self.address: bytes = self._tox.address()
-        self.public_key: bytes = self._tox.public_key()
+        try:
+            if name:
+                self._tox.set_name(name.encode())
+            self.address: bytes = self._tox.address()
+            self.public_key: bytes = self._tox.public_key()
+        except BaseException:
+            self._tox.kill()
+            raise
 
     def __repr__(self) -> str:
         # no toxcore call here: repr() runs in log formatting, on any thread
