@@ -94,9 +94,10 @@ class Sender:
             pass  # already gone on toxcore's side
 
     def _forget(self, out: Outgoing) -> None:
-        self._by_number.pop((out.friend, out.file_number), None)
-        if self._by_id.get((out.friend, out.file_id)) is out:
-            del self._by_id[(out.friend, out.file_id)]
+        # toxcore reuses a file number once its transfer ends: drop only our own entries.
+        for table, key in ((self._by_number, (out.friend, out.file_number)), (self._by_id, (out.friend, out.file_id))):
+            if table.get(key) is out:
+                del table[key]
 
     # ---- toxcore events, called on the loop thread from the identity's handler
 
@@ -105,8 +106,9 @@ class Sender:
         if out is None:
             return
         out.last_progress = time.monotonic()
-        if length == 0:
+        if length == 0:  # all sent; toxcore ends the transfer and may reuse its number
             out.sent_all_at = out.last_progress
+            del self._by_number[(friend, number)]
             return
         chunk = out.payload[position : position + length]
         try:
@@ -122,7 +124,7 @@ class Sender:
             if control == FILE_CONTROL_CANCEL:
                 # A refusal comes with a result packet first (packets stay in order);
                 # a bare cancel means the peer gave up without an answer.
-                self._by_number.pop((friend, number), None)
+                del self._by_number[(friend, number)]
                 self._finish(out, [offline("the peer cancelled the Tox transfer")] * out.recipients)
 
     def on_result(self, friend: int, packet: bytes) -> None:
@@ -144,6 +146,6 @@ class Sender:
 
     def on_friend_offline(self, friend: int) -> None:
         """Every transfer dies with the friend's connection (toxcore gives no callback for it)."""
-        for out in [o for o in self._by_number.values() if o.friend == friend]:
-            self._by_number.pop((friend, out.file_number), None)
+        for out in [o for o in self._by_id.values() if o.friend == friend]:
+            self._forget(out)
             self._finish(out, [offline("the Tox link to the peer broke")] * out.recipients)

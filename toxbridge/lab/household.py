@@ -122,14 +122,24 @@ class Household:
             except Exception as e:  # stop everything even when one part fails
                 print(f"household {self.name}: {step.__qualname__} failed: {e}", file=sys.stderr)
 
-    def log_has(self, pattern: str) -> bool:
+    def log_mark(self) -> int:
+        """A position in the bridge log; wait_log(since=mark) looks only at what comes after."""
         try:
-            return re.search(pattern, self.bridge_log.read_text(errors="replace")) is not None
+            return self.bridge_log.stat().st_size
+        except OSError:
+            return 0
+
+    def log_has(self, pattern: str, since: int = 0) -> bool:
+        try:
+            with open(self.bridge_log, "rb") as log:
+                log.seek(since)
+                text = log.read().decode("utf-8", "replace")
         except OSError:
             return False
+        return re.search(pattern, text) is not None
 
-    def wait_log(self, pattern: str, timeout: float) -> None:
-        if not wait_until(lambda: self.log_has(pattern), timeout, interval=0.1):
+    def wait_log(self, pattern: str, timeout: float, since: int = 0) -> None:
+        if not wait_until(lambda: self.log_has(pattern, since), timeout, interval=0.1):
             raise TimeoutError(f"{self.name}: no log line /{pattern}/ within {timeout}s:\n{_fs.tail(self.bridge_log)}")
 
     def wait_inbox(self, user: str, count: int, timeout: float) -> list[bytes]:
@@ -146,15 +156,15 @@ class Household:
         return box
 
 
-def befriend(a: Household, a_user: str, b: Household, b_user: str, timeout: float = 60.0) -> None:
-    """Make two identities friends through the real path: a's bridge sends a friend request
-    (Postfix defers the first mail with 4.4.1), b's bridge accepts it, and both see the other
-    bridge's greeting."""
+def befriend_all(a: Household, a_user: str, peers: list[tuple[Household, str]], timeout: float = 60.0) -> None:
+    """Make a's identity a friend of each peer identity through the real path: a mail to the
+    peer's full Tox ID makes a's bridge send a friend request (Postfix defers that mail, 4.4.1),
+    the peer's bridge accepts it (friend_requests: accept), both see the other's greeting."""
     key_a = a.tox_ids[a_user][:64].lower()
-    key_b = b.tox_ids[b_user][:64].lower()
-    a.postfix.send(a.address(a_user), [b.tox_address(b_user)],
-                   b"Subject: hello\r\n\r\nFriend request on the way.\r\n")
-    b.wait_log(f"accepted friend request from {key_a}", timeout)
-    a.wait_log(f"{a_user}: friend {key_b[:8]} is a bridge", timeout)
-    b.wait_log(f"{b_user}: friend {key_a[:8]} is a bridge", timeout)
-
+    a.postfix.send(a.address(a_user), [b.tox_address(u) for b, u in peers],
+                   b"Subject: friend request\r\n\r\nThis mail waits until the friendship is up.\r\n")
+    for b, b_user in peers:
+        key_b = b.tox_ids[b_user][:64].lower()
+        b.wait_log(f"{b_user}: accepted friend request from {key_a}", timeout)
+        a.wait_log(f"{a_user}: friend {key_b[:8]} is a bridge", timeout)
+        b.wait_log(f"{b_user}: friend {key_a[:8]} is a bridge", timeout)

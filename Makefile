@@ -1,0 +1,48 @@
+# toxbridge: `make demo` (install + two households exchanging a mail over Tox), `make test`.
+# Run as root on Debian 12. Installs Debian packages and a virtualenv in .venv.
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+APT_PACKAGES := postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d swaks \
+                toxcore-utils libtoxcore2 iproute2 util-linux python3-venv
+# Tests run in a network namespace that has only loopback: nothing can leave this machine.
+LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
+
+.PHONY: all deps venv demo demo-stop test unit clean
+
+all: test
+
+deps: .deps.stamp
+.deps.stamp: Makefile
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then guard=1; printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 $$missing; rc=$$?; \
+	  [ -n "$$guard" ] && rm -f /usr/sbin/policy-rc.d; \
+	  [ $$rc -eq 0 ] || exit $$rc; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+demo: deps venv
+	$(PY) -m toxbridge.lab.demo start
+
+demo-stop: venv
+	$(PY) -m toxbridge.lab.demo stop
+
+test: deps venv
+	$(LOOPBACK_ONLY) $(VENV)/bin/pytest -q -ra
+
+unit: venv
+	$(VENV)/bin/pytest -q -m 'not integration'
+
+clean:
+	rm -rf $(VENV) .deps.stamp *.egg-info

@@ -1,0 +1,56 @@
+"""Shared fixtures: one local Tox network with three households, started once per session.
+
+A friend connection takes about 10 s (FACTS.md), so the households and their friendships are
+session-scoped; tests that stop a bridge restore it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from toxbridge.lab.bootstrapd import BootstrapNode
+from toxbridge.lab.household import Household, befriend_all
+from toxbridge.lab.ports import free_port
+
+
+@pytest.fixture(scope="session")
+def lab_root():
+    # Not pytest's tmp_path: its 0700 parents lock out Postfix's and Dovecot's own users.
+    root = Path(tempfile.mkdtemp(prefix="toxbridge-test-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bootstrap_node(lab_root):
+    node = BootstrapNode(lab_root / "bootstrapd", free_port(), free_port())
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def network(lab_root, bootstrap_node):
+    """alice (alice, alan), bob (bob; ghost has a Tox identity but no Dovecot mailbox), carol.
+
+    alice's identity is a friend of bob, ghost and carol, made through the real friend-request
+    path: the first mail is deferred (4.4.1), the peer accepts, Postfix delivers on flush.
+    """
+    boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
+    alice = Household(lab_root, "alice", {"alice": "alice-pw", "alan": "alan-pw"}, boot, bridge_users=["alice"])
+    bob = Household(lab_root, "bob", {"bob": "bob-pw"}, boot, bridge_users=["bob", "ghost"])
+    carol = Household(lab_root, "carol", {"carol": "carol-pw"}, boot)
+    homes = [alice, bob, carol]
+    try:
+        for home in homes:
+            home.start()
+        befriend_all(alice, "alice", [(bob, "bob"), (bob, "ghost"), (carol, "carol")])
+        yield {"alice": alice, "bob": bob, "carol": carol}
+    finally:
+        for home in homes:
+            home.stop()
