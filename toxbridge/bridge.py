@@ -89,7 +89,7 @@ class Bridge:
         for rcpt, reply in zip(recipients, replies):
             status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
             log.info("%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
-                     queue_id, rcpt, rcpt[:8], len(message), time.monotonic() - started, status, reply)
+                     queue_id, rcpt, rcpt[:8].lower(), len(message), time.monotonic() - started, status, reply)
         return replies  # type: ignore[return-value]
 
 

@@ -76,6 +76,8 @@ def show_id(cfg: Config, args) -> int:
 
 def run_daemon(cfg: Config, args) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # aiosmtpd logs every command at INFO; our own lines say what happened to each mail.
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
     asyncio.run(run(cfg))
     return EXIT_OK
 

@@ -61,7 +61,7 @@ bootstrap_nodes = ()
             self._proc = subprocess.Popen(
                 ["tox-bootstrapd", "--foreground", "--log-backend=stdout",
                  f"--config={self.config_file}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 
         def ready() -> bool:
             if self._proc.poll() is not None:
@@ -77,6 +77,10 @@ bootstrap_nodes = ()
                                f"(rc={rc}):\n{_fs.tail(self.log_path)}")
         self.public_key = self.keys_file.read_bytes()[:KEY_SIZE]
         self.start_seconds = time.monotonic() - t0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
 
     def stop(self) -> None:
         if self._proc is None:

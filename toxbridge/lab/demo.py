@@ -67,8 +67,7 @@ def start() -> int:
         print(f"\nThe mail is in bob's IMAP INBOX {time.monotonic() - sent:.2f} s after SMTP:\n")
         parsed = email.message_from_bytes(arrived, policy=email.policy.default)
         for name in ("Authentication-Results", "Received", "From", "To", "Subject"):
-            value = parsed.get(name)
-            if value:
+            for value in parsed.get_all(name, []):
                 print(f"  {name}: {' '.join(str(value).split())}")
         print(f"\n  {parsed.get_content().strip()}\n")
     except Exception as e:
@@ -146,15 +145,12 @@ def _kill(pid: int | None) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, parent gone, not yet reaped) is dead."""
     try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
         return False
-    return True
 
 
 if __name__ == "__main__":
