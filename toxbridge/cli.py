@@ -10,7 +10,7 @@ import sys
 from . import __version__, config as config_mod, profiles
 from .config import Config, ConfigError
 from .daemon import StartupError, run
-from .identity import ensure_profile, offline_node
+from .identity import ensure_profile, read_address
 from .toxcore.binding import ToxError
 
 DEFAULT_CONFIG = "/etc/toxbridge/toxbridge.yaml"
@@ -62,15 +62,11 @@ def show_id(cfg: Config, args) -> int:
         print(f"toxbridge: no user {args.user!r} in {cfg.source}", file=sys.stderr)
         return EXIT_FAIL
     for user in users:
-        savedata = profiles.read(profiles.profile_path(cfg.state_dir, user.mailbox))
-        if savedata is None:
+        address = read_address(cfg, user)
+        if address is None:
             print(f"toxbridge: {user.mailbox} has no Tox profile yet; run `toxbridge init`", file=sys.stderr)
             return EXIT_FAIL
-        node = offline_node(savedata)
-        try:
-            print(f"{user.mailbox} {node.address.hex().upper()}")
-        finally:
-            node.close()
+        print(f"{user.mailbox} {address.hex().upper()}")
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ from . import lmtp_out, profiles, wire
 from .config import Config, User
 from .receiver import Receiver
 from .sender import Sender
-from .toxcore.binding import ToxError
+from .toxcore.binding import ToxError, ToxLoadError, ToxPortError
 from .toxcore.node import ToxNode, ToxOptions
 from .wire import Reply
 
@@ -31,20 +31,40 @@ def tox_options(config: Config) -> ToxOptions:
     )
 
 
-def offline_node(savedata: bytes | None) -> ToxNode:
-    """A node that binds no port: enough to create a profile or read its Tox ID."""
-    return ToxNode(ToxOptions(udp=False, local_discovery=False), savedata)
+OFFLINE = ToxOptions(udp=False, local_discovery=False)  # binds no port: enough to read or make a profile
+
+
+def node_from_profile(path, savedata: bytes | None, options: ToxOptions, name: str = "") -> ToxNode:
+    try:
+        return ToxNode(options, savedata, name=name)
+    except ToxLoadError as e:
+        raise profiles.ProfileError(
+            f"{path} is not a usable Tox profile ({e}); restore it from a backup, or move it away "
+            "to create a new identity (friends will have to add the new Tox ID)") from None
 
 
 def ensure_profile(config: Config, user: User) -> tuple[bytes, bool]:
     """The user's Tox ID, creating the profile (0600) if there is none. Returns (address, created)."""
     path = profiles.profile_path(config.state_dir, user.mailbox)
     savedata = profiles.read(path)
-    node = offline_node(savedata)
+    node = node_from_profile(path, savedata, OFFLINE)
     try:
         if savedata is None:
             profiles.write(path, node.savedata())
         return node.address, savedata is None
+    finally:
+        node.close()
+
+
+def read_address(config: Config, user: User) -> bytes | None:
+    """The user's Tox ID from their profile; None when there is no profile yet."""
+    path = profiles.profile_path(config.state_dir, user.mailbox)
+    savedata = profiles.read(path)
+    if savedata is None:
+        return None
+    node = node_from_profile(path, savedata, OFFLINE)
+    try:
+        return node.address
     finally:
         node.close()
 
@@ -63,7 +83,12 @@ class Identity:
     def open(cls, config: Config, user: User) -> "Identity":
         path = profiles.profile_path(config.state_dir, user.mailbox)
         savedata = profiles.read(path)
-        node = ToxNode(tox_options(config), savedata, name=user.address)
+        try:
+            node = node_from_profile(path, savedata, tox_options(config), name=user.address)
+        except ToxPortError:
+            low, high = config.tox.port_range
+            raise ToxPortError(f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
+                               "(other Tox programs running? widen the range)") from None
         identity = cls(config, user, node)
         if savedata is None:
             identity.save()
