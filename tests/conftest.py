@@ -42,7 +42,9 @@ def network(lab_root, bootstrap_node):
     path: the first mail is deferred (4.4.1), the peer accepts, Postfix delivers on flush.
     """
     boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
-    alice = Household(lab_root, "alice", {"alice": "alice-pw", "alan": "alan-pw"}, boot, bridge_users=["alice"])
+    # alice waits only briefly for a peer that never answers (a plain Tox client, test_plain_peer).
+    alice = Household(lab_root, "alice", {"alice": "alice-pw", "alan": "alan-pw"}, boot, bridge_users=["alice"],
+                      bridge_settings={"result_timeout": 5, "transfer_stall_timeout": 10})
     bob = Household(lab_root, "bob", {"bob": "bob-pw"}, boot, bridge_users=["bob", "ghost"])
     carol = Household(lab_root, "carol", {"carol": "carol-pw"}, boot)
     homes = [alice, bob, carol]

@@ -143,3 +143,12 @@ def test_lmtp_client_reads_one_reply_per_recipient_from_dovecot(network):
     assert [r.code // 100 for r in replies] == [2, 5, 2]
     assert len(with_id(alice.dovecot.fetch_inbox("alice"), mid)) == 1
     assert len(with_id(alice.dovecot.fetch_inbox("alan"), mid)) == 1
+
+
+def test_sender_without_a_tox_identity_bounces_with_5_7_1(network):
+    """alan has a mailbox but no Tox identity: the bridge refuses to send as him."""
+    alice, bob = network["alice"], network["bob"]
+    _, msg = compose("not my identity", b"alan has no Tox identity.\r\n")
+    alice.postfix.send(alice.address("alan"), [bob.tox_address("bob")], msg)
+    (bounce,) = wait_for(alice, "alan", lambda m: b"not my identity" in m and b"Undelivered" in m)
+    assert b"5.7.1" in bounce

@@ -32,9 +32,11 @@ class Household:
         bridge_users: list[str] | None = None,
         friend_requests: str = "accept",
         postfix_extra: dict[str, str] | None = None,
+        bridge_settings: dict | None = None,
     ) -> None:
         """users: mailbox → password (all get Dovecot mailboxes); bridge_users: those with a Tox
-        identity (default: all); bootstrap: (host, port, public key) of local DHT nodes."""
+        identity (default: all); bootstrap: (host, port, public key) of local DHT nodes;
+        bridge_settings: top-level toxbridge.yaml keys to set (e.g. result_timeout)."""
         self.root = _fs.prepare_root(Path(root) / name)
         self.name = name
         self.domain = f"{name}.test"
@@ -50,7 +52,7 @@ class Household:
         self.bridge_log = self.root / "toxbridge.log"
         self._bridge: subprocess.Popen | None = None
         self.tox_ids: dict[str, str] = {}
-        self._write_config(bootstrap, friend_requests)
+        self._write_config(bootstrap, friend_requests, bridge_settings or {})
 
     def address(self, user: str) -> str:
         return f"{user}@{self.domain}"
@@ -58,7 +60,7 @@ class Household:
     def tox_address(self, user: str) -> str:
         return f"{self.tox_ids[user]}@tox"
 
-    def _write_config(self, bootstrap, friend_requests: str) -> None:
+    def _write_config(self, bootstrap, friend_requests: str, settings: dict) -> None:
         config = {
             "state_dir": str(self.root / "state"),
             "lmtp_listen": f"127.0.0.1:{self.bridge_port}",
@@ -73,6 +75,7 @@ class Household:
                 "bootstrap": [{"host": h, "port": p, "public_key": k.hex()} for h, p, k in bootstrap],
                 "friend_requests": friend_requests,
             },
+            **settings,
         }
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 

@@ -1,0 +1,142 @@
+"""A plain Tox client (a bare ToxNode, not a bridge) as alice's friend.
+
+It shows what the bridge does with a peer that takes the mail and never answers (Postfix is told
+4.4.1 and keeps it), what such a client receives (the payload: raw message bytes, not hex), and
+that transfers the bridge cannot trust are refused and answered, with nothing in the mailbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+
+import pytest
+
+from toxbridge import wire
+from toxbridge.lab.ports import wait_until
+from toxbridge.toxcore.node import FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxNode, ToxOptions
+
+pytestmark = pytest.mark.integration
+
+
+class PlainClient:
+    """A ToxNode on its own event-loop thread that accepts friends and files and never answers."""
+
+    def __init__(self, bootstrap) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.files: dict[int, bytearray] = {}
+        self.complete: list[bytes] = []
+        self.results: list[bytes] = []
+        self.outgoing: dict[int, bytes] = {}
+        self.node: ToxNode = self.call(self._make, bootstrap)
+
+    def _make(self, bootstrap) -> ToxNode:
+        node = ToxNode(ToxOptions(udp=True, local_discovery=False, ipv6=False))
+        node.handler = self
+        node.bootstrap(bootstrap.host, bootstrap.port, bootstrap.public_key)
+        node.start(self.loop)
+        return node
+
+    def call(self, fn, *args):
+        async def run():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    # handler (runs on the client's loop thread)
+    def on_friend_request(self, node, public_key, message):
+        node.friend_add_norequest(public_key)
+
+    def on_file_recv(self, node, friend, number, kind, size, filename):
+        self.files[number] = bytearray()
+        node.file_control(friend, number, FILE_CONTROL_RESUME)
+
+    def on_file_recv_chunk(self, node, friend, number, position, data):
+        if data:
+            self.files[number] += data
+        else:
+            self.complete.append(bytes(self.files.pop(number)))
+
+    def on_file_chunk_request(self, node, friend, number, position, length):
+        if length:
+            node.file_send_chunk(friend, number, position, self.outgoing[number][position : position + length])
+
+    def on_lossless_packet(self, node, friend, data):
+        self.results.append(data)
+
+    def send_file(self, friend: int, payload: bytes, file_id: bytes | None = None) -> None:
+        def start():
+            number = self.node.file_send(friend, FILE_KIND_DATA, len(payload),
+                                         file_id or hashlib.sha256(payload).digest(), wire.MAIL_FILENAME)
+            self.outgoing[number] = payload
+
+        self.call(start)
+
+
+@pytest.fixture(scope="module")
+def mallory(network, bootstrap_node):
+    """A plain client that alice befriended by writing to its full Tox ID."""
+    alice = network["alice"]
+    client = PlainClient(bootstrap_node)
+    try:
+        tox_id = client.node.address.hex()
+        alice.postfix.send(alice.address("alice"), [f"{tox_id}@tox"], b"Subject: hi mallory\r\n\r\nhello\r\n")
+        alice_key = bytes.fromhex(alice.tox_ids["alice"][:64])
+        assert wait_until(lambda: client.call(client.node.friend_by_public_key, alice_key) is not None, 60)
+        friend = client.call(client.node.friend_by_public_key, alice_key)
+        assert wait_until(lambda: client.call(client.node.friend_connection, friend) != 0, 90)
+        alice.wait_log(f"alice: friend {tox_id[:8]} online", 60)
+        yield client, friend, tox_id
+    finally:
+        client.close()
+
+
+def test_peer_that_never_answers_leaves_the_mail_deferred(network, mallory):
+    alice = network["alice"]
+    client, _, tox_id = mallory
+    alice.postfix.flush()
+    # The plain client receives the whole mail as one transfer: envelope + the raw message bytes.
+    assert wait_until(lambda: bool(client.complete), 60)
+    envelope, message = wire.decode_payload(client.complete[0], 1 << 20)
+    assert envelope.sender == alice.address("alice") and envelope.recipients == (f"{tox_id}@tox",)
+    assert b"Subject: hi mallory\r\n" in message and message.endswith(b"\r\n\r\nhello\r\n")
+
+    def deferred_without_answer() -> bool:
+        return any("no answer from the peer bridge" in r.get("delay_reason", "")
+                   for q in alice.postfix.queue() for r in q.get("recipients", []))
+
+    assert wait_until(deferred_without_answer, 60), alice.postfix.queue()
+
+
+@pytest.mark.parametrize(
+    "name, payload, file_id, code",
+    [
+        ("hash mismatch", wire.encode_payload(wire.Envelope("m@tox", ("a@tox",), 5), b"hello"), b"\x07" * 32, 451),
+        ("not a payload", b"GET / HTTP/1.0\r\n\r\n" * 10, None, 554),
+        ("lying size", wire.PREFIX.pack(wire.MAGIC, 1, 38) + b'{"from":"m","to":["a"],"size":99999999}', None, 554),
+    ],
+)
+def test_untrusted_transfers_are_refused_and_answered(network, mallory, name, payload, file_id, code):
+    alice = network["alice"]
+    client, friend, _ = mallory
+    before = len(alice.dovecot.fetch_inbox("alice"))
+    expected_id = file_id or hashlib.sha256(payload).digest()
+    seen = len(client.results)
+    client.send_file(friend, payload, file_id)
+
+    def answered() -> list[tuple[bytes, list[wire.Reply]]]:
+        decoded = [wire.decode_result(p) for p in client.results[seen:] if p[0] == wire.PACKET_RESULT]
+        return [d for d in decoded if d[0] == expected_id]
+
+    assert wait_until(lambda: bool(answered()), 30), name
+    (_, replies), = answered()
+    assert [r.code for r in replies] == [code], replies
+    assert len(alice.dovecot.fetch_inbox("alice")) == before
