@@ -152,3 +152,33 @@ def test_sender_without_a_tox_identity_bounces_with_5_7_1(network):
     alice.postfix.send(alice.address("alan"), [bob.tox_address("bob")], msg)
     (bounce,) = wait_for(alice, "alan", lambda m: b"not my identity" in m and b"Undelivered" in m)
     assert b"5.7.1" in bounce
+
+
+def test_large_mail_arrives_intact(network):
+    alice, bob = network["alice"], network["bob"]
+    attachment = os.urandom(8 * 1024 * 1024)
+    encoded = base64.encodebytes(attachment).replace(b"\n", b"\r\n")
+    body = b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--B--\r\n"
+    mid, msg = compose("large", body, 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n')
+    alice.postfix.send(alice.address("alice"), [bob.tox_address("bob")], msg)
+    (got,) = wait_for(bob, "bob", lambda m: message_id(m) == mid, timeout=120)
+    assert split(got)[1] == split(msg)[1]
+
+
+def test_dovecot_down_defers_then_delivers(network):
+    """A 4xx from the receiving side (its Dovecot is not answering) keeps the mail queued."""
+    alice, carol = network["alice"], network["carol"]
+    carol.dovecot.stop()
+    try:
+        mid, msg = compose("dovecot away", b"Waits for Dovecot.\r\n")
+        alice.postfix.send(alice.address("alice"), [carol.tox_address("carol")], msg)
+
+        def deferred() -> bool:
+            return any("4.4.2" in r.get("delay_reason", "")
+                       for q in alice.postfix.queue() for r in q.get("recipients", []))
+
+        assert wait_until(deferred, ARRIVAL), alice.postfix.queue()
+    finally:
+        carol.dovecot.start()
+    alice.postfix.flush()
+    wait_for(carol, "carol", lambda m: message_id(m) == mid)

@@ -45,7 +45,10 @@ async def run(config: Config) -> None:
     finally:
         for identity in identities:
             identity.save()
-            await identity.node.stop() if identity.node.running else identity.node.close()
+            if identity.node.running:
+                await identity.node.stop()
+            else:
+                identity.node.close()
 
 
 async def _serve(config: Config, identities: list[Identity]) -> None:

@@ -188,7 +188,7 @@ def encode_result(file_id: bytes, replies: list[Reply]) -> bytes:
 
 
 def _shorten(text: str, limit: int) -> bytes:
-    raw = text.encode("utf-8")
+    raw = text.encode("utf-8", "replace")  # a stray surrogate must not stop the answer
     if len(raw) <= limit:
         return raw
     return raw[:limit].decode("utf-8", "ignore").encode("utf-8")

@@ -50,6 +50,16 @@ def ensure_system_user(name: str) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
+def process_alive(pid: int) -> bool:
+    """True while the process runs. A zombie (exited, not yet reaped: this machine's PID 1 may
+    never reap the daemons that reparent to it) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])

@@ -140,17 +140,9 @@ def _kill(pid: int | None) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    if not wait_until(lambda: not _alive(pid), 15):
+    if not wait_until(lambda: not _fs.process_alive(pid), 15):
         os.kill(pid, signal.SIGKILL)
 
-
-def _alive(pid: int) -> bool:
-    """True while the process runs; a zombie (exited, parent gone, not yet reaped) is dead."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ service pop3-login {{
         pid = self._master_pid()
         _fs.run(["doveadm", "-c", str(self.config_file), "stop"])
         if pid is not None:
-            if not wait_until(lambda: not _alive(pid), STOP_TIMEOUT):
+            if not wait_until(lambda: not _fs.process_alive(pid), STOP_TIMEOUT):
                 raise RuntimeError(f"dovecot {self.name} (pid {pid}) still running after stop")
         self._started = False
         self.stop_seconds = time.monotonic() - t0
@@ -175,14 +175,3 @@ service pop3-login {{
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours would count as alive; dovecot daemonises, so it is not ours.
-    return True

@@ -11,7 +11,6 @@ transport = deploy/postfix/transport with the bridge port rewritten.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import smtplib
 import time
@@ -152,7 +151,7 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
         t0 = time.monotonic()
         pid = self._master_pid()
         _fs.run_daemon_start(["postfix", "-c", str(self.config_dir), "stop"], self.startup_log)
-        if pid is not None and not wait_until(lambda: not _alive(pid), STOP_TIMEOUT):
+        if pid is not None and not wait_until(lambda: not _fs.process_alive(pid), STOP_TIMEOUT):
             raise RuntimeError(f"postfix {self.name} master (pid {pid}) still running after stop")
         self._started = False
         self.stop_seconds = time.monotonic() - t0
@@ -219,13 +218,3 @@ def _lab_master_cf(text: str, smtp_port: int) -> str:
                 line = "  ".join(f[:7]) + "  " + " ".join(f[7:])
         out.append(line)
     return "\n".join(out) + "\n"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
