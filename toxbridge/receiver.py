@@ -103,14 +103,14 @@ class Receiver:
         self._cancel(inc.friend, inc.number)
 
     def _complete(self, inc: Incoming) -> None:
-        payload = bytes(inc.data)
-        inc.data = bytearray()
+        payload, inc.data = inc.data, bytearray()
         if len(payload) != inc.size or hashlib.sha256(payload).digest() != inc.file_id:
             log.warning("friend %s sent a mail whose length or hash does not match; asked to resend", self._peer(inc.friend))
             self._answer(inc.friend, inc.file_id, Reply(451, "4.6.0 payload damaged in transit (hash mismatch); try again"))
             return
         try:
             envelope, message = wire.decode_payload(payload, self._max_message)
+            del payload
         except wire.WireError as e:
             log.warning("friend %s sent a malformed payload: %s", self._peer(inc.friend), e)
             self._answer(inc.friend, inc.file_id, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"))

@@ -86,41 +86,46 @@ class PayloadParser:
 
     def __init__(self, max_message: int) -> None:
         self._max_message = max_message
-        self._head = bytearray()
+        self._head = bytearray()  # prefix and header only: message bytes are never copied here
+        self._header_end = 0
         self.envelope: Envelope | None = None
         self.message_bytes = 0
 
     def feed(self, data: bytes) -> Envelope | None:
         if self.envelope is not None:
-            self.message_bytes += len(data)
-            if self.message_bytes > self.envelope.size:
-                raise WireError("more message bytes than the envelope announced")
+            self._count(len(data))
             return None
-        self._head += data
-        if len(self._head) < PREFIX.size:
-            self._check_magic()
+        view = memoryview(data)
+        if not self._header_end:
+            view = self._take(view, PREFIX.size)
+            if not MAGIC.startswith(bytes(self._head[:4])):
+                raise WireError("not a toxbridge payload (bad magic)")
+            if len(self._head) < PREFIX.size:
+                return None
+            _, version, header_len = PREFIX.unpack_from(self._head)
+            if version != VERSION:
+                raise WireError(f"unsupported payload version {version}")
+            if header_len > MAX_HEADER:
+                raise WireError(f"envelope header of {header_len} bytes is over {MAX_HEADER}")
+            self._header_end = PREFIX.size + header_len
+        view = self._take(view, self._header_end)
+        if len(self._head) < self._header_end:
             return None
-        magic, version, header_len = PREFIX.unpack_from(self._head)
-        self._check_magic()
-        if version != VERSION:
-            raise WireError(f"unsupported payload version {version}")
-        if header_len > MAX_HEADER:
-            raise WireError(f"envelope header of {header_len} bytes is over {MAX_HEADER}")
-        end = PREFIX.size + header_len
-        if len(self._head) < end:
-            return None
-        envelope = _parse_header(bytes(self._head[PREFIX.size : end]), self._max_message)
-        rest = len(self._head) - end
+        self.envelope = _parse_header(bytes(self._head[PREFIX.size :]), self._max_message)
         self._head = bytearray()
-        self.envelope = envelope
-        self.message_bytes = rest
-        if rest > envelope.size:
-            raise WireError("more message bytes than the envelope announced")
-        return envelope
+        self._count(len(view))
+        return self.envelope
 
-    def _check_magic(self) -> None:
-        if not MAGIC.startswith(bytes(self._head[:4])):
-            raise WireError("not a toxbridge payload (bad magic)")
+    def _take(self, view: memoryview, upto: int) -> memoryview:
+        """Move bytes from `view` into the head until it is `upto` long; return the rest."""
+        wanted = max(0, upto - len(self._head))
+        self._head += view[:wanted]
+        return view[wanted:]
+
+    def _count(self, length: int) -> None:
+        self.message_bytes += length
+        if self.message_bytes > self.envelope.size:
+            raise WireError("more message bytes than the envelope announced")
 
     def finish(self) -> Envelope:
         if self.envelope is None:
