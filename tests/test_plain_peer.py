@@ -7,78 +7,15 @@ that transfers the bridge cannot trust are refused and answered, with nothing in
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
 
 import pytest
+from toxpeer import PlainClient
 
 from toxbridge import wire
 from toxbridge.lab.ports import wait_until
-from toxbridge.toxcore.node import FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxNode, ToxOptions
 
 pytestmark = pytest.mark.integration
-
-
-class PlainClient:
-    """A ToxNode on its own event-loop thread that accepts friends and files and never answers."""
-
-    def __init__(self, bootstrap) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.files: dict[int, bytearray] = {}
-        self.complete: list[bytes] = []
-        self.results: list[bytes] = []
-        self.outgoing: dict[int, bytes] = {}
-        self.node: ToxNode = self.call(self._make, bootstrap)
-
-    def _make(self, bootstrap) -> ToxNode:
-        node = ToxNode(ToxOptions(udp=True, local_discovery=False, ipv6=False))
-        node.handler = self
-        node.bootstrap(bootstrap.host, bootstrap.port, bootstrap.public_key)
-        node.start(self.loop)
-        return node
-
-    def call(self, fn, *args):
-        async def run():
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    # handler (runs on the client's loop thread)
-    def on_friend_request(self, node, public_key, message):
-        node.friend_add_norequest(public_key)
-
-    def on_file_recv(self, node, friend, number, kind, size, filename):
-        self.files[number] = bytearray()
-        node.file_control(friend, number, FILE_CONTROL_RESUME)
-
-    def on_file_recv_chunk(self, node, friend, number, position, data):
-        if data:
-            self.files[number] += data
-        else:
-            self.complete.append(bytes(self.files.pop(number)))
-
-    def on_file_chunk_request(self, node, friend, number, position, length):
-        if length:
-            node.file_send_chunk(friend, number, position, self.outgoing[number][position : position + length])
-
-    def on_lossless_packet(self, node, friend, data):
-        self.results.append(data)
-
-    def send_file(self, friend: int, payload: bytes, file_id: bytes | None = None) -> None:
-        def start():
-            number = self.node.file_send(friend, FILE_KIND_DATA, len(payload),
-                                         file_id or hashlib.sha256(payload).digest(), wire.MAIL_FILENAME)
-            self.outgoing[number] = payload
-
-        self.call(start)
 
 
 @pytest.fixture(scope="module")

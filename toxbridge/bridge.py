@@ -49,7 +49,7 @@ class Bridge:
         if friend is None:
             return self._befriend(identity, address, target.tox_id)
         if node.friend_connection(friend) == 0:
-            return offline(f"<{address}>: Tox friend is offline (or has not accepted the friend request yet)")
+            return offline(f"<{address}>: {identity.offline_text(friend)}")
         return Reply(250, "2.1.5 Ok")
 
     def _befriend(self, identity: Identity, address: str, tox_id: bytes | None) -> Reply:

@@ -66,6 +66,14 @@ class ToxSettings:
 
 
 @dataclass(frozen=True)
+class PostfixQueue:
+    """How the bridge reaches Postfix's queue, to push a friend's deferred mail when it comes online."""
+
+    config_dir: Path = Path("/etc/postfix")
+    postqueue: Path = Path("/usr/sbin/postqueue")
+
+
+@dataclass(frozen=True)
 class User:
     mailbox: str  # the Dovecot user name that receives this person's mail
     address: str  # the person's own e-mail address: the only sender their identity sends for
@@ -84,6 +92,12 @@ class Config:
     result_timeout: float = 120.0
     # A transfer that makes no progress for this long is given up (4.4.1).
     transfer_stall_timeout: float = 60.0
+    # The receiver remembers what it delivered (payload hash, mailbox → reply) this many days,
+    # so a mail Postfix sends again after a lost answer is not delivered twice.
+    dedup_days: int = 30
+    # A broken incoming transfer is kept this long for the sender's retry to resume from.
+    partial_hours: int = 24
+    postfix: PostfixQueue = PostfixQueue()
     tox: ToxSettings = ToxSettings()
     source: str = field(default="", compare=False)
 

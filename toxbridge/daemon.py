@@ -8,16 +8,20 @@ import os
 import signal
 import socket
 
+from . import profiles
 from .bridge import Bridge
 from .config import Config
 from .identity import Identity
 from .lmtp_in import make_server
+from .receiver import prune_partials
+from .store import DeliveryStore
 
 log = logging.getLogger("toxbridge.daemon")
 
 # How often an identity that lost the Tox network bootstraps again (toxcore needs a node to
 # start from; a restart from savedata must bootstrap again too).
 REBOOTSTRAP_SECONDS = 20.0
+HOUSEKEEPING_SECONDS = 3600.0
 
 
 class StartupError(RuntimeError):
@@ -39,10 +43,15 @@ def notify(state: str) -> None:
 
 
 async def run(config: Config) -> None:
-    identities = [Identity.open(config, user) for user in config.users]
+    profiles.state_subdir(config.state_dir, "profiles")
+    store = DeliveryStore(config.state_dir / "delivered.sqlite", config.dedup_days * 86400)
+    identities: list[Identity] = []
     try:
-        await _serve(config, identities)
+        for user in config.users:
+            identities.append(Identity.open(config, user, store))
+        await _serve(config, identities, store)
     finally:
+        store.close()
         for identity in identities:
             identity.save()
             if identity.node.running:
@@ -51,7 +60,7 @@ async def run(config: Config) -> None:
                 identity.node.close()
 
 
-async def _serve(config: Config, identities: list[Identity]) -> None:
+async def _serve(config: Config, identities: list[Identity], store: DeliveryStore) -> None:
     loop = asyncio.get_running_loop()
     for identity in identities:
         identity.bootstrap()
@@ -71,6 +80,7 @@ async def _serve(config: Config, identities: list[Identity]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     rebootstrap = loop.create_task(_rebootstrap(identities))
+    housekeeping = loop.create_task(_housekeeping(config, store))
     log.info("ready: LMTP for Postfix on %s, %d identities", listen, len(identities))
     notify("READY=1")
     try:
@@ -79,10 +89,21 @@ async def _serve(config: Config, identities: list[Identity]) -> None:
         log.info("stopping")
         notify("STOPPING=1")
         rebootstrap.cancel()
+        housekeeping.cancel()
         server.close()
         await server.wait_closed()
         for identity in identities:
-            await identity.receiver.stop()
+            await identity.stop()
+
+
+async def _housekeeping(config: Config, store: DeliveryStore) -> None:
+    """Forget old delivery records and partial transfers nobody resumed: now, then hourly."""
+    while True:
+        forgotten = store.prune()
+        removed = prune_partials(config.state_dir / "partial", config.partial_hours * 3600)
+        if forgotten or removed:
+            log.info("housekeeping: forgot %d delivery records, removed %d stale partial transfers", forgotten, removed)
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
 
 async def _rebootstrap(identities: list[Identity]) -> None:

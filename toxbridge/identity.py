@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from . import lmtp_out, profiles, wire
+import asyncio
+import subprocess
+import time
+
+from . import lmtp_out, postqueue, profiles, wire
 from .config import Config, User
 from .receiver import Receiver
 from .sender import Sender
+from .store import DeliveryStore
 from .toxcore.binding import ToxError, ToxLoadError, ToxPortError
 from .toxcore.node import ToxNode, ToxOptions
 from .wire import Reply
@@ -72,15 +77,19 @@ def read_address(config: Config, user: User) -> bytes | None:
 class Identity:
     """Handler of one ToxNode's events; owns its Sender and Receiver."""
 
-    def __init__(self, config: Config, user: User, node: ToxNode) -> None:
+    def __init__(self, config: Config, user: User, node: ToxNode, store: DeliveryStore) -> None:
         self.config, self.user, self.node = config, user, node
         self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout)
-        self.receiver = Receiver(node, config.max_message_size, config.hostname, user.address, self._deliver)
+        partial_dir = profiles.state_subdir(profiles.state_subdir(config.state_dir, "partial"), user.mailbox)
+        self.receiver = Receiver(node, config.max_message_size, config.hostname, user.mailbox, user.address,
+                                 self._deliver, store, partial_dir)
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
+        self.offline_since: dict[int, float] = {}  # friend → when this run saw them go offline
+        self._tasks: set[asyncio.Task] = set()
         node.handler = self
 
     @classmethod
-    def open(cls, config: Config, user: User) -> "Identity":
+    def open(cls, config: Config, user: User, store: DeliveryStore) -> "Identity":
         path = profiles.profile_path(config.state_dir, user.mailbox)
         savedata = profiles.read(path)
         try:
@@ -89,7 +98,7 @@ class Identity:
             low, high = config.tox.port_range
             raise ToxPortError(f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
                                "(other Tox programs running? widen the range)") from None
-        identity = cls(config, user, node)
+        identity = cls(config, user, node, store)
         if savedata is None:
             identity.save()
         return identity
@@ -139,15 +148,50 @@ class Identity:
         key = self._key(friend)
         if status == 0:
             log.info("%s: friend %s went offline", self.user.mailbox, key)
+            self.offline_since[friend] = time.time()
             self.peers.pop(friend, None)
             self.sender.on_friend_offline(friend)
             self.receiver.on_friend_offline(friend)
             return
         log.info("%s: friend %s online", self.user.mailbox, key)
+        self.offline_since.pop(friend, None)
         try:
             node.send_lossless_packet(friend, wire.encode_greeting(SOFTWARE))
         except ToxError as e:
             log.debug("greeting to %s not sent: %s", key, e)
+        self._spawn(self._catch_up(node.friend_public_key(friend)))
+
+    async def _catch_up(self, public_key: bytes) -> None:
+        """Ask Postfix to deliver this friend's deferred mail now, not after its backoff."""
+        started = time.monotonic()
+        try:
+            pushed = await asyncio.get_running_loop().run_in_executor(
+                None, postqueue.push_deferred, self.config.postfix, self.user.address, public_key)
+        except (OSError, subprocess.SubprocessError) as e:
+            log.warning("%s: cannot reach Postfix's queue to push mail for %s: %s (check postfix.config_dir "
+                        "and postfix.postqueue)", self.user.mailbox, public_key.hex()[:8], e)
+            return
+        if pushed:
+            log.info("%s: friend %s online: pushed %d deferred mail(s) in %.2f s: %s", self.user.mailbox,
+                     public_key.hex()[:8], len(pushed), time.monotonic() - started, " ".join(pushed))
+
+    def offline_text(self, friend: int) -> str:
+        """Words for Postfix's deferral (and in the end its bounce): who is offline, since when."""
+        since = self.offline_since.get(friend) or self.node.friend_last_online(friend)
+        key = self._key(friend)
+        if since is None:
+            return f"Tox friend {key} has not been online yet (friend request not accepted?)"
+        return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.receiver.stop()
 
     def on_lossless_packet(self, node, friend: int, data: bytes) -> None:
         if data[:1] == bytes([wire.PACKET_RESULT]):
@@ -159,6 +203,9 @@ class Identity:
                 return
             self.peers[friend] = software
             log.info("%s: friend %s is a bridge (%s, protocol %d)", self.user.mailbox, self._key(friend), software, version)
+            # A peer bridge that restarted quickly greets us without our side ever seeing it
+            # offline (toxcore notices a killed peer only after ~28 s): push its mail now too.
+            self._spawn(self._catch_up(node.friend_public_key(friend)))
 
     def on_friend_message(self, node, friend: int, kind: int, text: bytes) -> None:
         log.info("%s: friend %s sent a chat message (%d bytes); mail bridges do not chat", self.user.mailbox, self._key(friend), len(text))

@@ -4,7 +4,8 @@ What aiosmtpd gets wrong for LMTP, and how this module fixes it:
 - after DATA it sends one reply; LMTP needs one per accepted recipient (RFC 2033). The handler
   returns them joined, and the few single-line errors aiosmtpd itself sends after DATA (too big,
   line too long) are repeated once per recipient, so Postfix's session never desynchronises;
-- an unhandled exception becomes `500` (permanent); here it is `451 4.3.0` (Postfix retries).
+- an unhandled exception becomes `500` (permanent); here it is `451 4.3.0` (Postfix retries);
+- unknown MAIL/RCPT parameters get `555`; the DSN ones (RFC 3461) are accepted here, see below.
 """
 
 from __future__ import annotations
@@ -21,6 +22,27 @@ log = logging.getLogger("toxbridge.lmtp_in")
 
 TEMPFAIL = Reply(451, "4.3.0 internal error in toxbridge; Postfix will retry")
 
+# DSN parameters (RFC 3461), by command, each with a check of its (upper-cased) value.
+# They are accepted so that a client sending them is not refused with 555, but DSN is on purpose
+# NOT announced in LHLO: Postfix then keeps the duty to notify, and on our 250 (which comes only
+# after the peer's Dovecot took the mail) it sends the sender's NOTIFY=SUCCESS report itself.
+# Announcing DSN would make Postfix drop that report (it assumes we relay and report on), and
+# toxbridge writes no reports.
+_DSN_PARAMS = {
+    "MAIL": {
+        "RET": lambda v: v in ("FULL", "HDRS"),
+        "ENVID": lambda v: 0 < len(v) <= 100 and _is_xtext(v),
+    },
+    "RCPT": {
+        "NOTIFY": lambda v: v == "NEVER" or (v != "" and set(v.split(",")) <= {"SUCCESS", "FAILURE", "DELAY"}),
+        "ORCPT": lambda v: ";" in v and v.partition(";")[0].isalnum() and _is_xtext(v.partition(";")[2]),
+    },
+}
+
+
+def _is_xtext(value: str) -> bool:
+    return value != "" and len(value) <= 500 and all("!" <= c <= "~" and c != "=" for c in value)
+
 
 class Outbox(Protocol):
     """What the LMTP server asks of the rest of the bridge."""
@@ -31,7 +53,36 @@ class Outbox(Protocol):
 
 
 class BridgeLMTP(LMTP):
-    """aiosmtpd's LMTP with per-recipient replies also on its own DATA errors."""
+    """aiosmtpd's LMTP with per-recipient replies also on its own DATA errors, and DSN parameters."""
+
+    _command = ""  # the MAIL or RCPT command being parsed, for _getparams
+
+    async def smtp_MAIL(self, arg) -> None:
+        self._command = "MAIL"
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._command = ""
+
+    async def smtp_RCPT(self, arg) -> None:
+        self._command = "RCPT"
+        try:
+            await super().smtp_RCPT(arg)
+        finally:
+            self._command = ""
+
+    def _getparams(self, params):
+        """aiosmtpd's parameter parser, minus the valid DSN parameters of this command (an
+        invalid value makes the whole command a 501 syntax error)."""
+        result = super()._getparams(params)
+        if result is None:
+            return None
+        for name, valid in _DSN_PARAMS.get(self._command, {}).items():
+            if name in result:
+                value = result.pop(name)
+                if not isinstance(value, str) or not valid(value):
+                    return None
+        return result
 
     async def push(self, status) -> None:
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
@@ -39,8 +90,8 @@ class BridgeLMTP(LMTP):
         if rcpts > 1 and text.startswith(("552 Error: Too much mail data", "500 Line too long")):
             reply = "552 5.3.4 message too big" if text.startswith("552") else "554 5.6.0 line too long"
             status = "\r\n".join([reply] * rcpts)
-        elif text.startswith("552 Error: Too much mail data"):
-            status = "552 5.3.4 message too big"
+        elif text.startswith(("552 Error: Too much mail data", "552 Error: message size exceeds")):
+            status = "552 5.3.4 message too big"  # the second is SIZE= at MAIL, before any data
         await super().push(status)
 
 

@@ -1,9 +1,11 @@
 """Receiving mail from a Tox friend and handing it to the household's Dovecot.
 
-The transfer is kept in memory while it arrives, checked (length, SHA-256 = file_id, envelope)
-and delivered to the mailbox of the identity that received it. The per-recipient outcome goes
-back to the sender as a result packet. Anything a friend sends that does not fit is cancelled
-and logged once; nothing of it reaches a mailbox.
+An arriving transfer is written to a partial file in the state directory (so a broken transfer
+resumes where it stopped when the sender retries: same file_id, toxcore seek), then checked
+(length, SHA-256 = file_id, envelope) and delivered to the mailbox of the identity that received
+it. The outcome is recorded (so a repeat is answered from the record, not delivered twice) and
+sent back as a result packet. Anything a friend sends that does not fit is cancelled and logged
+once; nothing of it reaches a mailbox.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from pathlib import Path
+from typing import Awaitable, BinaryIO, Callable
 
 from . import wire
+from .store import DeliveryStore
 from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError
 from .toxcore.node import ToxNode
 from .wire import Reply
@@ -25,6 +29,7 @@ log = logging.getLogger("toxbridge.receiver")
 
 # Transfers one friend may have arriving at once; more are refused (4.x, the sender retries).
 MAX_INCOMING_PER_FRIEND = 16
+READ_SIZE = 1 << 20
 
 Deliver = Callable[[str, bytes], Awaitable[Reply]]  # (envelope sender, message) -> Dovecot's reply
 
@@ -35,22 +40,50 @@ class Incoming:
     number: int
     file_id: bytes
     size: int
+    path: Path
     parser: wire.PayloadParser
-    data: bytearray = field(default_factory=bytearray)
+    file: BinaryIO | None = None
+    received: int = 0
     started: float = field(default_factory=time.monotonic)
+
+    def open(self) -> int:
+        """Open the partial file, keeping what an earlier attempt left; returns where to resume."""
+        try:
+            if self.path.exists() and self.path.stat().st_size <= self.size:
+                with open(self.path, "rb") as old:
+                    while chunk := old.read(READ_SIZE):
+                        self.parser.feed(chunk)
+                        self.received += len(chunk)
+        except (OSError, wire.WireError):
+            self.received = 0
+            self.parser = wire.PayloadParser(self.parser.max_message)
+        self.file = open(self.path, "r+b" if self.received else "wb", buffering=READ_SIZE)
+        self.file.seek(self.received)
+        self.file.truncate()
+        return self.received
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 class Receiver:
     """Incoming transfers of one Tox identity."""
 
-    def __init__(self, node: ToxNode, max_message: int, hostname: str, mailbox_address: str, deliver: Deliver):
+    def __init__(self, node: ToxNode, max_message: int, hostname: str, mailbox: str, address: str,
+                 deliver: Deliver, store: DeliveryStore, partial_dir: Path) -> None:
         self._node = node
         self._max_message = max_message
         self._max_payload = max_message + wire.MAX_HEADER + wire.PREFIX.size
         self._hostname = hostname
-        self._mailbox_address = mailbox_address
+        self._mailbox = mailbox
+        self._address = address
         self._deliver = deliver
+        self._store = store
+        self._partial_dir = partial_dir
         self._incoming: dict[tuple[int, int], Incoming] = {}
+        self._delivering: set[bytes] = set()
         self._tasks: set[asyncio.Task] = set()
 
     def on_file_recv(self, friend: int, number: int, kind: int, size: int, filename: bytes) -> None:
@@ -60,15 +93,36 @@ class Receiver:
             return
         file_id = self._node.file_id(friend, number)
         if size > self._max_payload:
-            self._answer(friend, file_id, Reply(552, f"5.3.4 message too big for this household (limit {self._max_message} bytes)"))
+            self._refuse(friend, number, file_id, Reply(552, f"5.3.4 message too big for this household (limit {self._max_message} bytes)"))
+            return
+        known = self._store.lookup(file_id, self._mailbox)
+        if known is not None:
+            log.info("%s: repeat of a mail delivered before; answered from the record (%s)", file_id.hex()[:12], known)
+            self._answer(friend, file_id, known)
             self._cancel(friend, number)
             return
-        if sum(1 for key in self._incoming if key[0] == friend) >= MAX_INCOMING_PER_FRIEND:
-            self._answer(friend, file_id, Reply(451, "4.3.2 too many mails arriving at once; try again"))
-            self._cancel(friend, number)
+        arriving = [i for i in self._incoming.values() if i.friend == friend]
+        if file_id in self._delivering or any(i.file_id == file_id for i in arriving):
+            self._refuse(friend, number, file_id, Reply(451, "4.3.2 this mail is already arriving; try again later"))
             return
-        self._incoming[(friend, number)] = Incoming(friend, number, file_id, size, wire.PayloadParser(self._max_message))
-        self._node.file_control(friend, number, FILE_CONTROL_RESUME)
+        if len(arriving) >= MAX_INCOMING_PER_FRIEND:
+            self._refuse(friend, number, file_id, Reply(451, "4.3.2 too many mails arriving at once; try again"))
+            return
+        peer_key = self._node.friend_public_key(friend).hex()
+        inc = Incoming(friend, number, file_id, size, self._partial_dir / f"{peer_key}-{file_id.hex()}",
+                       wire.PayloadParser(self._max_message))
+        try:
+            resume_at = inc.open()
+            if resume_at:
+                self._node.file_seek(friend, number, resume_at)
+                log.info("%s: resuming a broken transfer at byte %d of %d", file_id.hex()[:12], resume_at, size)
+            self._node.file_control(friend, number, FILE_CONTROL_RESUME)
+        except (OSError, ToxError) as e:
+            inc.close()
+            log.warning("%s: cannot take the transfer: %s", file_id.hex()[:12], e)
+            self._refuse(friend, number, file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"))
+            return
+        self._incoming[(friend, number)] = inc
 
     def on_chunk(self, friend: int, number: int, position: int, data: bytes) -> None:
         inc = self._incoming.get((friend, number))
@@ -78,43 +132,65 @@ class Receiver:
             del self._incoming[(friend, number)]
             self._complete(inc)
             return
-        if position != len(inc.data) or position + len(data) > inc.size:
-            self._refuse(inc, Reply(451, "4.6.0 transfer arrived out of order or too long; try again"), "chunk out of order")
+        if position != inc.received or position + len(data) > inc.size:
+            self._drop(inc, Reply(451, "4.6.0 transfer arrived out of order or too long; try again"), "chunk out of order")
             return
         try:
             inc.parser.feed(data)  # refuses a bad envelope before the rest arrives
+            inc.file.write(data)
         except wire.WireError as e:
-            self._refuse(inc, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"), str(e))
+            self._drop(inc, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"), str(e))
             return
-        inc.data += data
+        except OSError as e:
+            self._drop(inc, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"), f"write failed: {e}")
+            return
+        inc.received += len(data)
 
     def on_control(self, friend: int, number: int, control: int) -> None:
-        if control == FILE_CONTROL_CANCEL and self._incoming.pop((friend, number), None):
-            log.info("friend %s cancelled a mail transfer", self._peer(friend))
+        if control == FILE_CONTROL_CANCEL:
+            inc = self._incoming.pop((friend, number), None)
+            if inc is not None:
+                inc.close()  # the partial file stays for a retry to resume
+                log.info("%s: friend %s stopped the transfer at byte %d; kept for a retry",
+                         inc.file_id.hex()[:12], self._peer(friend), inc.received)
 
     def on_friend_offline(self, friend: int) -> None:
         for key in [k for k in self._incoming if k[0] == friend]:
-            del self._incoming[key]
+            self._incoming.pop(key).close()
 
-    def _refuse(self, inc: Incoming, reply: Reply, why: str) -> None:
+    def _drop(self, inc: Incoming, reply: Reply, why: str) -> None:
+        """A transfer that cannot become a mail: answered, cancelled, its partial file removed."""
         log.warning("friend %s sent a broken mail transfer: %s", self._peer(inc.friend), why)
         del self._incoming[(inc.friend, inc.number)]
-        self._answer(inc.friend, inc.file_id, reply)
-        self._cancel(inc.friend, inc.number)
+        inc.close()
+        inc.path.unlink(missing_ok=True)
+        self._refuse(inc.friend, inc.number, inc.file_id, reply)
+
+    def _refuse(self, friend: int, number: int, file_id: bytes, reply: Reply) -> None:
+        self._answer(friend, file_id, reply)
+        self._cancel(friend, number)
 
     def _complete(self, inc: Incoming) -> None:
-        payload, inc.data = inc.data, bytearray()
+        inc.close()
+        try:
+            payload = inc.path.read_bytes()
+        except OSError as e:
+            log.warning("%s: cannot read the received mail back: %s", inc.file_id.hex()[:12], e)
+            self._answer(inc.friend, inc.file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"))
+            return
+        inc.path.unlink(missing_ok=True)
         if len(payload) != inc.size or hashlib.sha256(payload).digest() != inc.file_id:
             log.warning("friend %s sent a mail whose length or hash does not match; asked to resend", self._peer(inc.friend))
             self._answer(inc.friend, inc.file_id, Reply(451, "4.6.0 payload damaged in transit (hash mismatch); try again"))
             return
         try:
             envelope, message = wire.decode_payload(payload, self._max_message)
-            del payload
         except wire.WireError as e:
             log.warning("friend %s sent a malformed payload: %s", self._peer(inc.friend), e)
             self._answer(inc.friend, inc.file_id, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"))
             return
+        del payload
+        self._delivering.add(inc.file_id)
         task = asyncio.get_running_loop().create_task(self._deliver_and_answer(inc, envelope, message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -123,13 +199,16 @@ class Receiver:
         peer_key = self._node.friend_public_key(inc.friend).hex()
         try:
             reply = await self._deliver(envelope.sender, self._trace_headers(peer_key, envelope) + message)
+            self._store.record(inc.file_id, self._mailbox, reply)  # durable before the answer leaves
         except Exception:
             log.exception("delivery to Dovecot failed unexpectedly")
             reply = Reply(451, "4.3.0 internal error in the receiving toxbridge; try again")
+        finally:
+            self._delivering.discard(inc.file_id)
         status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
         log.info(
             "%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
-            inc.file_id.hex()[:12], self._mailbox_address, peer_key[:8], len(message),
+            inc.file_id.hex()[:12], self._address, peer_key[:8], len(message),
             time.monotonic() - inc.started, status, reply,
         )
         self._answer(inc.friend, inc.file_id, reply)
@@ -140,7 +219,7 @@ class Receiver:
         return (
             f"Received: from tox (Tox key {peer_key})\r\n"
             f"\tby {self._hostname} (toxbridge) with TOX\r\n"
-            f"\tfor <{self._mailbox_address}>; {date}\r\n"
+            f"\tfor <{self._address}>; {date}\r\n"
             f"Authentication-Results: {self._hostname}; x-tox=pass\r\n"
             f"\tsmtp.mailfrom={envelope.sender or '<>'} x-tox.key={peer_key}\r\n"
         ).encode("utf-8")
@@ -149,7 +228,7 @@ class Receiver:
         try:
             self._node.send_lossless_packet(friend, wire.encode_result(file_id, [reply]))
         except ToxError as e:
-            # The sender sees no answer, tells its Postfix 4.4.1 and retries.
+            # The sender sees no answer, tells its Postfix 4.4.1 and retries; the record answers then.
             log.warning("could not answer friend %s (%s); the sender will retry", self._peer(friend), e)
 
     def _cancel(self, friend: int, number: int) -> None:
@@ -166,5 +245,21 @@ class Receiver:
 
     async def stop(self) -> None:
         """Let running deliveries finish (bounded by the LMTP client's own timeout)."""
+        for inc in self._incoming.values():
+            inc.close()
         if self._tasks:
             await asyncio.wait(self._tasks)
+
+
+def prune_partials(directory: Path, max_age: float) -> int:
+    """Remove partial transfers nobody resumed within `max_age` seconds."""
+    removed = 0
+    cutoff = time.time() - max_age
+    for path in directory.glob("*/*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed

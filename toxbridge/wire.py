@@ -85,7 +85,7 @@ class PayloadParser:
     """
 
     def __init__(self, max_message: int) -> None:
-        self._max_message = max_message
+        self.max_message = max_message
         self._head = bytearray()  # prefix and header only: message bytes are never copied here
         self._header_end = 0
         self.envelope: Envelope | None = None
@@ -111,7 +111,7 @@ class PayloadParser:
         view = self._take(view, self._header_end)
         if len(self._head) < self._header_end:
             return None
-        self.envelope = _parse_header(bytes(self._head[PREFIX.size :]), self._max_message)
+        self.envelope = _parse_header(bytes(self._head[PREFIX.size :]), self.max_message)
         self._head = bytearray()
         self._count(len(view))
         return self.envelope

@@ -67,6 +67,7 @@ class Household:
             "dovecot_lmtp": f"127.0.0.1:{self.dovecot.lmtp_port}",
             "hostname": f"bridge.{self.domain}",
             "users": [{"mailbox": u, "address": self.address(u)} for u in self.bridge_users],
+            "postfix": {"config_dir": str(self.postfix.config_dir), "postqueue": "/usr/sbin/postqueue"},
             "tox": {
                 "udp": True,
                 "ipv6": False,

@@ -80,6 +80,7 @@ _ERRORS: dict[str, tuple[str, ...]] = {
     "FRIEND_BY_PUBLIC_KEY": ("OK", "NULL", "NOT_FOUND"),
     "FRIEND_GET_PUBLIC_KEY": ("OK", "FRIEND_NOT_FOUND"),
     "FRIEND_QUERY": ("OK", "NULL", "FRIEND_NOT_FOUND"),
+    "FRIEND_GET_LAST_ONLINE": ("OK", "FRIEND_NOT_FOUND"),
     "FRIEND_SEND_MESSAGE": (
         "OK", "NULL", "FRIEND_NOT_FOUND", "FRIEND_NOT_CONNECTED", "SENDQ", "TOO_LONG", "EMPTY",
     ),
@@ -268,6 +269,7 @@ _decl("tox_friend_delete", c_bool, _Tox_p, c_uint32, _errp)
 _decl("tox_friend_by_public_key", c_uint32, _Tox_p, c_char_p, _errp)
 _decl("tox_friend_get_public_key", c_bool, _Tox_p, c_uint32, c_char_p, _errp)
 _decl("tox_friend_get_connection_status", c_int, _Tox_p, c_uint32, _errp)
+_decl("tox_friend_get_last_online", c_uint64, _Tox_p, c_uint32, _errp)
 _decl("tox_self_get_friend_list_size", c_size_t, _Tox_p)
 _decl("tox_self_get_friend_list", None, _Tox_p, POINTER(c_uint32))
 _decl("tox_friend_send_message", c_uint32, _Tox_p, c_uint32, c_int, c_char_p, c_size_t, _errp)
@@ -646,6 +648,13 @@ class Tox:
         status = _lib.tox_friend_get_connection_status(self.ptr, friend, byref(err))
         _check("tox_friend_get_connection_status", "FRIEND_QUERY", err)
         return status
+
+    def friend_last_online(self, friend: int) -> int:
+        """Unix time the friend was last seen online (kept in savedata); UINT64_MAX if never."""
+        err = c_int(0)
+        when = _lib.tox_friend_get_last_online(self.ptr, friend, byref(err))
+        _check("tox_friend_get_last_online", "FRIEND_GET_LAST_ONLINE", err)
+        return when
 
     def friend_list(self) -> list[int]:
         # size and list come from two calls; fine because we are the only caller.

@@ -308,6 +308,11 @@ class ToxNode:
     def friend_connection(self, friend: int) -> int:
         return self._t.friend_connection_status(friend)
 
+    def friend_last_online(self, friend: int) -> int | None:
+        """Unix time the friend was last online (survives restarts), None if never seen."""
+        when = self._t.friend_last_online(friend)
+        return None if when in (0, 2**64 - 1) else when
+
     def friends(self) -> list[int]:
         return self._t.friend_list()
 

@@ -1,0 +1,69 @@
+"""The receiver's delivery record and the Postfix queue selection: pure logic and SQLite on disk."""
+
+import os
+import time
+
+from toxbridge.postqueue import deferred_for, parse_queue
+from toxbridge.receiver import prune_partials
+from toxbridge.store import DeliveryStore
+from toxbridge.wire import Reply
+
+KEY = bytes(range(32))
+OTHER = bytes(32)
+
+
+def test_final_outcomes_are_remembered_across_reopen(tmp_path):
+    path = tmp_path / "d.sqlite"
+    store = DeliveryStore(path, keep_seconds=3600)
+    store.record(b"\1" * 32, "bob", Reply(250, "2.0.0 Saved"))
+    store.record(b"\2" * 32, "bob", Reply(550, "5.1.1 no such user"))
+    store.record(b"\3" * 32, "bob", Reply(451, "4.4.2 later"))
+    store.close()
+    store = DeliveryStore(path, keep_seconds=3600)
+    assert store.lookup(b"\1" * 32, "bob") == Reply(250, "2.0.0 Saved")
+    assert store.lookup(b"\2" * 32, "bob").code == 550
+    assert store.lookup(b"\3" * 32, "bob") is None  # temporary: try again
+    assert store.lookup(b"\1" * 32, "carol") is None  # per mailbox
+
+
+def test_prune_forgets_old_records(tmp_path):
+    store = DeliveryStore(tmp_path / "d.sqlite", keep_seconds=10)
+    store.record(b"\1" * 32, "bob", Reply(250, "ok"))
+    assert store.prune(now=time.time()) == 0
+    assert store.prune(now=time.time() + 11) == 1
+    assert store.lookup(b"\1" * 32, "bob") is None
+
+
+def queue_entry(qid, sender, rcpts, queue="deferred"):
+    return {"queue_name": queue, "queue_id": qid, "sender": sender,
+            "recipients": [{"address": r, "delay_reason": "451 4.4.1"} for r in rcpts]}
+
+
+def test_deferred_for_picks_this_friends_mail_from_this_sender():
+    full = KEY + b"\0\0\0\0"
+    from toxbridge.address import tox_checksum
+
+    tox_id = (full + tox_checksum(full)).hex()
+    entries = [
+        queue_entry("A1", "alice@a.test", [f"{tox_id.upper()}@tox"]),
+        queue_entry("A2", "ALICE@a.test", ["nothex@tox", f"{KEY.hex()}@TOX"]),
+        queue_entry("A3", "alan@a.test", [f"{KEY.hex()}@tox"]),          # other sender
+        queue_entry("A4", "alice@a.test", [f"{OTHER.hex()}@tox"]),        # other friend
+        queue_entry("A5", "alice@a.test", [f"{KEY.hex()}@tox"], "active"),  # already on its way
+    ]
+    assert deferred_for(entries, "alice@a.test", KEY) == ["A1", "A2"]
+
+
+def test_parse_queue_skips_junk_lines():
+    out = '{"queue_id": "X", "queue_name": "deferred"}\nnot json\n[]\n'
+    assert [e["queue_id"] for e in parse_queue(out)] == ["X"]
+
+
+def test_prune_partials(tmp_path):
+    (tmp_path / "bob").mkdir()
+    old, new = tmp_path / "bob" / "old", tmp_path / "bob" / "new"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert prune_partials(tmp_path, 3600) == 1
+    assert not old.exists() and new.exists()
