@@ -130,3 +130,83 @@ def test_size_announced_at_mail(size, code):
         server.close()
 
     run(go())
+
+
+def test_size_over_the_limit_at_mail_is_552_5_3_4():
+    async def go():
+        server, c = await session(Outbox(), max_size=100)
+        reply = await c.cmd(f"MAIL FROM:<{SENDER}> SIZE=101".encode())
+        assert (reply.code, reply.text[:5]) == (552, "5.3.4")
+        assert (await c.cmd(b"NOOP")).code == 250
+        server.close()
+
+    run(go())
+
+
+def test_exception_at_rcpt_is_temporary_and_the_session_stays_in_step():
+    class Broken(Outbox):
+        def check_recipient(self, sender, address):
+            raise RuntimeError("boom")
+
+    async def go():
+        server, c = await session(Broken())
+        await c.cmd(f"MAIL FROM:<{SENDER}>".encode())
+        reply = await c.cmd(f"RCPT TO:<{GOOD}>".encode())
+        assert (reply.code, reply.text[:5]) == (451, "4.3.0")
+        assert (await c.cmd(b"NOOP")).code == 250
+        server.close()
+
+    run(go())
+
+
+def test_dsn_is_not_announced():
+    """Announcing DSN would make Postfix drop NOTIFY=SUCCESS (see lmtp_in._DSN_PARAMS)."""
+    async def go():
+        server = await asyncio.get_running_loop().create_server(make_server(Outbox(), "test", 1000), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        c = Client(*await asyncio.open_connection("127.0.0.1", port))
+        await c.reply()
+        c.writer.write(b"LHLO postfix\r\n")
+        lines = []
+        while not lines or not lines[-1].startswith(b"250 "):
+            lines.append(await asyncio.wait_for(c.reader.readline(), 5))
+        assert not any(line[4:].upper().startswith(b"DSN") for line in lines), lines
+        server.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "mail, rcpt, codes",
+    [
+        ("RET=HDRS ENVID=QQ6Zr+2B1", "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob+2B@example.org", (250, 250)),
+        ("ret=full", "notify=never", (250, 250)),
+        ("", "NOTIFY=DELAY", (250, 250)),
+        ("RET=ALL", "", (501, None)),
+        ("NOTIFY=SUCCESS", "", (555, None)),  # a RCPT parameter on MAIL
+        ("", "RET=HDRS", (250, 555)),  # a MAIL parameter on RCPT
+        ("", "NOTIFY=SOMETIMES", (250, 501)),
+        ("", "NOTIFY=", (250, 501)),
+        ("", "ORCPT=bob@example.org", (250, 501)),  # no address type
+        ("", "ORCPT=rfc822;a=b", (250, 501)),  # '=' must be xtext-encoded
+        ("", "FOO=BAR", (250, 555)),
+    ],
+)
+def test_dsn_parameters(mail, rcpt, codes):
+    async def go():
+        outbox = Outbox()
+        server, c = await session(outbox)
+        got_mail = await c.cmd(f"MAIL FROM:<{SENDER}> {mail}".strip().encode())
+        got = [got_mail.code, None]
+        if got_mail.code == 250:
+            got[1] = (await c.cmd(f"RCPT TO:<{GOOD}> {rcpt}".strip().encode())).code
+        assert tuple(got) == codes
+        assert (await c.cmd(b"NOOP")).code == 250
+        if codes == (250, 250):  # and the mail goes on as usual
+            assert (await c.cmd(b"DATA")).code == 354
+            c.writer.write(b"Subject: dsn\r\n\r\nx\r\n.\r\n")
+            assert (await c.reply()).code == 250
+            assert outbox.sent[0][1] == [GOOD]
+        server.close()
+
+    run(go())

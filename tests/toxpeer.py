@@ -75,10 +75,9 @@ class PlainClient:
         payload = self.outgoing.get(number)
         if not length or payload is None:
             return
-        end = min(position + length, self.limit.get(number, len(payload)))
-        if position < end:
-            node.file_send_chunk(friend, number, position, payload[position:end])
-            self.served[number] = max(self.served.get(number, 0), end)
+        if position < self.limit.get(number, len(payload)):  # toxcore takes whole chunks only
+            node.file_send_chunk(friend, number, position, payload[position : position + length])
+            self.served[number] = max(self.served.get(number, 0), position + length)
 
     def on_file_recv_control(self, node, friend, number, control):
         if control == FILE_CONTROL_CANCEL and number in self.outgoing:
@@ -91,7 +90,7 @@ class PlainClient:
 
     def send_file(self, friend: int, payload: bytes, file_id: bytes | None = None, *, kind: int = FILE_KIND_DATA,
                   filename: bytes = wire.MAIL_FILENAME, size: int | None = None, serve: int | None = None) -> int:
-        """Offer a transfer; `size` may lie about the length, `serve` stops serving after that many bytes."""
+        """Offer a transfer; `size` may lie about the length, `serve` stops serving after about that many bytes."""
         def start() -> int:
             number = self.node.file_send(friend, kind, len(payload) if size is None else size,
                                          file_id or hashlib.sha256(payload).digest(), filename)
