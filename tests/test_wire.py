@@ -147,3 +147,66 @@ def test_result_malformed():
 
 def test_greeting():
     assert wire.decode_greeting(wire.encode_greeting("toxbridge 0.1")) == (wire.VERSION, "toxbridge 0.1")
+
+
+def outcome(pieces) -> tuple:
+    """What a fresh parser makes of a payload fed in these pieces: the envelope and message
+    byte count, or the text of the first WireError."""
+    parser = PayloadParser(LIMIT)
+    try:
+        for piece in pieces:
+            parser.feed(piece)
+        envelope = parser.finish()
+    except WireError as e:
+        return ("error", str(e))
+    return ("ok", envelope, parser.message_bytes)
+
+
+hostile_payloads = st.builds(
+    lambda message, where, byte, cut, tail: (payload_of(message)[:cut] + tail) if cut is not None
+    else bytes(b if i != where % len(payload_of(message)) else byte for i, b in enumerate(payload_of(message))),
+    message=st.binary(max_size=60),
+    where=st.integers(0, 200),
+    byte=st.integers(0, 255),
+    cut=st.none() | st.integers(0, 150),
+    tail=st.binary(max_size=20),
+)
+
+
+@settings(max_examples=60)
+@given(payload=hostile_payloads | st.binary(max_size=120))
+def test_hostile_payload_same_outcome_at_every_split_point(payload):
+    whole = outcome([payload])
+    for cut in range(len(payload) + 1):
+        assert outcome([payload[:cut], payload[cut:]]) == whole, cut
+    assert outcome([payload[i : i + 1] for i in range(len(payload))]) == whole
+
+
+@settings(max_examples=60)
+@given(file_id=st.binary(min_size=32, max_size=32), items=st.lists(replies, min_size=1, max_size=4))
+def test_result_packet_cut_at_every_point_is_refused(file_id, items):
+    packet = wire.encode_result(file_id, items)
+    for cut in range(len(packet)):
+        with pytest.raises(WireError):
+            wire.decode_result(packet[:cut])
+    assert wire.decode_result(packet)[0] == file_id
+
+
+@settings(max_examples=60)
+@given(file_id=st.binary(min_size=32, max_size=32), items=st.lists(replies, min_size=1, max_size=3),
+       where=st.integers(0, 2000), byte=st.integers(0, 255))
+def test_result_packet_with_any_byte_changed_is_refused_or_means_what_it_says(file_id, items, where, byte):
+    packet = bytearray(wire.encode_result(file_id, items))
+    packet[where % len(packet)] = byte
+    try:
+        got_id, got = wire.decode_result(bytes(packet))
+    except WireError:
+        return
+    # Accepted: then it is a well-formed packet that encodes back to the very same bytes.
+    assert all(200 <= r.code <= 599 and not any(c < " " for c in r.text) for r in got)
+    assert wire.encode_result(got_id, got) == bytes(packet)
+
+
+def test_result_packet_over_the_size_limit_is_refused():
+    with pytest.raises(WireError, match="too long"):
+        wire.decode_result(bytes([wire.PACKET_RESULT]) + bytes(wire.MAX_PACKET))
