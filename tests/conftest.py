@@ -6,6 +6,7 @@ session-scoped; tests that stop a bridge restore it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,7 +24,8 @@ def lab_root():
     root = Path(tempfile.mkdtemp(prefix="toxbridge-test-", dir="/tmp"))
     root.chmod(0o755)
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    if not os.environ.get("TOXBRIDGE_KEEP_LAB"):  # keep logs for a post-mortem
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -182,3 +182,20 @@ def test_dovecot_down_defers_then_delivers(network):
         carol.dovecot.start()
     alice.postfix.flush()
     wait_for(carol, "carol", lambda m: message_id(m) == mid)
+
+
+def test_dovecot_drops_a_second_copy_of_a_tox_mail(network):
+    """The last line of defence against a bridge that died between Dovecot's 250 and its own
+    record: deploy/dovecot's Sieve script keeps one copy per X-Toxbridge-Id."""
+    alice = network["alice"]
+    endpoint = Endpoint("127.0.0.1", alice.dovecot.lmtp_port)
+    tox_id = os.urandom(32).hex()
+    mid, msg = compose("twice", b"Sent twice, stored once.\r\n")
+    for _ in range(2):
+        replies = asyncio.run(lmtp_out.deliver(endpoint, "x@tox", ["alan"], f"X-Toxbridge-Id: {tox_id}\r\n".encode() + msg, "t"))
+        assert replies[0].code == 250, replies
+    assert len(with_id(alice.dovecot.fetch_inbox("alan"), mid)) == 1
+    mid2, plain = compose("plain twice", b"No id: both copies stay.\r\n")
+    for _ in range(2):
+        asyncio.run(lmtp_out.deliver(endpoint, "x@example.org", ["alan"], plain, "t"))
+    assert len(with_id(alice.dovecot.fetch_inbox("alan"), mid2)) == 2

@@ -105,7 +105,6 @@ def test_oversized_announcement_is_answered_552_and_cancelled(network, eve):
     assert not landed(alice, token)
 
 
-@pytest.mark.xfail(strict=True, reason="receiver.py on_file_recv refuses a too-big transfer (552) without a log line")
 def test_oversized_announcement_is_logged_once(network, eve):
     alice = network["alice"]
     client, friend = eve
@@ -204,8 +203,6 @@ def test_flood_of_transfers_is_limited_and_the_bridge_keeps_serving(network, eve
     no_traceback(alice, mark)
 
 
-@pytest.mark.xfail(strict=True, reason="receiver.py on_file_recv refuses transfers over MAX_INCOMING_PER_FRIEND "
-                                       "(4.3.2) without any log line")
 def test_flood_is_logged_but_not_line_per_byte(network, eve):
     alice = network["alice"]
     client, friend = eve

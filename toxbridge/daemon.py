@@ -80,6 +80,7 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     rebootstrap = loop.create_task(_rebootstrap(identities))
+    stalls = loop.create_task(_drop_stalled(config, identities))
     housekeeping = loop.create_task(_housekeeping(config, store))
     log.info("ready: LMTP for Postfix on %s, %d identities", listen, len(identities))
     notify("READY=1")
@@ -90,6 +91,7 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
         notify("STOPPING=1")
         rebootstrap.cancel()
         housekeeping.cancel()
+        stalls.cancel()
         server.close()
         await server.wait_closed()
         for identity in identities:
@@ -104,6 +106,14 @@ async def _housekeeping(config: Config, store: DeliveryStore) -> None:
         if forgotten or removed:
             log.info("housekeeping: forgot %d delivery records, removed %d stale partial transfers", forgotten, removed)
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+
+async def _drop_stalled(config: Config, identities: list[Identity]) -> None:
+    """A friend that starts a transfer and then sends nothing must not hold its slot forever."""
+    while True:
+        await asyncio.sleep(min(5.0, config.transfer_stall_timeout))
+        for identity in identities:
+            identity.receiver.drop_stalled(config.transfer_stall_timeout)
 
 
 async def _rebootstrap(identities: list[Identity]) -> None:

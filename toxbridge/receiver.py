@@ -45,6 +45,7 @@ class Incoming:
     file: BinaryIO | None = None
     received: int = 0
     started: float = field(default_factory=time.monotonic)
+    last_progress: float = field(default_factory=time.monotonic)
 
     def open(self) -> int:
         """Open the partial file, keeping what an earlier attempt left; returns where to resume."""
@@ -84,6 +85,7 @@ class Receiver:
         self._partial_dir = partial_dir
         self._incoming: dict[tuple[int, int], Incoming] = {}
         self._delivering: set[bytes] = set()
+        self._flooding: set[int] = set()  # friends told "too many at once" in this burst
         self._tasks: set[asyncio.Task] = set()
 
     def on_file_recv(self, friend: int, number: int, kind: int, size: int, filename: bytes) -> None:
@@ -93,6 +95,7 @@ class Receiver:
             return
         file_id = self._node.file_id(friend, number)
         if size > self._max_payload:
+            log.warning("friend %s offered a mail of %d bytes, over the limit; refused", self._peer(friend), size)
             self._refuse(friend, number, file_id, Reply(552, f"5.3.4 message too big for this household (limit {self._max_message} bytes)"))
             return
         known = self._store.lookup(file_id, self._mailbox)
@@ -103,11 +106,17 @@ class Receiver:
             return
         arriving = [i for i in self._incoming.values() if i.friend == friend]
         if file_id in self._delivering or any(i.file_id == file_id for i in arriving):
+            log.info("%s: already arriving from friend %s; the repeat is refused for now", file_id.hex()[:12], self._peer(friend))
             self._refuse(friend, number, file_id, Reply(451, "4.3.2 this mail is already arriving; try again later"))
             return
         if len(arriving) >= MAX_INCOMING_PER_FRIEND:
+            if friend not in self._flooding:  # once per burst, not once per transfer
+                self._flooding.add(friend)
+                log.warning("friend %s sends more than %d mails at once; refusing the rest for now",
+                            self._peer(friend), MAX_INCOMING_PER_FRIEND)
             self._refuse(friend, number, file_id, Reply(451, "4.3.2 too many mails arriving at once; try again"))
             return
+        self._flooding.discard(friend)
         peer_key = self._node.friend_public_key(friend).hex()
         inc = Incoming(friend, number, file_id, size, self._partial_dir / f"{peer_key}-{file_id.hex()}",
                        wire.PayloadParser(self._max_message))
@@ -138,6 +147,7 @@ class Receiver:
         try:
             inc.parser.feed(data)  # refuses a bad envelope before the rest arrives
             inc.file.write(data)
+            inc.last_progress = time.monotonic()
         except wire.WireError as e:
             self._drop(inc, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"), str(e))
             return
@@ -153,6 +163,18 @@ class Receiver:
                 inc.close()  # the partial file stays for a retry to resume
                 log.info("%s: friend %s stopped the transfer at byte %d; kept for a retry",
                          inc.file_id.hex()[:12], self._peer(friend), inc.received)
+
+    def drop_stalled(self, stall_timeout: float) -> None:
+        """Give up transfers that made no progress for `stall_timeout` seconds; their partial
+        files stay for the sender's retry to resume, and the friend's slot is free again."""
+        now = time.monotonic()
+        for key, inc in list(self._incoming.items()):
+            if now - inc.last_progress > stall_timeout:
+                del self._incoming[key]
+                inc.close()
+                log.warning("%s: transfer from friend %s stalled at byte %d; cancelled, kept for a retry",
+                            inc.file_id.hex()[:12], self._peer(inc.friend), inc.received)
+                self._cancel(inc.friend, inc.number)
 
     def on_friend_offline(self, friend: int) -> None:
         for key in [k for k in self._incoming if k[0] == friend]:
@@ -198,7 +220,7 @@ class Receiver:
     async def _deliver_and_answer(self, inc: Incoming, envelope: wire.Envelope, message: bytes) -> None:
         peer_key = self._node.friend_public_key(inc.friend).hex()
         try:
-            reply = await self._deliver(envelope.sender, self._trace_headers(peer_key, envelope) + message)
+            reply = await self._deliver(envelope.sender, self._trace_headers(peer_key, envelope, inc.file_id) + message)
             self._store.record(inc.file_id, self._mailbox, reply)  # durable before the answer leaves
         except Exception:
             log.exception("delivery to Dovecot failed unexpectedly")
@@ -213,10 +235,12 @@ class Receiver:
         )
         self._answer(inc.friend, inc.file_id, reply)
 
-    def _trace_headers(self, peer_key: str, envelope: wire.Envelope) -> bytes:
-        """Received: and Authentication-Results: recording the friend's verified Tox key."""
+    def _trace_headers(self, peer_key: str, envelope: wire.Envelope, file_id: bytes) -> bytes:
+        """Received: and Authentication-Results: recording the friend's verified Tox key, and the
+        payload's hash, by which Dovecot's Sieve drops a second copy (deploy/dovecot)."""
         date = email.utils.formatdate(localtime=True)
         return (
+            f"X-Toxbridge-Id: {file_id.hex()}\r\n"
             f"Received: from tox (Tox key {peer_key})\r\n"
             f"\tby {self._hostname} (toxbridge) with TOX\r\n"
             f"\tfor <{self._address}>; {date}\r\n"

@@ -15,6 +15,7 @@ STOP_TIMEOUT = 30.0
 
 # The one host path inside a section of the deploy file (sections cannot be
 # overridden by a later definition the way plain settings can).
+DEPLOY_SIEVE_PATH = "/etc/dovecot/sieve/toxbridge-dedup.sieve"
 DEPLOY_PASSWD_PATH = "/etc/dovecot/toxbridge.passwd"
 
 
@@ -66,7 +67,13 @@ class Dovecot:
         deploy = (_fs.deploy_dir() / "dovecot" / "toxbridge.conf").read_text()
         if DEPLOY_PASSWD_PATH not in deploy:
             raise RuntimeError(f"deploy/dovecot/toxbridge.conf no longer names {DEPLOY_PASSWD_PATH}")
-        self.deploy_copy.write_text(deploy.replace(DEPLOY_PASSWD_PATH, str(self.passwd_file)))
+        if DEPLOY_SIEVE_PATH not in deploy:
+            raise RuntimeError(f"deploy/dovecot/toxbridge.conf no longer names {DEPLOY_SIEVE_PATH}")
+        sieve = self.dir / "toxbridge-dedup.sieve"
+        sieve.write_text((_fs.deploy_dir() / "dovecot" / "toxbridge-dedup.sieve").read_text())
+        sieve.chmod(0o644)
+        self.deploy_copy.write_text(deploy.replace(DEPLOY_PASSWD_PATH, str(self.passwd_file))
+                                    .replace(DEPLOY_SIEVE_PATH, str(sieve)))
 
         self.config_file.write_text(f"""\
 # Lab instance {self.name}: per-instance paths, then the shipped file, then overrides.
