@@ -12,6 +12,7 @@ import email
 import email.policy
 import os
 import random
+import re
 import signal
 import socket
 import threading
@@ -174,6 +175,28 @@ def test_deferred_mail_is_pushed_when_the_friend_comes_back(pair):
     print(f"\ncatch-up: 3 deferred mails in ben's IMAP {catch_up:.2f} s after the friend connection came up")
     assert catch_up < 30, "Postfix alone would wait 1800 s; the push must be far quicker"
     ann.postfix.wait_queue_empty(30)
+
+
+def test_unreachable_friend_ends_in_a_bounce_that_says_why(pair):
+    """With the queue lifetime at zero, Postfix bounces at the first deferral: the DSN carries
+    the bridge's words (which friend, offline since when)."""
+    ann, ben, _ = pair
+    ben_key = ben.tox_ids["ben"][:8].lower()
+    mark = ann.log_mark()
+    ben.stop_bridge()
+    ann.wait_log(f"friend {ben_key} went offline", RECONNECT, since=mark)
+    ann.postfix.postconf({"maximal_queue_lifetime": "0", "bounce_queue_lifetime": "0"})
+    try:
+        _, msg = compose("never reaches ben")
+        ann.postfix.send(ann.address("ann"), [ben.tox_address("ben")], msg)
+        assert wait_until(lambda: [m for m in ann.dovecot.fetch_inbox("ann") if b"never reaches ben" in m], 60)
+        (bounce,) = [m for m in ann.dovecot.fetch_inbox("ann") if b"never reaches ben" in m]
+        assert f"Tox friend {ben_key} offline since".encode() in re.sub(rb"\s+", b" ", bounce)
+    finally:
+        ann.postfix.postconf({"maximal_queue_lifetime": "7d", "bounce_queue_lifetime": "7d"})
+        mark = ann.log_mark()
+        ben.start_bridge()
+        ann.wait_log(f"ann: friend {ben_key} is a bridge", RECONNECT, since=mark)
 
 
 def test_lost_answer_does_not_deliver_twice(pair):

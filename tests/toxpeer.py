@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import threading
 
 from toxbridge import wire
@@ -34,7 +35,10 @@ class PlainClient:
         self.node: ToxNode = self.call(self._make, bootstrap)
 
     def _make(self, bootstrap) -> ToxNode:
-        node = ToxNode(ToxOptions(udp=True, local_discovery=False, ipv6=False))
+        # A random port, not toxcore's first free one: a new node on the port a stopped one had
+        # was not reached by the bridge (it kept the old session's state), as with restarts.
+        start = random.randint(34000, 39000)
+        node = ToxNode(ToxOptions(udp=True, local_discovery=False, ipv6=False, start_port=start, end_port=start + 200))
         node.handler = self
         node.bootstrap(bootstrap.host, bootstrap.port, bootstrap.public_key)
         node.start(self.loop)

@@ -61,6 +61,13 @@ class Postfix:
             raise RuntimeError(f"postconf {' '.join(args)} failed: {p.stderr}")
         return p.stdout
 
+    def postconf(self, settings: dict[str, str]) -> None:
+        """Change main.cf settings of the running instance and reload it."""
+        self._postconf("-e", *(f"{k}={v}" for k, v in settings.items()))
+        rc = _fs.run_daemon_start(["postfix", "-c", str(self.config_dir), "reload"], self.startup_log)
+        if rc != 0:
+            raise RuntimeError(f"postfix {self.name} reload failed (rc={rc}):\n{_fs.tail(self.startup_log)}")
+
     def write_config(self) -> None:
         _fs.prepare_root(self.root)
         for d in (self.dir, self.config_dir, self.queue_dir):
