@@ -18,6 +18,17 @@ from toxbridge.lab.household import Household, befriend_all
 from toxbridge.lab.ports import free_port
 
 
+@pytest.fixture
+def report(request):
+    """Print a measured figure in the test run's output, even when output is captured."""
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def write(line: str) -> None:
+        terminal.write_line(f"\n{request.node.name}: {line}")
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def lab_root():
     # Not pytest's tmp_path: its 0700 parents lock out Postfix's and Dovecot's own users.

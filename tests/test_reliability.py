@@ -154,7 +154,7 @@ def restart(home: Household, sig: int = signal.SIGTERM) -> None:
     home.start_bridge()
 
 
-def test_deferred_mail_is_pushed_when_the_friend_comes_back(pair):
+def test_deferred_mail_is_pushed_when_the_friend_comes_back(pair, report):
     ann, ben, _ = pair
     ben_key = ben.tox_ids["ben"][:8].lower()
     mark = ann.log_mark()
@@ -172,7 +172,7 @@ def test_deferred_mail_is_pushed_when_the_friend_comes_back(pair):
     online_at = log_time(ann, f"ann: friend {ben_key} online", mark)
     wait_arrivals(ben, set(mails), 60)
     catch_up = time.time() - online_at
-    print(f"\ncatch-up: 3 deferred mails in ben's IMAP {catch_up:.2f} s after the friend connection came up")
+    report(f"catch-up: 3 deferred mails in ben's IMAP {catch_up:.2f} s after the friend connection came up")
     assert catch_up < 30, "Postfix alone would wait 1800 s; the push must be far quicker"
     ann.postfix.wait_queue_empty(30)
 
@@ -219,7 +219,7 @@ def test_lost_answer_does_not_deliver_twice(pair):
     assert ids_in(ben, "ben")[mid] == 1
 
 
-def test_broken_large_transfer_resumes(pair):
+def test_broken_large_transfer_resumes(pair, report):
     ann, ben = pair[0], pair[1]
     mid, head = compose("large")
     body = os.urandom(12 * 1024 * 1024).hex().encode()  # 24 MB of text: a few seconds on the wire
@@ -240,11 +240,11 @@ def test_broken_large_transfer_resumes(pair):
     assert ids_in(ben, "ben")[mid] == 1
     got = [m for m in ben.dovecot.fetch_inbox("ben") if mid.encode() in m][0]
     assert got.replace(b"\r\n", b"\n").endswith(msg.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n"))
-    print(f"\nresume: {kept} bytes were on disk when ben was killed; the retry continued from there")
+    report(f"resume: {kept} bytes were on disk when ben was killed; the retry continued from there")
     ann.postfix.wait_queue_empty(60)
 
 
-def test_chaos_every_mail_exactly_once(pair):
+def test_chaos_every_mail_exactly_once(pair, report):
     ann, ben, _ = pair
     rng = random.Random(int(os.environ.get("CHAOS_SEED", time.time())))
     count, kills = 200, 4
@@ -275,6 +275,6 @@ def test_chaos_every_mail_exactly_once(pair):
     ann.postfix.wait_queue_empty(RECONNECT)
     duplicated = sum(1 for mid in wanted if seen[mid] > 1)
     lost = sum(1 for mid in wanted if seen[mid] == 0)
-    print(f"\nchaos: {count} mails, {len(killed)} SIGKILLs ({', '.join(killed)}), lost {lost}, "
+    report(f"chaos: {count} mails, {len(killed)} SIGKILLs ({', '.join(killed)}), lost {lost}, "
           f"duplicated {duplicated}, waiting for Postfix's backoff {missing_before_flush}")
     assert (lost, duplicated) == (0, 0)

@@ -60,6 +60,22 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+def read_pid(path: Path) -> int | None:
+    """The pid a daemon wrote to its pid file, or None."""
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_exit(pid: int | None, timeout: float, what: str) -> None:
+    """Wait until the daemon `pid` (read before asking it to stop) is gone."""
+    from .ports import wait_until
+
+    if pid is not None and not wait_until(lambda: not process_alive(pid), timeout):
+        raise RuntimeError(f"{what} (pid {pid}) still running after stop")
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])

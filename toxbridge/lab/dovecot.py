@@ -133,21 +133,13 @@ service pop3-login {{
                                f"{_fs.tail(self.log_path)}")
         self.start_seconds = time.monotonic() - t0
 
-    def _master_pid(self) -> int | None:
-        try:
-            return int((self.base_dir / "master.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
     def stop(self) -> None:
         if not self._started:
             return
         t0 = time.monotonic()
-        pid = self._master_pid()
+        pid = _fs.read_pid(self.base_dir / "master.pid")
         _fs.run(["doveadm", "-c", str(self.config_file), "stop"])
-        if pid is not None:
-            if not wait_until(lambda: not _fs.process_alive(pid), STOP_TIMEOUT):
-                raise RuntimeError(f"dovecot {self.name} (pid {pid}) still running after stop")
+        _fs.wait_exit(pid, STOP_TIMEOUT, f"dovecot {self.name}")
         self._started = False
         self.stop_seconds = time.monotonic() - t0
 

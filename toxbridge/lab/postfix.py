@@ -146,20 +146,13 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
                                f"{_fs.tail(self.maillog)}")
         self.start_seconds = time.monotonic() - t0
 
-    def _master_pid(self) -> int | None:
-        try:
-            return int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
     def stop(self) -> None:
         if not self._started:
             return
         t0 = time.monotonic()
-        pid = self._master_pid()
+        pid = _fs.read_pid(self.queue_dir / "pid" / "master.pid")
         _fs.run_daemon_start(["postfix", "-c", str(self.config_dir), "stop"], self.startup_log)
-        if pid is not None and not wait_until(lambda: not _fs.process_alive(pid), STOP_TIMEOUT):
-            raise RuntimeError(f"postfix {self.name} master (pid {pid}) still running after stop")
+        _fs.wait_exit(pid, STOP_TIMEOUT, f"postfix {self.name} master")
         self._started = False
         self.stop_seconds = time.monotonic() - t0
 
