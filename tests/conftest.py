@@ -22,9 +22,11 @@ from toxbridge.lab.ports import free_port
 def report(request):
     """Print a measured figure in the test run's output, even when output is captured."""
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
 
     def write(line: str) -> None:
-        terminal.write_line(f"\n{request.node.name}: {line}")
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(f"\n{request.node.name}: {line}")
 
     return write
 

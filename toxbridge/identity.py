@@ -87,6 +87,7 @@ class Identity:
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
         self._tasks: set[asyncio.Task] = set()
+        self._catching_up: set[bytes] = set()
         node.handler = self
 
     @classmethod
@@ -172,6 +173,9 @@ class Identity:
 
     async def _catch_up(self, public_key: bytes) -> None:
         """Ask Postfix to deliver this friend's deferred mail now, not after its backoff."""
+        if public_key in self._catching_up:  # connection-up and greeting both ask, ms apart
+            return
+        self._catching_up.add(public_key)
         started = time.monotonic()
         try:
             pushed = await asyncio.get_running_loop().run_in_executor(
@@ -180,6 +184,8 @@ class Identity:
             log.warning("%s: cannot reach Postfix's queue to push mail for %s: %s (check postfix.config_dir "
                         "and postfix.postqueue)", self.user.mailbox, public_key.hex()[:8], e)
             return
+        finally:
+            self._catching_up.discard(public_key)
         if pushed:
             log.info("%s: friend %s online: pushed %d deferred mail(s) in %.2f s: %s", self.user.mailbox,
                      public_key.hex()[:8], len(pushed), time.monotonic() - started, " ".join(pushed))
