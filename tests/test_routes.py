@@ -1,0 +1,195 @@
+"""Where an address leads over Tox: contacts first, learned pairings per mailbox, @tox directly."""
+
+from __future__ import annotations
+
+import pytest
+
+from toxbridge import contacts
+from toxbridge.address import AddressError, tox_checksum
+from toxbridge.roster import Roster
+from toxbridge.routes import NoRoute, Route, Routes
+
+MAILBOXES = ("mom", "dad")
+NOSPAM = b"\x01\x02\x03\x04"
+
+
+def full_id(byte: int) -> bytes:
+    key = bytes([byte]) * 32
+    return key + NOSPAM + tox_checksum(key + NOSPAM)
+
+
+ID_A, ID_B, ID_C = full_id(0xA1), full_id(0xB2), full_id(0xC3)
+KEY_A, KEY_B, KEY_C = ID_A[:32], ID_B[:32], ID_C[:32]
+
+BOOK = f"""\
+- name: Tarek
+  addresses: [tarek@example.org]
+  tox_id: {ID_A.hex()}
+  users: [mom]
+- name: Grandma
+  addresses: [granny@example.org, Gran@Example.net]
+  tox_id: {KEY_B.hex()}
+"""
+
+
+@pytest.fixture
+def roster():
+    r = Roster(":memory:")
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def routes(roster) -> Routes:
+    return Routes(contacts.parse(BOOK, "contacts.yaml", MAILBOXES), roster)
+
+
+# ---------------------------------------------------------------- route
+
+
+@pytest.mark.parametrize("address, route", [
+    (f"{ID_C.hex()}@tox", Route(KEY_C, ID_C, "Tox address")),
+    (f"{ID_C.hex().upper()}@TOX", Route(KEY_C, ID_C, "Tox address")),
+    (f"{KEY_C.hex()}@tox", Route(KEY_C, None, "Tox address")),
+    (f"{KEY_A.hex()}@tox", Route(KEY_A, None, "Tox address")),  # a contact's key: still by address
+])
+def test_route_tox_addresses_for_anyone(routes, address, route):
+    assert routes.route("mom", address) == route
+    assert routes.route("dad", address) == route
+
+
+@pytest.mark.parametrize("address", [
+    "abc@tox", f"{KEY_C.hex()[:-1]}@tox", "z" * 64 + "@tox",
+    f"{ID_C.hex()[:-1]}{'0' if ID_C.hex()[-1] != '0' else '1'}@tox",  # checksum
+    "@tox",
+])
+def test_route_malformed_tox_address(routes, address):
+    with pytest.raises(AddressError):
+        routes.route("mom", address)
+
+
+def test_route_contact(routes):
+    assert routes.route("mom", "Tarek@Example.ORG") == Route(KEY_A, ID_A, "contact 'Tarek'")
+    assert routes.route("dad", "gran@example.net") == Route(KEY_B, None, "contact 'Grandma'")
+    assert routes.route("mom", "granny@example.org") == Route(KEY_B, None, "contact 'Grandma'")
+
+
+def test_route_contact_not_serving_the_mailbox(routes):
+    with pytest.raises(NoRoute) as caught:
+        routes.route("dad", "tarek@example.org")
+    assert str(caught.value) == "contact 'Tarek' serves only mom in this household"
+
+
+def test_route_learned_pairing_is_per_mailbox(routes, roster):
+    assert roster.learn("dad", "Pal@Example.org", KEY_C)
+    assert routes.route("dad", "pal@example.org") == Route(KEY_C, None, "learned pairing")
+    assert routes.route("dad", "PAL@EXAMPLE.ORG").public_key == KEY_C
+    with pytest.raises(NoRoute, match="not a Tox contact of this household"):
+        routes.route("mom", "pal@example.org")
+
+
+def test_route_unknown_address(routes):
+    for address in ("nobody@example.org", "tarek@example.org.evil", "tox@example.org"):
+        with pytest.raises(NoRoute) as caught:
+            routes.route("mom", address)
+        assert "toxbridge contacts add" in str(caught.value)
+
+
+def test_route_contact_wins_over_a_learned_pairing(routes, roster):
+    roster.learn("mom", "tarek@example.org", KEY_C)  # made before the contact was written
+    roster.learn("dad", "tarek@example.org", KEY_C)
+    assert routes.route("mom", "tarek@example.org").public_key == KEY_A
+    with pytest.raises(NoRoute, match="serves only mom"):  # not the learned key either
+        routes.route("dad", "tarek@example.org")
+
+
+def test_route_follows_a_replaced_book(routes):
+    routes.book = contacts.parse("", "contacts.yaml", MAILBOXES)
+    with pytest.raises(NoRoute):
+        routes.route("mom", "tarek@example.org")
+
+
+def test_noroute_is_a_lookup_error():
+    assert issubclass(NoRoute, LookupError)
+
+
+# ---------------------------------------------------------------- transport
+
+
+@pytest.mark.parametrize("key", ["*", "", "tarek", "example.org", "<>", f"{KEY_C.hex()}"])
+def test_transport_false_for_non_addresses(routes, key):
+    assert routes.transport(key) is False
+
+
+@pytest.mark.parametrize("address", [
+    "tarek@example.org", "TAREK@example.org",  # serves only mom: still the bridge's
+    "granny@example.org", "GRAN@example.NET",
+    f"{ID_C.hex()}@tox", f"{KEY_C.hex().upper()}@TOX",
+    "junk@tox",  # malformed @tox goes to the bridge, which says what is wrong
+])
+def test_transport_true_for_contacts_and_tox(routes, address):
+    assert routes.transport(address) is True
+
+
+def test_transport_learned_by_any_mailbox(routes, roster):
+    assert routes.transport("pal@example.org") is False
+    roster.learn("dad", "pal@example.org", KEY_C)
+    assert routes.transport("Pal@Example.org") is True
+    roster.forget("pal@example.org")
+    assert routes.transport("pal@example.org") is False
+
+
+def test_transport_false_for_unknown(routes):
+    assert routes.transport("nobody@example.org") is False
+    assert routes.transport("tarek@example.org.evil") is False
+
+
+# ---------------------------------------------------------------- claims, learn
+
+
+def test_claims(routes, roster):
+    assert routes.claims("Tarek@example.org") == ("contact 'Tarek'", {KEY_A})
+    assert routes.claims("gran@example.net") == ("contact 'Grandma'", {KEY_B})
+    assert routes.claims("nobody@example.org") == ("", set())
+    roster.learn("mom", "pal@example.org", KEY_C)
+    roster.learn("dad", "pal@example.org", KEY_A)
+    assert routes.claims("PAL@example.org") == ("learned pairing", {KEY_C, KEY_A})
+
+
+def test_claims_contact_hides_learned_keys(routes, roster):
+    roster.learn("mom", "tarek@example.org", KEY_C)
+    assert routes.claims("tarek@example.org") == ("contact 'Tarek'", {KEY_A})
+
+
+def test_learn_never_overrides_a_written_contact(routes, roster):
+    for mailbox in ("mom", "dad"):  # dad is not served by Tarek: still written down
+        assert routes.learn(mailbox, "tarek@example.org", KEY_C) is False
+        assert routes.learn(mailbox, "TAREK@EXAMPLE.ORG", KEY_C) is False
+    assert roster.keys_of("tarek@example.org") == set()
+    assert roster.learned() == []
+
+
+def test_learn_new_address_once(routes, roster):
+    assert routes.learn("mom", "Pal@Example.org", KEY_C) is True
+    assert routes.learn("mom", "pal@example.org", KEY_C) is False  # already known
+    assert routes.learn("mom", "pal@example.org", KEY_A) is False  # a second key does not replace it
+    assert roster.learned_key("mom", "pal@example.org") == KEY_C
+    assert routes.route("mom", "pal@example.org").public_key == KEY_C
+    assert [(e.mailbox, e.address, e.public_key) for e in roster.learned()] == [("mom", "pal@example.org", KEY_C)]
+
+
+# ---------------------------------------------------------------- recipient_matcher
+
+
+def test_recipient_matcher(routes, roster):
+    roster.learn("dad", "pal@example.org", KEY_C)
+    to_tarek_for_mom = routes.recipient_matcher("mom", KEY_A)
+    assert to_tarek_for_mom("tarek@example.org")
+    assert to_tarek_for_mom(f"{ID_A.hex()}@tox")
+    assert to_tarek_for_mom(f"{KEY_A.hex()}@tox")
+    assert not to_tarek_for_mom("granny@example.org")  # another contact
+    assert not to_tarek_for_mom("nobody@example.org")  # NoRoute
+    assert not to_tarek_for_mom("junk@tox")  # AddressError
+    assert not routes.recipient_matcher("dad", KEY_A)("tarek@example.org")  # not served
+    assert routes.recipient_matcher("dad", KEY_C)("pal@example.org")
+    assert not routes.recipient_matcher("mom", KEY_C)("pal@example.org")  # learned for dad only
