@@ -44,9 +44,11 @@ class Household:
         self.bridge_users = list(bridge_users if bridge_users is not None else users)
         self.bridge_port = free_port()
         self.dovecot = Dovecot(self.root, name, self.users, free_port(), free_port(), free_port())
+        self.socketmap_port = free_port()
         self.postfix = Postfix(
             self.root, name, self.domain, free_port(), list(self.users),
             self.dovecot.lmtp_port, self.bridge_port, postfix_extra,
+            socketmap_port=self.socketmap_port,
         )
         self.config_path = self.root / "toxbridge.yaml"
         self.bridge_log = self.root / "toxbridge.log"
@@ -64,6 +66,7 @@ class Household:
         config = {
             "state_dir": str(self.root / "state"),
             "lmtp_listen": f"127.0.0.1:{self.bridge_port}",
+            "socketmap_listen": f"127.0.0.1:{self.socketmap_port}",
             "dovecot_lmtp": f"127.0.0.1:{self.dovecot.lmtp_port}",
             "hostname": f"bridge.{self.domain}",
             "users": [{"mailbox": u, "address": self.address(u)} for u in self.bridge_users],

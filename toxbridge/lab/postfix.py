@@ -1,11 +1,14 @@
 """A private Postfix instance on loopback, built from deploy/postfix/.
 
 main.cf = the few settings any private instance needs (own queue, data and
-log, loopback only, no DNS) + deploy/postfix/main.cf.toxbridge verbatim +
-`postconf -e` for the host-specific values (domain, ports) and `extra`.
+log, loopback only, no DNS) + deploy/postfix/main.cf.toxbridge (its socketmap
+endpoint 127.0.0.1:10026 becomes 127.0.0.1:socketmap_port) + `postconf -e` for
+the host-specific values (domain, ports), with tox_only the settings of
+deploy/postfix/main.cf.tox-only, and `extra`.
 master.cf = Debian's master.cf with chroot off and smtpd bound to
 127.0.0.1:smtp_port + deploy/postfix/master.cf.toxbridge verbatim.
-transport = deploy/postfix/transport with the bridge port rewritten.
+transport.regexp = deploy/postfix/transport.regexp with the bridge port and the
+HOST-SPECIFIC household domain rewritten.
 """
 
 from __future__ import annotations
@@ -17,25 +20,32 @@ import time
 from pathlib import Path
 
 from . import _fs
-from .ports import port_accepts, wait_until
+from .ports import free_port, port_accepts, wait_until
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
 DEPLOY_BRIDGE_NEXTHOP = "inet:127.0.0.1:10025"
+DEPLOY_SOCKETMAP = "socketmap:inet:127.0.0.1:10026:"
+DEPLOY_LOCAL_DOMAIN = r"/@home\.example$/"
 
 
 class Postfix:
     """Postfix for one household: SMTP on 127.0.0.1:smtp_port.
 
     Mail for `domain` users goes to Dovecot LMTP on 127.0.0.1:dovecot_lmtp_port;
-    mail for `@tox` goes to the bridge on 127.0.0.1:bridge_lmtp_port. `root`
-    must sit under world-traversable parents (``tempfile.mkdtemp(dir="/tmp")``).
+    mail for `@tox` goes to the bridge on 127.0.0.1:bridge_lmtp_port; any other
+    address is asked to the socketmap on 127.0.0.1:socketmap_port (None: a free
+    port nobody serves, i.e. the bridge is down). Whatever it does not claim
+    takes the lab's default_transport (an error bounce), or with `tox_only` the
+    deploy/postfix/main.cf.tox-only bounce. `root` must sit under
+    world-traversable parents (``tempfile.mkdtemp(dir="/tmp")``).
     """
 
     def __init__(self, root: Path, name: str, domain: str, smtp_port: int,
                  local_users: list[str], dovecot_lmtp_port: int, bridge_lmtp_port: int,
-                 extra: dict[str, str] | None = None):
+                 extra: dict[str, str] | None = None, *, socketmap_port: int | None = None,
+                 tox_only: bool = False):
         self.root = Path(root)
         self.name = name
         self.domain = domain
@@ -43,6 +53,8 @@ class Postfix:
         self.local_users = list(local_users)
         self.dovecot_lmtp_port = dovecot_lmtp_port
         self.bridge_lmtp_port = bridge_lmtp_port
+        self.socketmap_port = socketmap_port if socketmap_port is not None else free_port()
+        self.tox_only = tox_only
         self.extra = dict(extra or {})
         self.dir = self.root / f"postfix-{name}"
         self.config_dir = self.dir / "etc"
@@ -105,25 +117,35 @@ smtp_host_lookup = native
 # The lab sends nothing beyond this machine: mail for anywhere but the household and @tox fails.
 default_transport = error:5.7.1 the lab sends no mail beyond this machine
 
-# ---- deploy/postfix/main.cf.toxbridge follows verbatim ----
+# ---- deploy/postfix/main.cf.toxbridge follows (socketmap port rewritten) ----
 """
-        (self.config_dir / "main.cf").write_text(base + (deploy / "main.cf.toxbridge").read_text())
+        main_cf = (deploy / "main.cf.toxbridge").read_text()
+        if DEPLOY_SOCKETMAP not in main_cf:
+            raise RuntimeError(f"deploy/postfix/main.cf.toxbridge no longer names {DEPLOY_SOCKETMAP}")
+        main_cf = main_cf.replace(DEPLOY_SOCKETMAP, f"socketmap:inet:127.0.0.1:{self.socketmap_port}:")
+        (self.config_dir / "main.cf").write_text(base + main_cf)
         (self.config_dir / "master.cf").write_text(
             _lab_master_cf(SYSTEM_MASTER_CF.read_text(), self.smtp_port)
             + "\n# ---- deploy/postfix/master.cf.toxbridge follows verbatim ----\n"
             + (deploy / "master.cf.toxbridge").read_text())
 
-        transport = (deploy / "transport").read_text()
-        if DEPLOY_BRIDGE_NEXTHOP not in transport:
-            raise RuntimeError(f"deploy/postfix/transport no longer names {DEPLOY_BRIDGE_NEXTHOP}")
-        (self.config_dir / "transport").write_text(
-            transport.replace(DEPLOY_BRIDGE_NEXTHOP, f"inet:127.0.0.1:{self.bridge_lmtp_port}"))
+        transport = (deploy / "transport.regexp").read_text()
+        for needed in (DEPLOY_BRIDGE_NEXTHOP, DEPLOY_LOCAL_DOMAIN):
+            if needed not in transport:
+                raise RuntimeError(f"deploy/postfix/transport.regexp no longer names {needed}")
+        local_domain = "/@" + self.domain.replace(".", "\\.") + "$/"
+        (self.config_dir / "transport.regexp").write_text(
+            transport.replace(DEPLOY_BRIDGE_NEXTHOP, f"inet:127.0.0.1:{self.bridge_lmtp_port}")
+                     .replace(DEPLOY_LOCAL_DOMAIN, local_domain))
         (self.config_dir / "vmailbox").write_text(
             "".join(f"{u}@{self.domain}\t{u}\n" for u in self.local_users))
 
         overrides = {
             "virtual_mailbox_domains": self.domain,
             "virtual_transport": f"lmtp:inet:127.0.0.1:{self.dovecot_lmtp_port}",
+            # After the base, whose safety default_transport it must replace. With postconf -e, not
+            # appended: a second default_transport line makes every Postfix command warn.
+            **(main_cf_settings((deploy / "main.cf.tox-only").read_text()) if self.tox_only else {}),
             **self.extra,
         }
         self._postconf("-e", *(f"{k}={v}" for k, v in overrides.items()))
@@ -203,6 +225,24 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
             refused = s.sendmail(sender, recipients, message, mail_options=opts)
         if refused:
             raise smtplib.SMTPRecipientsRefused(refused)
+
+
+def main_cf_settings(text: str) -> dict[str, str]:
+    """The `name = value` settings of a main.cf fragment (continuation lines joined, comments dropped)."""
+    out: dict[str, str] = {}
+    name = None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace() and name:
+            out[name] = f"{out[name]} {line.strip()}".strip()
+            continue
+        name, equals, value = line.partition("=")
+        if not equals:
+            raise ValueError(f"not a main.cf setting: {line!r}")
+        name = name.strip()
+        out[name] = value.strip()
+    return out
 
 
 def _lab_master_cf(text: str, smtp_port: int) -> str:
