@@ -51,7 +51,8 @@ def bootstrap_node(lab_root):
 
 @pytest.fixture(scope="session")
 def network(lab_root, bootstrap_node):
-    """alice (alice, alan), bob (bob; ghost has a Tox identity but no Dovecot mailbox), carol.
+    """alice (alice, alan), bob (bob; ghost has a Tox identity but no Dovecot mailbox), carol
+    (forged_sender: flag).
 
     alice's identity is a friend of bob, ghost and carol, made through the real friend-request
     path: the first mail is deferred (4.4.1), the peer accepts, Postfix delivers on flush.
@@ -61,7 +62,8 @@ def network(lab_root, bootstrap_node):
     alice = Household(lab_root, "alice", {"alice": "alice-pw", "alan": "alan-pw"}, boot, bridge_users=["alice"],
                       bridge_settings={"result_timeout": 5, "transfer_stall_timeout": 10})
     bob = Household(lab_root, "bob", {"bob": "bob-pw"}, boot, bridge_users=["bob", "ghost"])
-    carol = Household(lab_root, "carol", {"carol": "carol-pw"}, boot)
+    # carol's household delivers mail with a forged sender, flagged, instead of rejecting it.
+    carol = Household(lab_root, "carol", {"carol": "carol-pw"}, boot, bridge_settings={"forged_sender": "flag"})
     homes = [alice, bob, carol]
     try:
         for home in homes:

@@ -62,8 +62,6 @@ def test_parse_tox_id_refuses(text, error):
         contacts.parse_tox_id(text)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bytes.fromhex skips inner whitespace, so 64 characters "
-                   "with two spaces give a 31-byte 'public key'")
 def test_parse_tox_id_refuses_inner_whitespace_in_public_key():
     with pytest.raises(AddressError):
         contacts.parse_tox_id("ab" * 30 + "  " + "ab")
@@ -156,7 +154,7 @@ def test_name_is_stripped():
     (f"- name: A\n  tox_id: {ID_A.hex()}\n  phone: 123\n", "contacts.yaml: line 3: phone: unknown key"),
     (f"- name: A\n\n  tox_id: {ID_A.hex()}\n  addresses: [a@x.org]\n  users: [mom, grandpa]\n",
      "contacts.yaml: line 5: users: 'grandpa' is not a user of this bridge"),
-    (f"- name: A\n  tox_id: {ID_A.hex()}\n  users: mom\n", "contacts.yaml: line 3: users: expected a list"),
+    (f"- name: A\n  tox_id: {ID_A.hex()}\n  users: []\n", "contacts.yaml: line 3: users: an empty list serves nobody"),
     (f"- name: A\n  tox_id: {ID_A.hex()}\n  users: [1]\n", "contacts.yaml: line 3: users: expected a list"),
     ("- name: A\n  addresses: [a@x.org]\n", "contacts.yaml: line 1: entry has no tox_id"),
     (f"# c\n- tox_id: {ID_A.hex()}\n", "contacts.yaml: line 2: entry has no name"),
@@ -492,7 +490,7 @@ def test_added_refuses_an_entry_the_book_cannot_hold():
 
 _names = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=20) \
     .map(str.strip).filter(bool)
-_local = st.text("abcdefghijklmnopqrstuvwxyz0123456789.+-_", min_size=1, max_size=10)
+_local = st.from_regex(r"[a-z0-9+_-]{1,5}(\.[a-z0-9+_-]{1,4})?", fullmatch=True)
 
 
 @settings(max_examples=200, deadline=None)

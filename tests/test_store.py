@@ -3,7 +3,10 @@
 import os
 import time
 
+from toxbridge.contacts import Contact, ContactBook
 from toxbridge.postqueue import deferred_for, parse_queue
+from toxbridge.roster import Roster
+from toxbridge.routes import Routes
 from toxbridge.receiver import prune_partials
 from toxbridge.store import DeliveryStore
 from toxbridge.wire import Reply
@@ -50,8 +53,12 @@ def test_deferred_for_picks_this_friends_mail_from_this_sender():
         queue_entry("A3", "alan@a.test", [f"{KEY.hex()}@tox"]),          # other sender
         queue_entry("A4", "alice@a.test", [f"{OTHER.hex()}@tox"]),        # other friend
         queue_entry("A5", "alice@a.test", [f"{KEY.hex()}@tox"], "active"),  # already on its way
+        queue_entry("A6", "alice@a.test", ["friend@example.org"]),          # the friend's contact address
+        queue_entry("A7", "alice@a.test", ["stranger@example.org"]),
     ]
-    assert deferred_for(entries, "alice@a.test", KEY) == ["A1", "A2"]
+    book = ContactBook((Contact("Friend", ("friend@example.org",), KEY),))
+    matches = Routes(book, Roster(":memory:")).recipient_matcher("alice", KEY)
+    assert deferred_for(entries, "alice@a.test", matches) == ["A1", "A2", "A6"]
 
 
 def test_parse_queue_skips_junk_lines():

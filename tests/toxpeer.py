@@ -32,6 +32,7 @@ class PlainClient:
         self.served: dict[int, int] = {}  # outgoing file number -> bytes handed to toxcore so far
         self.cancelled: set[int] = set()  # outgoing file numbers the far end cancelled
         self.closed = False
+        self.requests: list[tuple[bytes, bytes]] = []  # (public key, message) of friend requests received
         self.node: ToxNode = self.call(self._make, bootstrap)
 
     def _make(self, bootstrap) -> ToxNode:
@@ -63,6 +64,7 @@ class PlainClient:
     # ---- handler (runs on the client's loop thread)
 
     def on_friend_request(self, node, public_key, message):
+        self.requests.append((public_key, message))
         node.friend_add_norequest(public_key)
 
     def on_file_recv(self, node, friend, number, kind, size, filename):

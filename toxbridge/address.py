@@ -6,9 +6,11 @@ Tox IDs in upper case from their clients.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 TOX_DOMAIN = "tox"
+_HEX = re.compile(r"[0-9A-Fa-f]*")
 PUBLIC_KEY_SIZE = 32
 ADDRESS_SIZE = 38  # public key 32 + nospam 4 + checksum 2
 
@@ -27,19 +29,19 @@ def tox_checksum(key_and_nospam: bytes) -> bytes:
 
 def tox_id_from_hex(text: str) -> bytes:
     """A 76-hex Tox ID to its 38 bytes, checksum verified."""
-    raw = _unhex(text, ADDRESS_SIZE)
+    raw = unhex(text, ADDRESS_SIZE)
     if tox_checksum(raw[:36]) != raw[36:]:
         raise AddressError("Tox ID checksum does not match (a typo in the ID?)")
     return raw
 
 
-def _unhex(text: str, size: int) -> bytes:
+def unhex(text: str, size: int) -> bytes:
+    """Exactly 2*size hex digits to bytes (bytes.fromhex alone would skip inner spaces)."""
     if len(text) != 2 * size:
         raise AddressError(f"expected {2 * size} hex digits, got {len(text)}")
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise AddressError("not hexadecimal") from None
+    if not _HEX.fullmatch(text):
+        raise AddressError("not hexadecimal")
+    return bytes.fromhex(text)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def parse_tox_address(address: str) -> ToxAddress:
         tox_id = tox_id_from_hex(local)
         return ToxAddress(public_key=tox_id[:PUBLIC_KEY_SIZE], tox_id=tox_id)
     if len(local) == 2 * PUBLIC_KEY_SIZE:
-        return ToxAddress(public_key=_unhex(local, PUBLIC_KEY_SIZE), tox_id=None)
+        return ToxAddress(public_key=unhex(local, PUBLIC_KEY_SIZE), tox_id=None)
     raise AddressError(
         f"a Tox address has 76 hex digits (Tox ID) or 64 (public key), not {len(local)}"
     )

@@ -9,8 +9,9 @@ import re
 import time
 
 from . import wire
-from .address import AddressError, parse_tox_address
+from .address import AddressError
 from .identity import Identity
+from .routes import NoRoute, Route, Routes
 from .sender import offline
 from .toxcore.binding import ToxError
 from .wire import Reply
@@ -23,8 +24,9 @@ _QUEUE_ID = re.compile(rb"\bwith E?SMTPS?A? id ([0-9A-Za-z]+)")
 class Bridge:
     """Implements lmtp_in.Outbox over the household's identities."""
 
-    def __init__(self, identities: list[Identity]) -> None:
+    def __init__(self, identities: list[Identity], routes: Routes) -> None:
         self._by_address = {i.user.address.lower(): i for i in identities}
+        self._routes = routes
 
     def _identity(self, sender: str) -> Identity | None:
         return self._by_address.get(sender.lower())
@@ -39,29 +41,31 @@ class Bridge:
         if identity is None:
             return Reply(503, "5.5.1 MAIL FROM first")
         try:
-            target = parse_tox_address(address)
+            route = self._routes.route(identity.user.mailbox, address)
         except AddressError as e:
             return Reply(550, f"5.1.3 <{address}>: bad Tox address: {e}")
+        except NoRoute as e:
+            return Reply(550, f"5.1.1 <{address}>: {e}")
         node = identity.node
-        if target.public_key == node.public_key:
+        if route.public_key == node.public_key:
             return Reply(550, f"5.1.1 <{address}>: this is the sender's own Tox ID")
-        friend = node.friend_by_public_key(target.public_key)
+        friend = node.friend_by_public_key(route.public_key)
         if friend is None:
-            return self._befriend(identity, address, target.tox_id)
+            return self._befriend(identity, address, route)
         if node.friend_connection(friend) == 0:
             return offline(f"<{address}>: {identity.offline_text(friend)}")
         return Reply(250, "2.1.5 Ok")
 
-    def _befriend(self, identity: Identity, address: str, tox_id: bytes | None) -> Reply:
-        if tox_id is None:
-            return Reply(550, f"5.1.1 <{address}>: not a Tox friend; write to the full 76-digit Tox ID to send a friend request")
-        request = f"Mail from {identity.user.address} via toxbridge".encode()
+    def _befriend(self, identity: Identity, address: str, route: Route) -> Reply:
+        if route.tox_id is None:
+            return Reply(550, f"5.1.1 <{address}>: not a Tox friend; write to the full 76-digit Tox ID "
+                              "(or give the contact its full Tox ID) to send a friend request")
         try:
-            identity.node.friend_add(tox_id, request)
+            identity.node.friend_add(route.tox_id, identity.request_text())
         except ToxError as e:
             return offline(f"<{address}>: cannot send a Tox friend request ({e})")
         identity.save()
-        log.info("%s: sent a friend request to %s", identity.user.mailbox, tox_id.hex()[:8])
+        log.info("%s: sent a friend request to %s (%s)", identity.user.mailbox, route.tox_id.hex()[:8], route.via)
         return offline(f"<{address}>: Tox friend request sent; the mail waits until it is accepted")
 
     async def send(self, sender: str, recipients: list[str], message: bytes) -> list[Reply]:
@@ -71,8 +75,15 @@ class Bridge:
         started = time.monotonic()
         groups: dict[int, list[int]] = {}
         replies: list[Reply | None] = [None] * len(recipients)
+        peers = ["-"] * len(recipients)
         for index, rcpt in enumerate(recipients):
-            friend = identity.node.friend_by_public_key(parse_tox_address(rcpt).public_key)
+            try:  # contacts may have changed since RCPT
+                key = self._routes.route(identity.user.mailbox, rcpt).public_key
+            except (NoRoute, AddressError) as e:
+                replies[index] = Reply(550, f"5.1.1 <{rcpt}>: {e}")
+                continue
+            peers[index] = key.hex()[:8]
+            friend = identity.node.friend_by_public_key(key)
             if friend is None:  # unfriended between RCPT and DATA
                 replies[index] = offline("recipient is no longer a Tox friend")
             else:
@@ -86,10 +97,10 @@ class Bridge:
             for index, reply in zip(groups[friend], answer):
                 replies[index] = reply
         queue_id = _queue_id(message)
-        for rcpt, reply in zip(recipients, replies):
+        for rcpt, peer, reply in zip(recipients, peers, replies):
             status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
             log.info("%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
-                     queue_id, rcpt, rcpt[:8].lower(), len(message), time.monotonic() - started, status, reply)
+                     queue_id, rcpt, peer, len(message), time.monotonic() - started, status, reply)
         return replies  # type: ignore[return-value]
 
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from . import __version__, config as config_mod, profiles
+from . import __version__, config as config_mod, contacts_cli, profiles
 from .config import Config, ConfigError
 from .daemon import StartupError, run
 from .identity import ensure_profile, read_address
@@ -27,18 +27,42 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("init", help="create the state directory and a Tox profile per user; print USER TOXID")
     show = sub.add_parser("id", help="print USER TOXID for every user, or one")
     show.add_argument("user", nargs="?", help="mailbox name")
+    _contacts_parser(sub)
     daemon = sub.add_parser("run", help="run the bridge")
     daemon.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
-        return COMMANDS[args.command](cfg, args)
+        command = COMMANDS[args.command] if args.command != "contacts" else contacts_cli.COMMANDS[args.action]
+        return command(cfg, args)
     except ConfigError as e:
         print(f"toxbridge: {e}", file=sys.stderr)
         return EXIT_FAIL
     except (profiles.ProfileError, ToxError, StartupError) as e:
         print(f"toxbridge: {e}", file=sys.stderr)
         return EXIT_FAIL
+    except OSError as e:  # a file the command must write: permissions, full disk
+        print(f"toxbridge: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def _contacts_parser(sub) -> None:
+    parser = sub.add_parser("contacts", help="the household's contacts: list, add, remove, pending, accept")
+    actions = parser.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="written contacts and learned pairings")
+    add = actions.add_parser("add", help="add a contact: mail to its addresses goes over Tox")
+    add.add_argument("name")
+    add.add_argument("tox_id", help="76 hex digits (full Tox ID) or 64 (public key)")
+    add.add_argument("addresses", nargs="*", metavar="address", help="the contact's ordinary e-mail addresses")
+    add.add_argument("--user", action="append", default=[], help="local mailbox it serves (repeat; default all)")
+    remove = actions.add_parser("remove", help="remove a contact (by name, address or Tox ID prefix) or a learned address")
+    remove.add_argument("what")
+    actions.add_parser("pending", help="friend requests from strangers, waiting for `accept`")
+    accept = actions.add_parser("accept", help="accept a pending friend request: the key becomes a contact")
+    accept.add_argument("key", help="the requester's public key (or a prefix of 8+ hex digits from `pending`)")
+    accept.add_argument("--name", help="name for the new contact (default: Tox friend KEYPREFIX)")
+    accept.add_argument("--address", action="append", default=[], help="their ordinary e-mail address (repeat)")
+    accept.add_argument("--user", action="append", default=[], help="local mailbox it serves (default: those it asked)")
 
 
 def check_config(cfg: Config, args) -> int:

@@ -61,8 +61,9 @@ class ToxSettings:
     bootstrap: tuple[Node, ...] = ()
     tcp_relays: tuple[Node, ...] = ()
     proxy: Proxy = Proxy()
-    # What to do with a friend request from a stranger: accept, or ignore (log it only).
-    friend_requests: str = "ignore"
+    # A friend request from a key that is not in the contacts: pending (kept for
+    # `toxbridge contacts accept`), accept, or ignore (logged only). Contacts are always accepted.
+    friend_requests: str = "pending"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,16 @@ class Config:
     state_dir: Path
     users: tuple[User, ...]
     lmtp_listen: Endpoint = Endpoint("127.0.0.1", 10025)
+    # Postfix asks here, per recipient, whether mail goes to the bridge (socketmap transport table).
+    socketmap_listen: Endpoint = Endpoint("127.0.0.1", 10026)
+    # The household's contacts book: names, addresses and Tox IDs (toxbridge contacts add|remove).
+    contacts: Path = Path("/etc/toxbridge/contacts.yaml")
+    # Mail from a friend whose From: or envelope sender belongs to someone else: reject (550 5.7.1)
+    # or flag (deliver with an X-Toxbridge-Warning header and x-tox=fail).
+    forged_sender: str = "reject"
+    # A friend's sender address that no contact claims is learned (address -> that friend's key),
+    # so replies to it go over Tox. Off: such mail is treated like a forged sender.
+    learn_senders: bool = True
     dovecot_lmtp: Endpoint = Endpoint("127.0.0.1", 24)
     hostname: str = "toxbridge.localdomain"
     max_message_size: int = 50 * 1024 * 1024
@@ -108,7 +119,7 @@ class Config:
         return next((u for u in self.users if u.address.lower() == address.lower()), None)
 
 
-class _LineDict(dict):
+class LineDict(dict):
     """A mapping that remembers the line of each key (1-based)."""
 
     line = 0
@@ -122,8 +133,8 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
-    mapping = _LineDict()
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    mapping = LineDict()
     mapping.line = node.start_mark.line + 1
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
@@ -151,16 +162,21 @@ def load(path: str | Path) -> Config:
     return parse(text, str(path))
 
 
-def parse(text: str, source: str = "<config>") -> Config:
+def load_yaml(text: str, source: str):
+    """YAML whose mappings remember their lines (`.line`, `.lines[key]`); errors name the line."""
     try:
-        data = yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Loader)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
         raise ConfigError(f"{source}: {where}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, _LineDict):
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    data = load_yaml(text, source)
+    if not isinstance(data, LineDict):
         raise ConfigError(f"{source}: the config must be a mapping of keys to values")
     config = _convert(Config, data, source, "", data.line)
     config = dataclasses.replace(config, source=source)
@@ -173,7 +189,7 @@ def _convert(kind, value, source: str, key: str, line: int):
     where = f"{source}: line {line}: {key or 'top level'}"
     origin = typing.get_origin(kind)
     if dataclasses.is_dataclass(kind) and kind is not Endpoint:
-        if not isinstance(value, _LineDict):
+        if not isinstance(value, LineDict):
             raise ConfigError(f"{where}: expected a mapping, got {_shown(value)}")
         hints = typing.get_type_hints(kind)
         fields = {f.name: f for f in dataclasses.fields(kind) if f.init and f.name != "source"}
@@ -235,15 +251,20 @@ def _endpoint(value, where: str) -> Endpoint:
     raise ConfigError(f"{where}: expected host:port or an absolute unix socket path, got {_shown(value)}")
 
 
-def _check(config: Config, data: _LineDict, source: str) -> None:
+def _check(config: Config, data: LineDict, source: str) -> None:
     """Rules that span keys."""
 
     def fail(key: str, message: str) -> typing.NoReturn:
         raise ConfigError(f"{source}: line {data.lines.get(key, data.line)}: {key}: {message}")
 
-    listen = config.lmtp_listen
-    if not listen.path and not _is_loopback(listen.host):
-        fail("lmtp_listen", f"{listen.host} is not a loopback address; the bridge only listens on loopback")
+    for key in ("lmtp_listen", "socketmap_listen"):
+        listen = getattr(config, key)
+        if not listen.path and not _is_loopback(listen.host):
+            fail(key, f"{listen.host} is not a loopback address; the bridge only listens on loopback")
+    if config.lmtp_listen == config.socketmap_listen:
+        fail("socketmap_listen", "must differ from lmtp_listen")
+    if config.forged_sender not in ("reject", "flag"):
+        fail("forged_sender", f"must be reject or flag, not {config.forged_sender!r}")
     if not config.users:
         fail("users", "at least one user is needed")
     seen: set[str] = set()
@@ -261,8 +282,8 @@ def _check(config: Config, data: _LineDict, source: str) -> None:
         fail("tox", f"port_range {low}..{high} is not a range of ports")
     if config.tox.proxy.type not in ("none", "http", "socks5"):
         fail("tox", f"proxy type must be none, http or socks5, not {config.tox.proxy.type!r}")
-    if config.tox.friend_requests not in ("accept", "ignore"):
-        fail("tox", f"friend_requests must be accept or ignore, not {config.tox.friend_requests!r}")
+    if config.tox.friend_requests not in ("accept", "pending", "ignore"):
+        fail("tox", f"friend_requests must be accept, pending or ignore, not {config.tox.friend_requests!r}")
     for node in config.tox.bootstrap + config.tox.tcp_relays:
         if len(node.public_key) != 64 or not _is_hex(node.public_key):
             fail("tox", f"node {node.host}:{node.port}: public_key must be 64 hex digits")

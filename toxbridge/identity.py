@@ -9,9 +9,11 @@ import random
 import subprocess
 import time
 
-from . import lmtp_out, postqueue, profiles, wire
+from . import lmtp_out, postqueue, profiles, senders, wire
 from .config import Config, User
+from .contacts import Contact
 from .receiver import Receiver
+from .routes import Routes
 from .sender import Sender
 from .store import DeliveryStore
 from .toxcore.binding import ToxError, ToxLoadError, ToxPortError
@@ -78,12 +80,12 @@ def read_address(config: Config, user: User) -> bytes | None:
 class Identity:
     """Handler of one ToxNode's events; owns its Sender and Receiver."""
 
-    def __init__(self, config: Config, user: User, node: ToxNode, store: DeliveryStore) -> None:
-        self.config, self.user, self.node = config, user, node
+    def __init__(self, config: Config, user: User, node: ToxNode, store: DeliveryStore, routes: Routes) -> None:
+        self.config, self.user, self.node, self.routes = config, user, node, routes
         self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout)
         partial_dir = profiles.state_subdir(profiles.state_subdir(config.state_dir, "partial"), user.mailbox)
         self.receiver = Receiver(node, config.max_message_size, config.hostname, user.mailbox, user.address,
-                                 self._deliver, store, partial_dir)
+                                 self._deliver, store, partial_dir, self._vet, config.forged_sender)
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
         self._tasks: set[asyncio.Task] = set()
@@ -91,7 +93,7 @@ class Identity:
         node.handler = self
 
     @classmethod
-    def open(cls, config: Config, user: User, store: DeliveryStore) -> "Identity":
+    def open(cls, config: Config, user: User, store: DeliveryStore, routes: Routes) -> "Identity":
         path = profiles.profile_path(config.state_dir, user.mailbox)
         savedata = profiles.read(path)
         # Start at a random port of the range: a restart on the port the killed process had
@@ -107,7 +109,7 @@ class Identity:
         except ToxPortError:
             raise ToxPortError(f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
                                "(other Tox programs running? widen the range)") from None
-        identity = cls(config, user, node, store)
+        identity = cls(config, user, node, store, routes)
         if savedata is None:
             identity.save()
         return identity
@@ -139,19 +141,66 @@ class Identity:
         state = ("offline", "online (TCP)", "online (UDP)")[status]
         log.info("%s: Tox network %s", self.user.mailbox, state)
 
+    def request_text(self) -> bytes:
+        """What a friend request from this identity says: who is asking, from which household."""
+        return f"{self.user.address} asks to exchange mail over Tox (toxbridge at {self.config.hostname})".encode()
+
+    def follow_contacts(self) -> None:
+        """Make every contact that serves this user a Tox friend: a friend request when the full
+        Tox ID is known, else a friend without request (their side must list us too)."""
+        changed = False
+        for contact in self.routes.book.for_user(self.user.mailbox):
+            if contact.public_key == self.node.public_key or self.node.friend_by_public_key(contact.public_key) is not None:
+                continue
+            try:
+                if contact.tox_id is not None:
+                    self.node.friend_add(contact.tox_id, self.request_text())
+                else:
+                    self.node.friend_add_norequest(contact.public_key)
+            except ToxError as e:
+                log.warning("%s: cannot make contact %r a Tox friend: %s", self.user.mailbox, contact.name, e)
+                continue
+            changed = True
+            self.routes.roster.drop_pending(self.user.mailbox, contact.public_key)
+            log.info("%s: contact %r (%s) is now a Tox friend%s", self.user.mailbox, contact.name,
+                     contact.public_key.hex()[:8], ", request sent" if contact.tox_id else "")
+        if changed:
+            self.save()
+
+    def _contact(self, public_key: bytes) -> Contact | None:
+        return next((c for c in self.routes.book.with_key(public_key) if c.serves(self.user.mailbox)), None)
+
     def on_friend_request(self, node, public_key: bytes, message: bytes) -> None:
         text = message.decode("utf-8", "replace")[:200]
-        if self.config.tox.friend_requests == "accept":
+        contact = self._contact(public_key)
+        policy = "accept" if contact else self.config.tox.friend_requests
+        if policy == "accept":
             try:
                 node.friend_add_norequest(public_key)
             except ToxError as e:
                 log.warning("%s: cannot accept friend request from %s: %s", self.user.mailbox, public_key.hex()[:8], e)
                 return
             self.save()
-            log.info("%s: accepted friend request from %s (%r)", self.user.mailbox, public_key.hex(), text)
+            self.routes.roster.drop_pending(self.user.mailbox, public_key)
+            who = f"contact {contact.name!r}" if contact else "a stranger (friend_requests: accept)"
+            log.info("%s: accepted friend request from %s, %s (%r)", self.user.mailbox, public_key.hex(), who, text)
+        elif policy == "pending":
+            self.routes.roster.add_pending(self.user.mailbox, public_key, text)
+            log.info("%s: friend request from %s (%r) is pending; see `toxbridge contacts pending`",
+                     self.user.mailbox, public_key.hex(), text)
         else:
             log.info("%s: ignored friend request from %s (%r); friend_requests is 'ignore'",
                      self.user.mailbox, public_key.hex(), text)
+
+    def _vet(self, public_key: bytes, envelope: wire.Envelope, message: bytes) -> senders.Verdict:
+        """May this friend send as the addresses the mail claims? Learns unclaimed ones."""
+        verdict = senders.check(public_key, envelope.sender, senders.from_addresses(message),
+                                self.routes.claims, self.config.learn_senders)
+        for address in verdict.learn:
+            if self.routes.learn(self.user.mailbox, address, public_key):
+                log.info("%s: learned %s -> Tox key %s; replies to it go over Tox",
+                         self.user.mailbox, address, public_key.hex()[:8])
+        return verdict
 
     def on_friend_connection(self, node, friend: int, status: int) -> None:
         key = self._key(friend)
@@ -177,9 +226,11 @@ class Identity:
             return
         self._catching_up.add(public_key)
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
         try:
-            pushed = await asyncio.get_running_loop().run_in_executor(
-                None, postqueue.push_deferred, self.config.postfix, self.user.address, public_key)
+            queue = await loop.run_in_executor(None, postqueue.list_queue, self.config.postfix)
+            wanted = postqueue.deferred_for(queue, self.user.address, self.routes.recipient_matcher(self.user.mailbox, public_key))
+            pushed = await loop.run_in_executor(None, postqueue.push, self.config.postfix, wanted)
         except (OSError, subprocess.SubprocessError) as e:
             log.warning("%s: cannot reach Postfix's queue to push mail for %s: %s (check postfix.config_dir "
                         "and postfix.postqueue)", self.user.mailbox, public_key.hex()[:8], e)

@@ -10,25 +10,21 @@ import json
 import logging
 import subprocess
 
-from .address import AddressError, parse_tox_address
+from typing import Callable
+
 from .config import PostfixQueue
 
 log = logging.getLogger("toxbridge.postqueue")
 
 
-def deferred_for(entries: list[dict], sender: str, public_key: bytes) -> list[str]:
-    """Queue ids of deferred mail from `sender` with a recipient whose Tox key is `public_key`."""
+def deferred_for(entries: list[dict], sender: str, recipient_matches: Callable[[str], bool]) -> list[str]:
+    """Queue ids of deferred mail from `sender` with a recipient that leads to the friend."""
     ids = []
     for entry in entries:
         if entry.get("queue_name") != "deferred" or str(entry.get("sender", "")).lower() != sender.lower():
             continue
-        for rcpt in entry.get("recipients", []):
-            try:
-                if parse_tox_address(str(rcpt.get("address", ""))).public_key == public_key:
-                    ids.append(str(entry["queue_id"]))
-                    break
-            except AddressError:
-                continue
+        if any(recipient_matches(str(rcpt.get("address", ""))) for rcpt in entry.get("recipients", [])):
+            ids.append(str(entry["queue_id"]))
     return ids
 
 
@@ -45,17 +41,25 @@ def parse_queue(output: str) -> list[dict]:
     return entries
 
 
-def push_deferred(postfix: PostfixQueue, sender: str, public_key: bytes) -> list[str]:
-    """Blocking (run it in an executor): push the matching deferred mail; returns their ids."""
-    base = [str(postfix.postqueue), "-c", str(postfix.config_dir)]
-    listing = subprocess.run(base + ["-j"], capture_output=True, text=True, timeout=60)
+def list_queue(postfix: PostfixQueue) -> list[dict]:
+    """Blocking (run it in an executor): `postqueue -j`."""
+    listing = subprocess.run(_postqueue(postfix) + ["-j"], capture_output=True, text=True, timeout=60)
     if listing.returncode != 0:
         raise OSError(f"postqueue -j failed: {listing.stderr.strip() or listing.returncode}")
+    return parse_queue(listing.stdout)
+
+
+def push(postfix: PostfixQueue, queue_ids: list[str]) -> list[str]:
+    """Blocking (run it in an executor): `postqueue -i` each; returns the ids pushed."""
     pushed = []
-    for queue_id in deferred_for(parse_queue(listing.stdout), sender, public_key):
-        done = subprocess.run(base + ["-i", queue_id], capture_output=True, text=True, timeout=60)
+    for queue_id in queue_ids:
+        done = subprocess.run(_postqueue(postfix) + ["-i", queue_id], capture_output=True, text=True, timeout=60)
         if done.returncode == 0:
             pushed.append(queue_id)
         else:  # the mail may have left the queue meanwhile
             log.info("postqueue -i %s: %s", queue_id, done.stderr.strip())
     return pushed
+
+
+def _postqueue(postfix: PostfixQueue) -> list[str]:
+    return [str(postfix.postqueue), "-c", str(postfix.config_dir)]

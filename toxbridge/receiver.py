@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable
 
-from . import wire
+from . import senders, wire
+from .senders import Verdict
 from .store import DeliveryStore
 from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError
 from .toxcore.node import ToxNode
@@ -32,6 +33,7 @@ MAX_INCOMING_PER_FRIEND = 16
 READ_SIZE = 1 << 20
 
 Deliver = Callable[[str, bytes], Awaitable[Reply]]  # (envelope sender, message) -> Dovecot's reply
+Vet = Callable[[bytes, wire.Envelope, bytes], Verdict]  # (friend's key, envelope, message) -> may they send it?
 
 
 @dataclass(eq=False)
@@ -73,7 +75,8 @@ class Receiver:
     """Incoming transfers of one Tox identity."""
 
     def __init__(self, node: ToxNode, max_message: int, hostname: str, mailbox: str, address: str,
-                 deliver: Deliver, store: DeliveryStore, partial_dir: Path) -> None:
+                 deliver: Deliver, store: DeliveryStore, partial_dir: Path, vet: Vet,
+                 forged_sender: str = "reject") -> None:
         self._node = node
         self._max_message = max_message
         self._max_payload = max_message + wire.MAX_HEADER + wire.PREFIX.size
@@ -83,6 +86,8 @@ class Receiver:
         self._deliver = deliver
         self._store = store
         self._partial_dir = partial_dir
+        self._vet = vet
+        self._forged_sender = forged_sender  # reject | flag
         self._incoming: dict[tuple[int, int], Incoming] = {}
         self._delivering: set[bytes] = set()
         self._flooding: set[int] = set()  # friends told "too many at once" in this burst
@@ -218,9 +223,19 @@ class Receiver:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver_and_answer(self, inc: Incoming, envelope: wire.Envelope, message: bytes) -> None:
-        peer_key = self._node.friend_public_key(inc.friend).hex()
+        public_key = self._node.friend_public_key(inc.friend)
+        peer_key = public_key.hex()
         try:
-            reply = await self._deliver(envelope.sender, self._trace_headers(peer_key, envelope, inc.file_id) + message)
+            verdict = self._vet(public_key, envelope, message)
+            if not verdict.ok:
+                log.warning("%s: friend %s sent a mail with a sender it may not use: %s (%s)",
+                            inc.file_id.hex()[:12], peer_key[:8], verdict.reason,
+                            "rejected" if self._forged_sender == "reject" else "delivered with a warning")
+            if verdict.ok or self._forged_sender == "flag":
+                message = senders.strip_trust_headers(message, self._hostname)
+                reply = await self._deliver(envelope.sender, self._trace_headers(peer_key, envelope, inc.file_id, verdict) + message)
+            else:
+                reply = Reply(550, f"5.7.1 sender not allowed for your Tox key: {_header_text(verdict.reason)}")
             self._store.record(inc.file_id, self._mailbox, reply)  # durable before the answer leaves
         except Exception:
             log.exception("delivery to Dovecot failed unexpectedly")
@@ -235,17 +250,24 @@ class Receiver:
         )
         self._answer(inc.friend, inc.file_id, reply)
 
-    def _trace_headers(self, peer_key: str, envelope: wire.Envelope, file_id: bytes) -> bytes:
-        """Received: and Authentication-Results: recording the friend's verified Tox key, and the
-        payload's hash, by which Dovecot's Sieve drops a second copy (deploy/dovecot)."""
+    def _trace_headers(self, peer_key: str, envelope: wire.Envelope, file_id: bytes, verdict: Verdict) -> bytes:
+        """Received: and Authentication-Results: recording the friend's verified Tox key and whether
+        the sender addresses are theirs; a warning when not; the payload's hash, by which Dovecot's
+        Sieve drops a second copy (deploy/dovecot)."""
         date = email.utils.formatdate(localtime=True)
+        sender = envelope.sender or "<>"
+        warning = "" if verdict.ok else (
+            f"X-Toxbridge-Warning: the sender is NOT verified: {_header_text(verdict.reason)}"
+            f" (sent by Tox key {peer_key})\r\n")
         return (
             f"X-Toxbridge-Id: {file_id.hex()}\r\n"
+            f"{warning}"
             f"Received: from tox (Tox key {peer_key})\r\n"
             f"\tby {self._hostname} (toxbridge) with TOX\r\n"
             f"\tfor <{self._address}>; {date}\r\n"
-            f"Authentication-Results: {self._hostname}; x-tox=pass\r\n"
-            f"\tsmtp.mailfrom={envelope.sender or '<>'} x-tox.key={peer_key}\r\n"
+            f"Authentication-Results: {self._hostname}; x-tox={verdict.result}\r\n"
+            f"\t({_header_text(verdict.reason)})\r\n"
+            f"\tsmtp.mailfrom={sender} x-tox.key={peer_key}\r\n"
         ).encode("utf-8")
 
     def _answer(self, friend: int, file_id: bytes, reply: Reply) -> None:
@@ -273,6 +295,11 @@ class Receiver:
             inc.close()
         if self._tasks:
             await asyncio.wait(self._tasks)
+
+
+def _header_text(text: str) -> str:
+    """Friend-supplied words made safe for one header line: no line breaks, no parentheses."""
+    return " ".join(text.replace("(", "[").replace(")", "]").split())[:300]
 
 
 def prune_partials(directory: Path, max_age: float) -> int:

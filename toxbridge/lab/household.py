@@ -33,10 +33,12 @@ class Household:
         friend_requests: str = "accept",
         postfix_extra: dict[str, str] | None = None,
         bridge_settings: dict | None = None,
+        tox_only: bool = False,
     ) -> None:
         """users: mailbox → password (all get Dovecot mailboxes); bridge_users: those with a Tox
         identity (default: all); bootstrap: (host, port, public key) of local DHT nodes;
-        bridge_settings: top-level toxbridge.yaml keys to set (e.g. result_timeout)."""
+        bridge_settings: top-level toxbridge.yaml keys to set (e.g. result_timeout); tox_only: Postfix
+        bounces mail to non-contacts (deploy/postfix/main.cf.tox-only)."""
         self.root = _fs.prepare_root(Path(root) / name)
         self.name = name
         self.domain = f"{name}.test"
@@ -48,9 +50,10 @@ class Household:
         self.postfix = Postfix(
             self.root, name, self.domain, free_port(), list(self.users),
             self.dovecot.lmtp_port, self.bridge_port, postfix_extra,
-            socketmap_port=self.socketmap_port,
+            socketmap_port=self.socketmap_port, tox_only=tox_only,
         )
         self.config_path = self.root / "toxbridge.yaml"
+        self.contacts_path = self.root / "contacts.yaml"
         self.bridge_log = self.root / "toxbridge.log"
         self._bridge: subprocess.Popen | None = None
         self.tox_ids: dict[str, str] = {}
@@ -68,6 +71,7 @@ class Household:
             "lmtp_listen": f"127.0.0.1:{self.bridge_port}",
             "socketmap_listen": f"127.0.0.1:{self.socketmap_port}",
             "dovecot_lmtp": f"127.0.0.1:{self.dovecot.lmtp_port}",
+            "contacts": str(self.contacts_path),
             "hostname": f"bridge.{self.domain}",
             "users": [{"mailbox": u, "address": self.address(u)} for u in self.bridge_users],
             "postfix": {"config_dir": str(self.postfix.config_dir), "postqueue": "/usr/sbin/postqueue"},
@@ -85,6 +89,13 @@ class Household:
 
     def toxbridge(self, *args: str) -> subprocess.CompletedProcess:
         return _fs.run([sys.executable, "-m", "toxbridge", "--config", str(self.config_path), *args])
+
+    def contacts(self, *args: str) -> subprocess.CompletedProcess:
+        """`toxbridge contacts ARGS` for this household; raises when it fails."""
+        done = self.toxbridge("contacts", *args)
+        if done.returncode != 0:
+            raise RuntimeError(f"toxbridge contacts {' '.join(args)} failed: {done.stderr}")
+        return done
 
     def start(self) -> None:
         self.dovecot.start()

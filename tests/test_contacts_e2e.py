@@ -1,0 +1,231 @@
+"""Contacts with real Postfix, Dovecot and bridges: ordinary addresses over Tox, replies that stay
+on Tox, senders bound to keys, friend requests that follow the contacts book or wait for a yes."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import time
+import uuid
+
+import pytest
+from toxpeer import PlainClient
+
+from toxbridge.lab import _fs
+from toxbridge.lab.household import Household
+from toxbridge.lab.ports import wait_until
+
+pytestmark = pytest.mark.integration
+
+ARRIVAL = 60.0
+ROUTING = 10.0  # the bridge rereads the contacts file every second
+
+
+def lookup(home, key: str) -> str | None:
+    """`postmap -q KEY` against the household bridge's socketmap, as Postfix asks it."""
+    done = _fs.run(["postmap", "-c", str(home.postfix.config_dir), "-q", key, f"socketmap:inet:127.0.0.1:{home.socketmap_port}:transport"])
+    assert done.returncode in (0, 1), done.stderr
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def compose(sender: str, to: str, subject: str, headers: str = "") -> tuple[str, bytes]:
+    mid = f"<{uuid.uuid4()}@test>"
+    text = f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {mid}\r\n{headers}\r\nHello.\r\n"
+    return mid, text.encode()
+
+
+def arrived(home, user: str, mid: str, timeout: float = ARRIVAL) -> email.message.Message:
+    found: list[bytes] = []
+
+    def check() -> bool:
+        found[:] = [m for m in home.dovecot.fetch_inbox(user) if mid.encode() in m]
+        return bool(found)
+
+    assert wait_until(check, timeout, interval=0.2), f"{mid} not in {home.name}/{user} after {timeout}s"
+    return email.message_from_bytes(found[0], policy=email.policy.default)
+
+
+def delivered(home, user: str, mid: str) -> bool:
+    return any(mid.encode() in m and b"X-Toxbridge-Id" in m.split(b"\r\n\r\n")[0]
+               for m in home.dovecot.fetch_inbox(user))
+
+
+def bounce_for(home, user: str, mid: str, timeout: float = ARRIVAL) -> str:
+    """The text of the bounce Postfix sent `user` for the mail `mid`."""
+    found: list[bytes] = []
+
+    def check() -> bool:
+        found[:] = [m for m in home.dovecot.fetch_inbox(user)
+                    if mid.encode() in m and b"MAILER-DAEMON" in m.split(b"\r\n\r\n")[0]]
+        return bool(found)
+
+    assert wait_until(check, timeout, interval=0.2), f"no bounce for {mid} in {home.name}/{user}"
+    return found[0].decode("utf-8", "replace")
+
+
+def received(message) -> str:
+    return " ".join(str(r) for r in message.get_all("Received", []))
+
+
+def key(home, user: str) -> str:
+    return home.tox_ids[user][:64].lower()
+
+
+def test_contact_address_crosses_tox_and_the_reply_comes_back(network, report):
+    alice, bob = network["alice"], network["bob"]
+    alice.contacts("add", "Bob", bob.tox_ids["bob"], "bob@bob.test", "--user", "alice")
+    assert wait_until(lambda: lookup(alice, "bob@bob.test") is not None, ROUTING)
+    assert lookup(alice, "bob@bob.test") == f"toxbridge:inet:127.0.0.1:{alice.bridge_port}"
+    assert lookup(alice, "*") is None and lookup(alice, "nobody@bob.test") is None
+
+    mid, msg = compose("Alice <alice@alice.test>", "bob@bob.test", "over tox by name")
+    started = time.monotonic()
+    alice.postfix.send("alice@alice.test", ["bob@bob.test"], msg)
+    got = arrived(bob, "bob", mid)
+    there = time.monotonic() - started
+    assert got["X-Toxbridge-Id"] and f"Tox key {key(alice, 'alice')}" in received(got)
+    assert "x-tox=pass" in str(got["Authentication-Results"])
+
+    # bob's household did not know alice's address: it learned it from the verified key
+    bob.wait_log(f"bob: learned alice@alice.test -> Tox key {key(alice, 'alice')[:8]}", ROUTING)
+    listing = bob.contacts("list").stdout
+    assert any(line.split("\t")[1:4] == ["alice@alice.test", key(alice, "alice").upper(), "bob"]
+               and "learned" in line for line in listing.splitlines())
+    assert lookup(bob, "alice@alice.test") == f"toxbridge:inet:127.0.0.1:{bob.bridge_port}"
+
+    reply_mid, reply = compose("bob@bob.test", "alice@alice.test", "Re: over tox by name", f"In-Reply-To: {mid}\r\n")
+    started = time.monotonic()
+    bob.postfix.send("bob@bob.test", ["alice@alice.test"], reply)
+    back = arrived(alice, "alice", reply_mid)
+    report(f"alice -> bob@bob.test over Tox {there:.2f} s; bob's reply to alice@alice.test "
+           f"(learned pairing) back over Tox {time.monotonic() - started:.2f} s")
+    assert f"Tox key {key(bob, 'bob')}" in received(back)
+    results = str(back["Authentication-Results"])
+    assert "x-tox=pass" in results and "contact 'Bob'" in results
+
+
+def test_contact_added_while_running_routes_and_removing_it_stops(network, report):
+    alice, carol = network["alice"], network["carol"]
+    address = "carol.new@carol.test"
+    added = time.monotonic()
+    alice.contacts("add", "Carol", carol.tox_ids["carol"], address, "--user", "alice")
+    assert wait_until(lambda: lookup(alice, address) is not None, ROUTING)
+    routed = time.monotonic() - added
+    mid, msg = compose("alice@alice.test", address, "new contact")
+    alice.postfix.send("alice@alice.test", [address], msg)
+    arrived(carol, "carol", mid)
+    report(f"contact added -> socketmap answers in {routed:.2f} s; first mail in carol's IMAP "
+           f"{time.monotonic() - added:.2f} s after `contacts add`")
+
+    alice.contacts("remove", "Carol")
+    assert wait_until(lambda: lookup(alice, address) is None, ROUTING)
+    mid2, msg2 = compose("alice@alice.test", address, "contact removed")
+    alice.postfix.send("alice@alice.test", [address], msg2)
+    bounce = bounce_for(alice, "alice", mid2)
+    # Postfix may still hold the route for a while; then the bridge itself refuses it
+    assert ("not a Tox contact" in bounce) or ("sends no mail beyond this machine" in bounce)
+    assert not delivered(carol, "carol", mid2)
+    report("after `contacts remove` the mail bounced: "
+           + ("the bridge refused it (Postfix still had the route)" if "not a Tox contact" in bounce
+              else "Postfix routed it the normal way"))
+
+
+def test_friend_forging_another_contacts_address_is_rejected(network):
+    alice, bob = network["alice"], network["bob"]
+    alice.contacts("add", "Carol the real one", carol_id(network), "carol.real@carol.test", "--user", "alice")
+    assert wait_until(lambda: lookup(alice, "carol.real@carol.test") is not None, ROUTING)
+    mark = alice.log_mark()
+    mid, msg = compose("Carol <carol.real@carol.test>", alice.tox_address("alice"), "forged")
+    bob.postfix.send("bob@bob.test", [alice.tox_address("alice")], msg)
+    bounce = bounce_for(bob, "bob", mid)
+    assert "5.7.1" in bounce and "carol.real@carol.test belongs to another Tox contact" in bounce
+    alice.wait_log(f"friend {key(bob, 'bob')[:8]} sent a mail with a sender it may not use", 5, since=mark)
+    assert not any(mid.encode() in m for m in alice.dovecot.fetch_inbox("alice"))
+
+
+def carol_id(network) -> str:
+    return network["carol"].tox_ids["carol"]
+
+
+def test_forged_sender_is_flagged_where_the_policy_says_flag(network):
+    """carol's household runs forged_sender: flag (conftest)."""
+    alice, bob, carol = network["alice"], network["bob"], network["carol"]
+    carol.contacts("add", "Bob", bob.tox_ids["bob"], "bob@bob.test")
+    assert wait_until(lambda: lookup(carol, "bob@bob.test") is not None, ROUTING)
+    mid, msg = compose("Bob <bob@bob.test>", carol.tox_address("carol"), "flag me")
+    alice.postfix.send("alice@alice.test", [carol.tox_address("carol")], msg)
+    got = arrived(carol, "carol", mid)
+    warning = str(got["X-Toxbridge-Warning"])
+    assert "NOT verified" in warning and "bob@bob.test belongs to another Tox contact" in warning
+    assert key(alice, "alice") in warning
+    assert "x-tox=fail" in str(got["Authentication-Results"])
+    assert got.get_content().strip() == "Hello."
+
+
+def test_a_friend_cannot_preset_our_trust_headers(network):
+    alice, bob = network["alice"], network["bob"]
+    fake = (f"Authentication-Results: bridge.bob.test; x-tox=pass x-tox.key={'0' * 64}\r\n"
+            "X-Toxbridge-Warning: none\r\nAuthentication-Results: elsewhere.example; spf=pass\r\n")
+    mid, msg = compose("alice@alice.test", bob.tox_address("bob"), "preset headers", fake)
+    alice.postfix.send("alice@alice.test", [bob.tox_address("bob")], msg)
+    got = arrived(bob, "bob", mid)
+    results = got.get_all("Authentication-Results")
+    assert [r for r in results if str(r).startswith("bridge.bob.test")] == [
+        r for r in results if "x-tox=pass" in str(r) and key(alice, "alice") in str(r)]
+    assert any("elsewhere.example" in str(r) for r in results)
+    assert got["X-Toxbridge-Warning"] is None
+
+
+@pytest.fixture(scope="module")
+def dora(lab_root, bootstrap_node):
+    """A household with the defaults a new one gets: requests from strangers wait, Tox only."""
+    boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
+    home = Household(lab_root, "dora", {"dora": "dora-pw"}, boot, friend_requests="pending", tox_only=True)
+    try:
+        home.start()
+        yield home
+    finally:
+        home.stop()
+
+
+def test_friend_request_from_a_stranger_waits_until_accepted(dora, bootstrap_node):
+    client = PlainClient(bootstrap_node)
+    try:
+        stranger = client.node.public_key.hex()
+        mark = dora.log_mark()
+        friend = client.call(client.node.friend_add, bytes.fromhex(dora.tox_ids["dora"]), b"Hi, it's Eve")
+        dora.wait_log(f"dora: friend request from {stranger} .* is pending", ARRIVAL, since=mark)
+        pending = dora.contacts("pending").stdout
+        assert f"dora\t{stranger.upper()}\t" in pending and "Hi, it's Eve" in pending
+        assert client.call(client.node.friend_connection, friend) == 0
+        assert stranger.upper() not in dora.contacts("list").stdout
+
+        dora.contacts("accept", stranger[:12], "--name", "Eve", "--address", "eve@example.org")
+        assert wait_until(lambda: client.call(client.node.friend_connection, friend) != 0, ARRIVAL)
+        assert stranger.upper() not in dora.contacts("pending").stdout
+        listing = dora.contacts("list").stdout
+        assert f"Eve\teve@example.org\t{stranger.upper()}\tall\t" in listing  # dora is the only user
+    finally:
+        client.close()
+
+
+def test_a_new_contact_gets_a_friend_request_that_says_who_asks(dora, bootstrap_node):
+    client = PlainClient(bootstrap_node)
+    try:
+        dora.contacts("add", "Peer", client.node.address.hex(), "peer@example.org")
+        dora_key = bytes.fromhex(key(dora, "dora"))
+        assert wait_until(lambda: any(k == dora_key for k, _ in client.requests), ARRIVAL)
+        message = next(m for k, m in client.requests if k == dora_key).decode()
+        assert "dora@dora.test" in message and "bridge.dora.test" in message
+        dora.wait_log(f"dora: friend {client.node.public_key.hex()[:8]} online", ARRIVAL)
+    finally:
+        client.close()
+
+
+def test_tox_only_household_refuses_mail_to_non_contacts_at_once(dora):
+    mid, msg = compose("dora@dora.test", "someone@example.net", "not on tox")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        dora.postfix.send("dora@dora.test", ["someone@example.net"], msg)
+    code, text = refused.value.recipients["someone@example.net"]
+    assert code == 550 and b"5.1.1" in text and b"not a Tox contact of this household" in text
