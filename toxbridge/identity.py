@@ -23,6 +23,10 @@ from .wire import Reply
 log = logging.getLogger("toxbridge.identity")
 
 SOFTWARE = "toxbridge"
+# qmgr keeps a failed address lookup (the bridge's socketmap was down) for its last
+# sender/recipient pair about 30 s (measured, tests/test_socketmap.py): mail pushed within that
+# window is deferred again. A second push after it catches that mail.
+SECOND_PUSH_SECONDS = 35.0
 
 
 def tox_options(config: Config, start_port: int | None = None) -> ToxOptions:
@@ -219,6 +223,15 @@ class Identity:
         except ToxError as e:
             log.debug("greeting to %s not sent: %s", key, e)
         self._spawn(self._catch_up(public_key))
+        self._spawn(self._catch_up_again(friend, public_key))
+
+    async def _catch_up_again(self, friend: int, public_key: bytes) -> None:
+        await asyncio.sleep(SECOND_PUSH_SECONDS)
+        try:
+            if self.node.friend_connection(friend) != 0 and self.node.friend_public_key(friend) == public_key:
+                await self._catch_up(public_key)
+        except ToxError:  # the friend was removed meanwhile
+            pass
 
     async def _catch_up(self, public_key: bytes) -> None:
         """Ask Postfix to deliver this friend's deferred mail now, not after its backoff."""

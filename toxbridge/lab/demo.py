@@ -1,4 +1,5 @@
-"""`make demo`: two households on loopback exchange a real mail over Tox, then stay up.
+"""`make demo`: two households on loopback that know each other as contacts exchange real mail
+over Tox (to ordinary addresses, and the reply back), then stay up.
 
     python -m toxbridge.lab.demo start   # start, send, show, print how to connect a mail client
     python -m toxbridge.lab.demo stop    # stop everything the demo started
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from . import _fs
 from .bootstrapd import BootstrapNode
-from .household import Household, befriend_all
+from .household import Household
 from .ports import free_port, wait_until
 
 ROOT = Path(os.environ.get("TOXBRIDGE_DEMO_DIR", "/tmp/toxbridge-demo"))
@@ -50,32 +51,46 @@ def start() -> int:
         alice, bob = homes
         print(f"alice's Tox ID: {alice.tox_ids['alice']}")
         print(f"bob's Tox ID:   {bob.tox_ids['bob']}")
-        print("alice writes to bob's Tox ID; the first mail carries a friend request …")
-        befriend_all(alice, "alice", [(bob, "bob")], timeout=90)
+        print("each household adds the other as a contact (toxbridge contacts add); the bridges "
+              "become Tox friends …")
+        alice.contacts("add", "Bob", bob.tox_ids["bob"], bob.address("bob"))
+        bob.contacts("add", "Alice", alice.tox_ids["alice"], alice.address("alice"))
+        alice.wait_log(f"alice: friend {bob.tox_ids['bob'][:8].lower()} is a bridge", 90)
+        bob.wait_log(f"bob: friend {alice.tox_ids['alice'][:8].lower()} is a bridge", 90)
         print(f"friends and connected after {time.monotonic() - started:.1f} s")
-        alice.postfix.flush()
-        mid = f"<{uuid.uuid4()}@{alice.domain}>"
-        message = (
-            f"From: Alice <{alice.address('alice')}>\r\nTo: Bob <{bob.tox_address('bob')}>\r\n"
-            f"Subject: Hello over Tox\r\nMessage-ID: {mid}\r\nMIME-Version: 1.0\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-            "Hi Bob, this mail went Postfix → toxbridge → Tox → toxbridge → Dovecot. Grüße!\r\n"
-        ).encode()
-        sent = time.monotonic()
-        alice.postfix.send(alice.address("alice"), [bob.tox_address("bob")], message)
-        arrived = _wait_for(bob, "bob", mid)
-        print(f"\nThe mail is in bob's IMAP INBOX {time.monotonic() - sent:.2f} s after SMTP:\n")
-        parsed = email.message_from_bytes(arrived, policy=email.policy.default)
-        for name in ("Authentication-Results", "Received", "From", "To", "Subject"):
-            for value in parsed.get_all(name, []):
-                print(f"  {name}: {' '.join(str(value).split())}")
-        print(f"\n  {parsed.get_content().strip()}\n")
+        mid = _mail(alice, "alice", bob, "bob", "Hello over Tox",
+                    "Hi Bob, this mail went Postfix → toxbridge → Tox → toxbridge → Dovecot. Grüße!")
+        _mail(bob, "bob", alice, "alice", "Re: Hello over Tox", "Hi Alice, and back the same way.",
+              f"In-Reply-To: {mid}\r\n")
     except Exception as e:
         print(f"demo failed: {e}", file=sys.stderr)
         stop()
         return 1
     _print_accounts(homes)
     return 0
+
+
+def _mail(source: Household, sender: str, target: Household, rcpt: str, subject: str, text: str,
+          headers: str = "") -> str:
+    """One mail to an ordinary address that the contacts route over Tox; prints how it arrived."""
+    mid = f"<{uuid.uuid4()}@{source.domain}>"
+    message = (
+        f"From: {sender.title()} <{source.address(sender)}>\r\nTo: {target.address(rcpt)}\r\n"
+        f"Subject: {subject}\r\nMessage-ID: {mid}\r\n{headers}MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        f"{text}\r\n"
+    ).encode()
+    sent = time.monotonic()
+    source.postfix.send(source.address(sender), [target.address(rcpt)], message)
+    arrived = _wait_for(target, rcpt, mid)
+    print(f"\n{source.address(sender)} -> {target.address(rcpt)}: in {rcpt}'s IMAP INBOX "
+          f"{time.monotonic() - sent:.2f} s after SMTP:\n")
+    parsed = email.message_from_bytes(arrived, policy=email.policy.default)
+    for name in ("Authentication-Results", "Received", "From", "To", "Subject"):
+        for value in parsed.get_all(name, []):
+            print(f"  {name}: {' '.join(str(value).split())}")
+    print(f"\n  {parsed.get_content().strip()}\n")
+    return mid
 
 
 def _wait_for(home: Household, user: str, mid: str) -> bytes:
@@ -100,6 +115,7 @@ def _print_accounts(homes: list[Household]) -> None:
                   f"{'127.0.0.1:' + str(home.dovecot.pop3_port):>12} "
                   f"{'127.0.0.1:' + str(home.postfix.smtp_port):>12}")
             print(f"           Tox address: {home.tox_address(user)}")
+        print(f"           contacts: {home.contacts_path}")
     print(f"\nLogs: {ROOT}/*/toxbridge.log, Postfix maillog and dovecot.log under {ROOT}.")
     print("Stop everything with: make demo-stop")
 
