@@ -229,3 +229,18 @@ def test_tox_only_household_refuses_mail_to_non_contacts_at_once(dora):
         dora.postfix.send("dora@dora.test", ["someone@example.net"], msg)
     code, text = refused.value.recipients["someone@example.net"]
     assert code == 550 and b"5.1.1" in text and b"not a Tox contact of this household" in text
+
+
+def test_a_contacts_request_is_accepted_while_strangers_wait(dora, bootstrap_node):
+    """A contact known only by public key: dora cannot ask it, but its own request gets through
+    although dora keeps strangers' requests pending."""
+    client = PlainClient(bootstrap_node)
+    try:
+        mark = dora.log_mark()
+        dora.contacts("add", "Known by key", client.node.public_key.hex(), "known@example.org")
+        dora.wait_log("contact 'Known by key' .* is now a Tox friend", ROUTING, since=mark)
+        friend = client.call(client.node.friend_add, bytes.fromhex(dora.tox_ids["dora"]), b"it's me")
+        assert wait_until(lambda: client.call(client.node.friend_connection, friend) != 0, ARRIVAL)
+        assert client.node.public_key.hex().upper() not in dora.contacts("pending").stdout
+    finally:
+        client.close()
