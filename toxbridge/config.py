@@ -75,6 +75,16 @@ class PostfixQueue:
 
 
 @dataclass(frozen=True)
+class Privacy:
+    """What outgoing mail sheds before it leaves over Tox (the household's network and software)."""
+
+    # The Received: lines at the top of the header: added by this household's own Postfix (and
+    # any filter on the way); they name the sender's laptop, its LAN address and the Pi.
+    strip_received: bool = True
+    strip_headers: tuple[str, ...] = ("User-Agent", "X-Mailer", "X-Originating-IP")
+
+
+@dataclass(frozen=True)
 class User:
     mailbox: str  # the Dovecot user name that receives this person's mail
     address: str  # the person's own e-mail address: the only sender their identity sends for
@@ -108,7 +118,11 @@ class Config:
     dedup_days: int = 30
     # A broken incoming transfer is kept this long for the sender's retry to resume from.
     partial_hours: int = 24
+    # On SIGTERM, mail on its way over Tox gets this long to finish; what is left is answered
+    # 4xx (Postfix keeps it). A second signal stops at once.
+    stop_timeout: float = 20.0
     postfix: PostfixQueue = PostfixQueue()
+    privacy: Privacy = Privacy()
     tox: ToxSettings = ToxSettings()
     source: str = field(default="", compare=False)
 
