@@ -8,7 +8,7 @@ import logging
 import re
 import time
 
-from . import wire
+from . import privacy, wire
 from .address import AddressError
 from .identity import Identity
 from .routes import NoRoute, Route, Routes
@@ -73,6 +73,12 @@ class Bridge:
         if identity is None:  # MAIL FROM was checked; this guards against a changed config only
             return [Reply(550, "5.7.1 not a sender of this bridge")] * len(recipients)
         started = time.monotonic()
+        queue_id = _queue_id(message)  # from Postfix's own Received: header, before it is stripped
+        # Once, before any friend: the payload hash (the receiver's dedup key) is over these bytes.
+        stripped = privacy.strip(message, identity.config.privacy)
+        if stripped.removed:
+            log.debug("%s: privacy: removed %s", queue_id, stripped.summary())
+        message = stripped.message
         groups: dict[int, list[int]] = {}
         replies: list[Reply | None] = [None] * len(recipients)
         peers = ["-"] * len(recipients)
@@ -96,7 +102,6 @@ class Bridge:
         for friend, answer in zip(friends, outcomes):
             for index, reply in zip(groups[friend], answer):
                 replies[index] = reply
-        queue_id = _queue_id(message)
         for rcpt, peer, reply in zip(recipients, peers, replies):
             status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
             log.info("%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
