@@ -5,7 +5,7 @@ PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 APT_PACKAGES := postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve swaks \
-                toxcore-utils libtoxcore2 iproute2 util-linux python3-venv
+                toxcore-utils libtoxcore2 iproute2 util-linux python3-venv zbar-tools
 # Tests run in a network namespace that has only loopback: nothing can leave this machine.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
