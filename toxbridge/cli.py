@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shlex
 import sys
+from pathlib import Path
 
-from . import __version__, config as config_mod, contacts_cli, profiles
-from .config import Config, ConfigError
+from . import __version__, config as config_mod, contacts_cli, profiles, qr
+from .config import Config, ConfigError, User
 from .daemon import StartupError, run
 from .identity import ensure_profile, read_address
 from .toxcore.binding import ToxError
@@ -26,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check-config", help="validate the config file; exit 0 when it is usable")
     sub.add_parser("init", help="create the state directory and a Tox profile per user; print USER TOXID")
     show = sub.add_parser("id", help="print USER TOXID for every user, or one")
-    show.add_argument("user", nargs="?", help="mailbox name")
+    show.add_argument("user", nargs="?", help="mailbox name (with --qr or --png: needed when there are several users)")
+    show.add_argument("--qr", action="store_true", help="also draw the Tox ID as a QR code for a Tox app to scan")
+    show.add_argument("--png", metavar="FILE", type=Path, help="also write that QR code to FILE as a PNG image")
+    invite_parser = sub.add_parser("invite", help="a text to send a friend: your address, your Tox ID, how to add you")
+    invite_parser.add_argument("user", nargs="?", help="mailbox name (needed when there are several users)")
     _contacts_parser(sub)
     daemon = sub.add_parser("run", help="run the bridge")
     daemon.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -81,17 +88,82 @@ def init(cfg: Config, args) -> int:
 
 
 def show_id(cfg: Config, args) -> int:
-    users = [u for u in cfg.users if args.user in (None, u.mailbox)]
-    if not users:
-        print(f"toxbridge: no user {args.user!r} in {cfg.source}", file=sys.stderr)
-        return EXIT_FAIL
-    for user in users:
-        address = read_address(cfg, user)
-        if address is None:
-            print(f"toxbridge: {user.mailbox} has no Tox profile yet; run `toxbridge init`", file=sys.stderr)
+    drawn = args.qr or args.png is not None
+    if drawn:  # a QR code is one person's
+        user = _one_user(cfg, args.user, "id --qr/--png")
+        if isinstance(user, int):
+            return user
+        users = [user]
+    else:
+        users = [u for u in cfg.users if args.user in (None, u.mailbox)]
+        if not users:
+            print(f"toxbridge: no user {args.user!r} in {cfg.source}", file=sys.stderr)
             return EXIT_FAIL
+    for user in users:
+        address = _address(cfg, user)
+        if address is None:
+            return EXIT_FAIL
+        if drawn:
+            modules = qr.matrix(qr.tox_uri(address))
+            if args.png is not None:
+                qr.write_png(args.png, modules)  # an OSError becomes exit 1 in main
+                print(f"toxbridge: wrote {user.mailbox}'s Tox ID as a QR code to {args.png}", file=sys.stderr)
+            if args.qr:
+                sys.stdout.write(qr.to_text(modules, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
         print(f"{user.mailbox} {address.hex().upper()}")
     return EXIT_OK
+
+
+def invite(cfg: Config, args) -> int:
+    user = _one_user(cfg, args.user, "invite")
+    if isinstance(user, int):
+        return user
+    address = _address(cfg, user)
+    if address is None:
+        return EXIT_FAIL
+    sys.stdout.write(invitation(user.address, address.hex().upper()))
+    return EXIT_OK
+
+
+def invitation(address: str, tox_id: str) -> str:
+    """What `toxbridge invite` prints: a text the user sends a friend, by mail or on paper."""
+    name = address.partition("@")[0]
+    return (
+        "Let's exchange e-mail over Tox: mail then goes from my household's server straight\n"
+        "to yours, encrypted on the way, with no mail provider in between.\n\n"
+        f"My address: {address}\n"
+        f"My Tox ID:  {tox_id}\n\n"
+        f"If your household runs toxbridge, add me as a contact (any name will do for {name}):\n\n"
+        f"    toxbridge contacts add {shlex.quote(name)} {tox_id} {shlex.quote(address)}\n\n"
+        f"Your mail to {address} then goes over Tox. Send me your own invitation\n"
+        "(toxbridge invite YOUR-MAILBOX) and I will add you too.\n\n"
+        "In a Tox app (qTox, aTox, Toxic, ...) you can add my Tox ID as a friend. That makes us\n"
+        "Tox friends, but a Tox app does not carry e-mail: for that your household needs toxbridge.\n"
+    )
+
+
+def _one_user(cfg: Config, name: str | None, command: str) -> User | int:
+    """The user a one-person command is about: the one named, else the only one. Otherwise an
+    exit code, after saying why: 1 for a name not in the config, 2 for no name among several."""
+    if name is None:
+        if len(cfg.users) == 1:
+            return cfg.users[0]
+        names = ", ".join(u.mailbox for u in cfg.users)
+        print(f"toxbridge: {command} is for one user: name one of {names}", file=sys.stderr)
+        return EXIT_USAGE
+    user = cfg.user_by_mailbox(name)
+    if user is None:
+        print(f"toxbridge: no user {name!r} in {cfg.source}", file=sys.stderr)
+        return EXIT_FAIL
+    return user
+
+
+def _address(cfg: Config, user: User) -> bytes | None:
+    """The user's Tox ID; None, after saying to run init, when they have no profile yet."""
+    address = read_address(cfg, user)
+    if address is None:
+        print(f"toxbridge: {user.mailbox} has no Tox profile yet; run `toxbridge init`", file=sys.stderr)
+    return address
 
 
 def run_daemon(cfg: Config, args) -> int:
@@ -102,7 +174,7 @@ def run_daemon(cfg: Config, args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check-config": check_config, "init": init, "id": show_id, "run": run_daemon}
+COMMANDS = {"check-config": check_config, "init": init, "id": show_id, "invite": invite, "run": run_daemon}
 
 if __name__ == "__main__":
     sys.exit(main())
