@@ -27,6 +27,10 @@ class Bridge:
     def __init__(self, identities: list[Identity], routes: Routes) -> None:
         self._by_address = {i.user.address.lower(): i for i in identities}
         self._routes = routes
+        self.in_flight = 0  # mails being carried now (for a graceful stop and status)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._abort = asyncio.Event()
 
     def _identity(self, sender: str) -> Identity | None:
         return self._by_address.get(sender.lower())
@@ -95,10 +99,10 @@ class Bridge:
             else:
                 groups.setdefault(friend, []).append(index)
         friends = list(groups)
-        outcomes = await asyncio.gather(*(
+        outcomes = await self._unless_stopped(asyncio.gather(*(
             identity.sender.send(f, wire.Envelope(sender, tuple(recipients[i] for i in groups[f]), len(message)), message)
             for f in friends
-        ))
+        )), [len(groups[f]) for f in friends])
         for friend, answer in zip(friends, outcomes):
             for index, reply in zip(groups[friend], answer):
                 replies[index] = reply
@@ -107,6 +111,40 @@ class Bridge:
             log.info("%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
                      queue_id, rcpt, peer, len(message), time.monotonic() - started, status, reply)
         return replies  # type: ignore[return-value]
+
+
+    async def _unless_stopped(self, work: asyncio.Future, sizes: list[int]) -> list[list[Reply]]:
+        """The friends' answers, or 4xx for every recipient when the bridge is told to stop first."""
+        self.in_flight += 1
+        self._idle.clear()
+        abort = asyncio.ensure_future(self._abort.wait())
+        try:
+            await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                return work.result()
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            return [[STOPPED] * n for n in sizes]
+        finally:
+            abort.cancel()
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Let mail on its way finish for up to `timeout` seconds, then answer the rest 4xx.
+        Returns how many were cut short."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return 0
+        except asyncio.TimeoutError:
+            cut = self.in_flight
+            self._abort.set()
+            await self._idle.wait()
+            return cut
+
+
+STOPPED = Reply(451, "4.3.0 toxbridge is stopping before the friend answered; Postfix will retry")
 
 
 def _queue_id(message: bytes) -> str:

@@ -7,8 +7,9 @@ import logging
 import os
 import signal
 import socket
+import time
 
-from . import contacts, profiles, socketmap
+from . import __version__, contacts, control, profiles, socketmap
 from .bridge import Bridge
 from .config import Config
 from .contacts import ContactsError
@@ -25,6 +26,10 @@ log = logging.getLogger("toxbridge.daemon")
 # start from; a restart from savedata must bootstrap again too).
 REBOOTSTRAP_SECONDS = 20.0
 HOUSEKEEPING_SECONDS = 3600.0
+# Off the Tox network this long (no bootstrap node answers): say so, with what to check.
+NO_NETWORK_WARNING_SECONDS = 60.0
+# How often the STATUS= line for systemd is brought up to date.
+STATUS_SECONDS = 5.0
 # How often the contacts file is checked for changes (a stat; reread only when it changed).
 CONTACTS_POLL_SECONDS = 1.0
 # The master.cf service that carries mail to the bridge (deploy/postfix/master.cf.toxbridge).
@@ -90,7 +95,8 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
         identity.node.start()
         identity.follow_contacts()
         log.info("%s: Tox ID %s", identity.user.mailbox, identity.node.address.hex().upper())
-    factory = make_server(Bridge(identities, routes), config.hostname, config.max_message_size)
+    bridge = Bridge(identities, routes)
+    factory = make_server(bridge, config.hostname, config.max_message_size)
     listen = config.lmtp_listen
     if listen.path:
         server = await _listen("lmtp_listen", listen, lambda: loop.create_unix_server(factory, listen.path))
@@ -100,27 +106,68 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
     transport = {"transport": lambda key: nexthop if routes.transport(key) else None}
     tables = await _listen("socketmap_listen", config.socketmap_listen,
                            lambda: socketmap.start_server(config.socketmap_listen, transport))
+    started = time.time()
+
+    def snapshot() -> dict:
+        return {"pid": os.getpid(), "started": started, "version": __version__, "contacts": len(routes.book.contacts),
+                "in_flight": bridge.in_flight, "identities": [i.snapshot() for i in identities]}
+
+    controls = await control.start_server(control.socket_path(config.state_dir), {"status": snapshot})
     stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():  # the second one: no more waiting
+            log.warning("%s again: exiting now; mail on its way is retried by Postfix", sig.name)
+            os._exit(1)
+        log.info("%s: stopping; a second one exits at once", sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     tasks = [loop.create_task(job) for job in (
-        _rebootstrap(identities), _drop_stalled(config, identities), _housekeeping(config, store),
-        _follow_contacts_file(config, routes, identities))]
+        _rebootstrap(config, identities), _drop_stalled(config, identities), _housekeeping(config, store),
+        _follow_contacts_file(config, routes, identities), _report_status(identities))]
     log.info("ready: LMTP for Postfix on %s, socketmap on %s, %d identities, %d contacts",
              listen, config.socketmap_listen, len(identities), len(routes.book.contacts))
     notify("READY=1")
     try:
         await stop.wait()
     finally:
-        log.info("stopping")
         notify("STOPPING=1")
+        for listener in (server, tables, controls):  # no new mail, no new questions
+            listener.close()
+        cut = await bridge.drain(config.stop_timeout)
+        if cut:
+            log.warning("stopped %d mail(s) on their way after %.0f s (stop_timeout); Postfix retries them", cut, config.stop_timeout)
+            await asyncio.sleep(0.2)  # let the LMTP sessions write those 4xx replies
         for task in tasks:
             task.cancel()
-        for listener in (server, tables):
-            listener.close()
-            await listener.wait_closed()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(i.stop() for i in identities)), config.stop_timeout)
+        except asyncio.TimeoutError:
+            log.warning("deliveries to Dovecot still running after %.0f s; the friends' bridges retry them", config.stop_timeout)
+        control.socket_path(config.state_dir).unlink(missing_ok=True)
+        log.info("stopped")
+
+
+async def _report_status(identities: list[Identity]) -> None:
+    """systemd's STATUS= line (shown by `systemctl status`): friends online, network."""
+    last = ""
+    while True:
+        online = total = 0
+        offline_network = []
         for identity in identities:
-            await identity.stop()
+            friends = identity.node.friends()
+            total += len(friends)
+            online += sum(1 for f in friends if identity.node.friend_connection(f))
+            if identity.node.self_connection() == 0:
+                offline_network.append(identity.user.mailbox)
+        line = f"{online} of {total} Tox friends online" + (
+            f"; not on the Tox network: {', '.join(offline_network)}" if offline_network else "")
+        if line != last:
+            notify(f"STATUS={line}")
+            last = line
+        await asyncio.sleep(STATUS_SECONDS)
 
 
 async def _follow_contacts_file(config: Config, routes: Routes, identities: list[Identity]) -> None:
@@ -170,9 +217,21 @@ async def _drop_stalled(config: Config, identities: list[Identity]) -> None:
             identity.receiver.drop_stalled(config.transfer_stall_timeout)
 
 
-async def _rebootstrap(identities: list[Identity]) -> None:
+async def _rebootstrap(config: Config, identities: list[Identity]) -> None:
+    """Bootstrap again while off the Tox network; say once per outage when it lasts."""
+    warned: set[str] = set()
     while True:
         await asyncio.sleep(REBOOTSTRAP_SECONDS)
+        now = time.time()
         for identity in identities:
-            if identity.node.self_connection() == 0:
-                identity.bootstrap()
+            if identity.node.self_connection() != 0:
+                warned.discard(identity.user.mailbox)
+                continue
+            identity.bootstrap()
+            offline_for = now - (identity.offline_network_since or now)
+            if offline_for >= NO_NETWORK_WARNING_SECONDS and identity.user.mailbox not in warned:
+                warned.add(identity.user.mailbox)
+                nodes = ", ".join(f"{n.host}:{n.port}" for n in config.tox.bootstrap + config.tox.tcp_relays)
+                log.warning("%s: not on the Tox network for %.0f s: no bootstrap node answers (%s). Check the "
+                            "Internet connection and the nodes in tox.bootstrap; where UDP is blocked set "
+                            "tox.udp: false with tcp_relays", identity.user.mailbox, offline_for, nodes or "none configured")

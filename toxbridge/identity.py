@@ -92,6 +92,9 @@ class Identity:
                                  self._deliver, store, partial_dir, self._vet, config.forged_sender)
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
+        self.online_since: dict[bytes, float] = {}  # friend's key → when their connection came up
+        self.network_since: float | None = None  # when this identity last joined the Tox network
+        self.offline_network_since: float | None = time.time()  # since when it is off it (start: now)
         self._tasks: set[asyncio.Task] = set()
         self._catching_up: set[bytes] = set()
         node.handler = self
@@ -143,6 +146,8 @@ class Identity:
 
     def on_self_connection(self, node, status: int) -> None:
         state = ("offline", "online (TCP)", "online (UDP)")[status]
+        self.network_since = time.time() if status else None
+        self.offline_network_since = None if status else time.time()
         log.info("%s: Tox network %s", self.user.mailbox, state)
 
     def request_text(self) -> bytes:
@@ -212,12 +217,14 @@ class Identity:
         if status == 0:
             log.info("%s: friend %s went offline", self.user.mailbox, key)
             self.offline_since[public_key] = time.time()
+            self.online_since.pop(public_key, None)
             self.peers.pop(friend, None)
             self.sender.on_friend_offline(friend)
             self.receiver.on_friend_offline(friend)
             return
         log.info("%s: friend %s online (%s)", self.user.mailbox, key, "UDP" if status == 2 else "TCP")
         self.offline_since.pop(public_key, None)
+        self.online_since.setdefault(public_key, time.time())
         try:
             node.send_lossless_packet(friend, wire.encode_greeting(SOFTWARE))
         except ToxError as e:
@@ -261,6 +268,32 @@ class Identity:
         if since is None:
             return f"Tox friend {key} has not been online yet (friend request not accepted?)"
         return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
+
+    def snapshot(self) -> dict:
+        """What `toxbridge status` shows of this identity (through the control socket)."""
+        node = self.node
+        friends = []
+        for friend in node.friends():
+            key = node.friend_public_key(friend)
+            contact = self._contact(key)
+            connection = node.friend_connection(friend)
+            friends.append({
+                "key": key.hex(),
+                "name": contact.name if contact else None,
+                "online": connection != 0,
+                "via": ("", "TCP", "UDP")[connection],
+                "since": self.online_since.get(key) if connection else
+                self.offline_since.get(key) or node.friend_last_online(friend),
+                "bridge": friend in self.peers,
+            })
+        return {
+            "mailbox": self.user.mailbox,
+            "address": self.user.address,
+            "tox_id": node.address.hex().upper(),
+            "network": ("", "TCP", "UDP")[node.self_connection()],
+            "network_since": self.network_since,
+            "friends": friends,
+        }
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

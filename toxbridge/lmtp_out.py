@@ -53,7 +53,7 @@ async def deliver(
         return await _deliver(endpoint, sender, recipients, message, lhlo_name, timeout)
     except (OSError, asyncio.TimeoutError, ReplyError) as e:
         reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        log.warning("Dovecot LMTP at %s failed: %s (is Dovecot running?)", endpoint, reason)
+        log.warning("Dovecot LMTP at %s failed: %s (is Dovecot running? does dovecot_lmtp in the config name its LMTP listener?)", endpoint, reason)
         return [Reply(451, f"4.4.2 local delivery failed: {reason}")] * len(recipients)
 
 

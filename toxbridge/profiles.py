@@ -32,7 +32,8 @@ def read(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise ProfileError(f"cannot read Tox profile {path}: {e.strerror}") from None
+        raise ProfileError(f"cannot read Tox profile {path}: {e.strerror} (it must belong to the user "
+                           "toxbridge runs as, mode 0600: chown it, or run toxbridge as its owner)") from None
 
 
 def write(path: Path, data: bytes) -> None:

@@ -65,6 +65,9 @@ class Sender:
         self._by_id[(friend, file_id)] = out
         try:
             return await self._wait(out)
+        except asyncio.CancelledError:  # the bridge is stopping: the friend's partial file stays for the retry
+            self._cancel(out)
+            raise
         finally:
             self._forget(out)
 

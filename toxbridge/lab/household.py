@@ -6,6 +6,7 @@ same keys as deploy/toxbridge.yaml; its log is a file the tests can wait on.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -34,11 +35,13 @@ class Household:
         postfix_extra: dict[str, str] | None = None,
         bridge_settings: dict | None = None,
         tox_only: bool = False,
+        tox_settings: dict | None = None,
     ) -> None:
         """users: mailbox → password (all get Dovecot mailboxes); bridge_users: those with a Tox
         identity (default: all); bootstrap: (host, port, public key) of local DHT nodes;
         bridge_settings: top-level toxbridge.yaml keys to set (e.g. result_timeout); tox_only: Postfix
-        bounces mail to non-contacts (deploy/postfix/main.cf.tox-only)."""
+        bounces mail to non-contacts (deploy/postfix/main.cf.tox-only); tox_settings: keys of the
+        config's tox section to set or override (e.g. udp, tcp_relays, proxy)."""
         self.root = _fs.prepare_root(Path(root) / name)
         self.name = name
         self.domain = f"{name}.test"
@@ -57,6 +60,7 @@ class Household:
         self.bridge_log = self.root / "toxbridge.log"
         self._bridge: subprocess.Popen | None = None
         self.tox_ids: dict[str, str] = {}
+        self.tox_settings = dict(tox_settings or {})
         self._write_config(bootstrap, friend_requests, bridge_settings or {})
 
     def address(self, user: str) -> str:
@@ -82,6 +86,7 @@ class Household:
                 "port_range": [33445, 33545],
                 "bootstrap": [{"host": h, "port": p, "public_key": k.hex()} for h, p, k in bootstrap],
                 "friend_requests": friend_requests,
+                **self.tox_settings,
             },
             **settings,
         }
@@ -106,11 +111,13 @@ class Household:
         self.tox_ids = dict(line.split() for line in init.stdout.splitlines())
         self.start_bridge()
 
-    def start_bridge(self) -> None:
+    def start_bridge(self, env: dict[str, str] | None = None) -> None:
+        """env: extra environment for the bridge process (e.g. NOTIFY_SOCKET)."""
         with open(self.bridge_log, "ab") as log:
             self._bridge = subprocess.Popen(
                 [sys.executable, "-m", "toxbridge", "--config", str(self.config_path), "run"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
         ok = wait_until(lambda: port_accepts(self.bridge_port) or self._bridge.poll() is not None,
                         BRIDGE_START_TIMEOUT)
