@@ -1,0 +1,90 @@
+"""The judging half of `toxbridge status`: observations in, checks out (no servers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toxbridge import config as config_mod, status
+from toxbridge.status import ERROR, OK, WARN
+
+CONFIG = config_mod.parse(
+    "state_dir: /var/lib/toxbridge\nusers: [{mailbox: mom, address: mom@home.example}]\n"
+    "tox: {bootstrap: [{host: 127.0.0.1, port: 33445, public_key: '" + "ab" * 32 + "'}]}\n", "/etc/tb.yaml")
+NOW = 1_800_000_000.0
+
+
+def identity(network="UDP", friends=()):
+    return {"mailbox": "mom", "address": "mom@home.example", "tox_id": "AB" * 38, "network": network,
+            "network_since": NOW - 60, "friends": list(friends)}
+
+
+def friend(online, since, bridge=True, name="Tarek"):
+    return {"key": "12345678" * 8, "name": name, "online": online, "via": "UDP" if online else "",
+            "since": since, "bridge": bridge}
+
+
+def test_daemon_down_is_an_error_that_says_how_to_start_it():
+    check = status.daemon_check(None, CONFIG, NOW)
+    assert check.level == ERROR and "not running" in check.text and "systemctl start toxbridge" in check.action
+
+
+def test_daemon_up_says_pid_uptime_and_mail_on_its_way():
+    check = status.daemon_check({"pid": 7, "started": NOW - 7200, "contacts": 3, "in_flight": 1}, CONFIG, NOW)
+    assert check.level == OK and "pid 7" in check.text and "up 2 h" in check.text and "1 mails on their way" in check.text
+
+
+def test_off_the_tox_network_names_the_bootstrap_nodes():
+    (check,) = status.identity_checks(identity(network=""), CONFIG, NOW)
+    assert check.level == ERROR and "127.0.0.1:33445" in check.action and "tcp_relays" in check.action
+
+
+def test_friends_online_offline_and_never_seen():
+    checks = status.identity_checks(identity(friends=[
+        friend(True, NOW - 30), friend(False, NOW - 3 * 3600), friend(False, None, name=None),
+        friend(True, None, bridge=False)]), CONFIG, NOW)
+    levels = [c.level for c in checks[1:]]
+    assert levels == [OK, WARN, WARN, OK]
+    assert "online via UDP since" in checks[1].text and "(30 s ago)" in checks[1].text
+    assert "offline since" in checks[2].text and "(3 h ago)" in checks[2].text and "Postfix's queue" in checks[2].action
+    assert "friend (12345678) has never been online" in checks[3].text
+    assert "not a toxbridge" in checks[4].text
+
+
+def test_queue_counts_only_deferred_mail_for_tox_recipients():
+    entries = [
+        {"queue_name": "deferred", "arrival_time": NOW - 600,
+         "recipients": [{"address": "tarek@example.org", "delay_reason": "Tox friend 12345678 offline since …"}]},
+        {"queue_name": "deferred", "arrival_time": NOW - 9000, "recipients": [{"address": "x@elsewhere.example"}]},
+        {"queue_name": "active", "arrival_time": NOW - 5, "recipients": [{"address": "tarek@example.org"}]},
+    ]
+    check = status.queue_check(entries, lambda a: a == "tarek@example.org", "", NOW)
+    assert check.level == WARN and "1 mail(s)" in check.text and "10 min" in check.text and "offline since" in check.text
+    assert status.queue_check([], lambda a: True, "", NOW).level == OK
+    unreadable = status.queue_check(None, lambda a: True, "postqueue: not found", NOW)
+    assert unreadable.level == WARN and "postqueue: not found" in unreadable.text
+
+
+def test_disk_space_against_the_largest_mail():
+    mib = 2**20
+    assert status.disk_check(Path("/s"), 60 * mib, 50 * mib).level == ERROR
+    assert status.disk_check(Path("/s"), 300 * mib, 50 * mib).level == WARN
+    assert status.disk_check(Path("/s"), 5000 * mib, 50 * mib).level == OK
+    assert status.disk_check(Path("/s"), None, 50 * mib).level == ERROR
+
+
+def test_profile_permissions():
+    path = Path("/s/profiles/mom.tox")
+    assert status.profile_check("mom", path, 0o600, True).level == OK
+    loose = status.profile_check("mom", path, 0o644, True)
+    assert loose.level == ERROR and "chmod 600" in loose.action
+    assert status.profile_check("mom", path, 0o600, False).level == WARN
+    assert "toxbridge init" in status.profile_check("mom", path, None, False).action
+
+
+def test_worst_level_decides_the_exit_code_and_text_shows_actions_for_problems_only():
+    checks = [status.Check("a", OK, "fine", "never shown"), status.Check("b", WARN, "hm", "do this")]
+    assert status.EXIT[status.worst(checks)] == 1
+    assert status.EXIT[status.worst([])] == 0
+    text = status.as_text(checks)
+    assert "never shown" not in text and "-> do this" in text
+    assert status.as_json(checks)["status"] == WARN
