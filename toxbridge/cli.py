@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, contacts_cli, profiles, qr
+from . import __version__, config as config_mod, contacts_cli, profiles, qr, status
 from .config import Config, ConfigError, User
 from .daemon import StartupError, run
 from .identity import ensure_profile, read_address
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     invite_parser = sub.add_parser("invite", help="a text to send a friend: your address, your Tox ID, how to add you")
     invite_parser.add_argument("user", nargs="?", help="mailbox name (needed when there are several users)")
     _contacts_parser(sub)
+    status_parser = sub.add_parser("status", help="check everything the bridge needs; exit 0 ok, 1 warnings, 2 errors")
+    status_parser.add_argument("--json", action="store_true", help="the checks as JSON")
     daemon = sub.add_parser("run", help="run the bridge")
     daemon.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
@@ -166,6 +169,15 @@ def _address(cfg: Config, user: User) -> bytes | None:
     return address
 
 
+def show_status(cfg: Config, args) -> int:
+    checks = status.run(cfg)
+    if args.json:
+        print(json.dumps(status.as_json(checks), indent=1))
+    else:
+        print(status.as_text(checks))
+    return status.EXIT[status.worst(checks)]
+
+
 def run_daemon(cfg: Config, args) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # aiosmtpd logs every command at INFO; our own lines say what happened to each mail.
@@ -174,7 +186,7 @@ def run_daemon(cfg: Config, args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check-config": check_config, "init": init, "id": show_id, "invite": invite, "run": run_daemon}
+COMMANDS = {"check-config": check_config, "init": init, "id": show_id, "invite": invite, "run": run_daemon, "status": show_status}
 
 if __name__ == "__main__":
     sys.exit(main())
