@@ -77,3 +77,49 @@ def test_broken_files(text, error):
 def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the config file"):
         config.load(tmp_path / "missing.yaml")
+
+
+RELAY = """\
+  tcp_relays:
+    - {host: 127.0.0.1, port: 33445, public_key: "%s"}
+""" % ("ab" * 32)
+TOR = "  proxy: {type: socks5, host: 127.0.0.1, port: 9050}\n"
+
+
+@pytest.mark.parametrize(
+    "tox, error",
+    [
+        # toxcore 0.2.18 with a proxy logs "UDP enabled and proxy set: disabling UDP" (measured)
+        ("  udp: true\n" + RELAY + TOR, "line 5: tox: a proxy carries only TCP: set udp: false"),
+        (RELAY + TOR, "set udp: false"),  # udp defaults to true
+        ("  udp: false\n", "line 5: tox: TCP-only mode needs tcp_relays"),
+        ("  udp: false\n  tcp_relays: []\n", "TCP-only mode needs tcp_relays"),
+        # a proxy only carries connections to TCP relays: bootstrap nodes alone never bring toxcore online
+        ("  udp: false\n" + TOR, "TCP-only mode needs tcp_relays"),
+        ("  udp: false\n" + RELAY + "  proxy: {type: socks5, host: 127.0.0.1}\n",
+         "proxy type socks5 needs its host and port"),
+        ("  udp: false\n" + RELAY + "  proxy: {type: http, port: 3128}\n", "proxy type http needs its host and port"),
+        ("  udp: false\n" + RELAY + "  proxy: {type: socks5, host: 127.0.0.1, port: 70000}\n",
+         "proxy type socks5 needs its host and port"),
+    ],
+)
+def test_tcp_only_and_proxy_combinations_refused(tox, error):
+    with pytest.raises(ConfigError) as e:
+        config.parse(MINIMAL + "tox:\n" + tox, "t.yaml")
+    assert str(e.value).startswith("t.yaml: ") and error in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "tox",
+    [
+        "  udp: false\n" + RELAY,
+        "  udp: false\n" + RELAY + TOR,
+        "  udp: false\n" + RELAY + "  proxy: {type: none}\n",
+        "  udp: true\n  proxy: {type: none}\n",
+    ],
+)
+def test_tcp_only_and_proxy_combinations_accepted(tox):
+    cfg = config.parse(MINIMAL + "tox:\n" + tox)
+    if "socks5" in tox:
+        assert (cfg.tox.proxy.type, cfg.tox.proxy.host, cfg.tox.proxy.port) == ("socks5", "127.0.0.1", 9050)
+        assert cfg.tox.udp is False and len(cfg.tox.tcp_relays) == 1

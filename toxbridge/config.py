@@ -301,6 +301,18 @@ def _check(config: Config, data: LineDict, source: str) -> None:
     for node in config.tox.bootstrap + config.tox.tcp_relays:
         if len(node.public_key) != 64 or not _is_hex(node.public_key):
             fail("tox", f"node {node.host}:{node.port}: public_key must be 64 hex digits")
+    proxy = config.tox.proxy
+    if proxy.type != "none":
+        if not proxy.host or not 0 < proxy.port < 65536:
+            fail("tox", f"proxy type {proxy.type} needs its host and port (Tor: host 127.0.0.1, port 9050)")
+        # toxcore 0.2.18 logs "UDP enabled and proxy set: disabling UDP" and goes TCP-only.
+        if config.tox.udp:
+            fail("tox", "a proxy carries only TCP: set udp: false (toxcore turns UDP off anyway)")
+    # Without UDP (or through a proxy) toxcore reaches the network only through TCP relays:
+    # bootstrap nodes alone never bring it online (measured on toxcore 0.2.18).
+    if not config.tox.udp and not config.tox.tcp_relays:
+        fail("tox", "TCP-only mode needs tcp_relays (a tox-bootstrapd with enable_tcp_relay, "
+                    "listed under tcp_relays as well as bootstrap)")
 
 
 def _is_loopback(host: str) -> bool:
