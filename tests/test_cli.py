@@ -84,7 +84,8 @@ def test_run_refuses_a_port_in_use(config, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config.write_text(config.read_text() + f"lmtp_listen: 127.0.0.1:{port}\ntox:\n  udp: false\n")
+        relay = f"[{{host: 127.0.0.1, port: 9, public_key: '{'0' * 64}'}}]"  # udp off needs a relay; never reached
+        config.write_text(config.read_text() + f"lmtp_listen: 127.0.0.1:{port}\ntox:\n  udp: false\n  tcp_relays: {relay}\n")
         result = toxbridge(config, "run")
     assert result.returncode == 1
     assert f"cannot listen for Postfix on 127.0.0.1:{port}" in result.stderr

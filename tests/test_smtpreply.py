@@ -42,3 +42,15 @@ def test_dot_stuffing_round_trip(lines):
 def test_bare_newlines_become_crlf_and_last_line_is_ended():
     assert dot_stuff(b"a\nb") == b"a\r\nb\r\n.\r\n"
     assert dot_stuff(b".\n") == b"..\r\n.\r\n"
+
+
+def test_dot_stuffing_fed_at_every_split_point_equals_one_piece():
+    from toxbridge.smtpreply import DotStuffer
+
+    message = b"Subject: x\r\n\r\n.leading dot\n..two\r\nbare\rcr\r\n.\r\nlast line without end"
+    whole = dot_stuff(message)
+    for cut in range(len(message) + 1):
+        for second in (cut, min(len(message), cut + 3)):
+            stuffer = DotStuffer()
+            pieces = [message[:cut], message[cut:second], message[second:]]
+            assert b"".join(stuffer.feed(p) for p in pieces) + stuffer.finish() == whole

@@ -210,3 +210,13 @@ def test_result_packet_with_any_byte_changed_is_refused_or_means_what_it_says(fi
 def test_result_packet_over_the_size_limit_is_refused():
     with pytest.raises(WireError, match="too long"):
         wire.decode_result(bytes([wire.PACKET_RESULT]) + bytes(wire.MAX_PACKET))
+
+
+def test_payload_parts_equal_the_encoded_payload_at_every_chunk_boundary():
+    message = b"Subject: parts\r\n\r\n" + bytes(range(256)) * 3
+    envelope = wire.Envelope("a@b.example", ("c@d.example",), len(message))
+    whole = wire.encode_payload(envelope, message)
+    parts = wire.payload_of(envelope, message)
+    assert len(parts) == len(whole) and parts.file_id == wire.file_id_of(whole)
+    for length in (1, 7, len(parts.head), 1371):
+        assert b"".join(parts.chunk(p, length) for p in range(0, len(whole), length)) == whole

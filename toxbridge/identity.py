@@ -124,7 +124,7 @@ class Identity:
     def save(self) -> None:
         profiles.write(profiles.profile_path(self.config.state_dir, self.user.mailbox), self.node.savedata())
 
-    async def _deliver(self, sender: str, message: bytes) -> Reply:
+    async def _deliver(self, sender: str, message: lmtp_out.Spooled) -> Reply:
         replies = await lmtp_out.deliver(
             self.config.dovecot_lmtp, sender, [self.user.mailbox], message, self.config.hostname
         )

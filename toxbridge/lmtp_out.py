@@ -8,12 +8,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 from .config import Endpoint
-from .smtpreply import ReplyError, ReplyReader, dot_stuff
+from .smtpreply import DotStuffer, ReplyError, ReplyReader
 from .wire import Reply
 
 log = logging.getLogger("toxbridge.lmtp_out")
+
+
+READ_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A message whose head is in memory and whose rest stays in a file: a big mail is streamed
+    to Dovecot, never held whole in memory."""
+
+    head: bytes
+    path: Path
+    offset: int  # where the rest starts in the file
+    length: int  # bytes of the rest
+    eight_bit: bool
+
+    def pieces(self) -> Iterator[bytes]:
+        yield self.head
+        with open(self.path, "rb") as spool:
+            spool.seek(self.offset)
+            left = self.length
+            while left > 0:
+                chunk = spool.read(min(READ_SIZE, left))
+                if not chunk:
+                    raise OSError(f"{self.path} ended {left} bytes early")
+                left -= len(chunk)
+                yield chunk
 
 
 class LMTPSession:
@@ -40,7 +70,7 @@ async def deliver(
     endpoint: Endpoint,
     sender: str,
     recipients: list[str],
-    message: bytes,
+    message: bytes | Spooled,
     lhlo_name: str,
     timeout: float = 60.0,
 ) -> list[Reply]:
@@ -73,7 +103,8 @@ async def _deliver(endpoint, sender, recipients, message, lhlo_name, timeout) ->
             return [lhlo] * len(recipients)
         extensions = {word.upper() for word in lhlo.text.split()}
         params = ""
-        if not message.isascii() and "8BITMIME" in extensions:
+        eight_bit = message.eight_bit if isinstance(message, Spooled) else not message.isascii()
+        if eight_bit and "8BITMIME" in extensions:
             params += " BODY=8BITMIME"
         if not (sender + "".join(recipients)).isascii() and "SMTPUTF8" in extensions:
             params += " SMTPUTF8"
@@ -90,7 +121,11 @@ async def _deliver(endpoint, sender, recipients, message, lhlo_name, timeout) ->
         data = await session.command("DATA")
         if data.code != 354:
             return [r or data for r in results]
-        writer.write(dot_stuff(message))
+        stuffer = DotStuffer()
+        for piece in message.pieces() if isinstance(message, Spooled) else [message]:
+            writer.write(stuffer.feed(piece))
+            await writer.drain()
+        writer.write(stuffer.finish())
         await writer.drain()
         # One reply per accepted recipient, in the order they were accepted.
         final = [r if r is not None else await session.reply() for r in results]

@@ -3,7 +3,7 @@
 An arriving transfer is written to a partial file in the state directory (so a broken transfer
 resumes where it stopped when the sender retries: same file_id, toxcore seek), then checked
 (length, SHA-256 = file_id, envelope) and delivered to the mailbox of the identity that received
-it. The outcome is recorded (so a repeat is answered from the record, not delivered twice) and
+it, streamed from that file (a big mail is never whole in memory). The outcome is recorded (so a repeat is answered from the record, not delivered twice) and
 sent back as a result packet. Anything a friend sends that does not fit is cancelled and logged
 once; nothing of it reaches a mailbox.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable
 
 from . import senders, wire
+from .lmtp_out import Spooled
 from .senders import Verdict
 from .store import DeliveryStore
 from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError
@@ -31,8 +32,11 @@ log = logging.getLogger("toxbridge.receiver")
 # Transfers one friend may have arriving at once; more are refused (4.x, the sender retries).
 MAX_INCOMING_PER_FRIEND = 16
 READ_SIZE = 1 << 20
+# The message's header is read into memory up to this much (Postfix's header_size_limit is
+# 100 KiB: beyond it Postfix itself treats the rest as body); the body is streamed from the file.
+HEAD_LIMIT = 256 * 1024
 
-Deliver = Callable[[str, bytes], Awaitable[Reply]]  # (envelope sender, message) -> Dovecot's reply
+Deliver = Callable[[str, Spooled], Awaitable[Reply]]  # (envelope sender, message) -> Dovecot's reply
 Vet = Callable[[bytes, wire.Envelope, bytes], Verdict]  # (friend's key, envelope, message) -> may they send it?
 
 
@@ -46,6 +50,8 @@ class Incoming:
     parser: wire.PayloadParser
     file: BinaryIO | None = None
     received: int = 0
+    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256)  # the file_id to check, as bytes arrive
+    eight_bit: bool = False
     started: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
 
@@ -55,15 +61,22 @@ class Incoming:
             if self.path.exists() and self.path.stat().st_size <= self.size:
                 with open(self.path, "rb") as old:
                     while chunk := old.read(READ_SIZE):
-                        self.parser.feed(chunk)
-                        self.received += len(chunk)
+                        self.take(chunk)
         except (OSError, wire.WireError):
-            self.received = 0
+            self.received, self.eight_bit = 0, False
             self.parser = wire.PayloadParser(self.parser.max_message)
+            self.hasher = hashlib.sha256()
         self.file = open(self.path, "r+b" if self.received else "wb", buffering=READ_SIZE)
         self.file.seek(self.received)
         self.file.truncate()
         return self.received
+
+    def take(self, data: bytes) -> None:
+        """Account for bytes that arrived (the caller writes them); WireError for a bad envelope."""
+        self.parser.feed(data)  # refuses a bad envelope before the rest arrives
+        self.hasher.update(data)
+        self.eight_bit = self.eight_bit or not data.isascii()
+        self.received += len(data)
 
     def close(self) -> None:
         if self.file is not None:
@@ -150,16 +163,13 @@ class Receiver:
             self._drop(inc, Reply(451, "4.6.0 transfer arrived out of order or too long; try again"), "chunk out of order")
             return
         try:
-            inc.parser.feed(data)  # refuses a bad envelope before the rest arrives
             inc.file.write(data)
+            inc.take(data)
             inc.last_progress = time.monotonic()
         except wire.WireError as e:
             self._drop(inc, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"), str(e))
-            return
         except OSError as e:
             self._drop(inc, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"), f"write failed: {e}")
-            return
-        inc.received += len(data)
 
     def on_control(self, friend: int, number: int, control: int) -> None:
         if control == FILE_CONTROL_CANCEL:
@@ -198,42 +208,47 @@ class Receiver:
         self._cancel(friend, number)
 
     def _complete(self, inc: Incoming) -> None:
+        """All bytes are in the partial file: check them, then deliver from the file."""
         inc.close()
-        try:
-            payload = inc.path.read_bytes()
-        except OSError as e:
-            log.warning("%s: cannot read the received mail back: %s", inc.file_id.hex()[:12], e)
-            self._answer(inc.friend, inc.file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"))
-            return
-        inc.path.unlink(missing_ok=True)
-        if len(payload) != inc.size or hashlib.sha256(payload).digest() != inc.file_id:
+        if inc.received != inc.size or inc.hasher.digest() != inc.file_id:
+            inc.path.unlink(missing_ok=True)
             log.warning("friend %s sent a mail whose length or hash does not match; asked to resend", self._peer(inc.friend))
             self._answer(inc.friend, inc.file_id, Reply(451, "4.6.0 payload damaged in transit (hash mismatch); try again"))
             return
         try:
-            envelope, message = wire.decode_payload(payload, self._max_message)
+            envelope = inc.parser.finish()
+            offset = inc.size - envelope.size  # where the message starts in the file
+            head = _read(inc.path, offset, min(envelope.size, HEAD_LIMIT))
         except wire.WireError as e:
+            inc.path.unlink(missing_ok=True)
             log.warning("friend %s sent a malformed payload: %s", self._peer(inc.friend), e)
             self._answer(inc.friend, inc.file_id, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"))
             return
-        del payload
+        except OSError as e:
+            log.warning("%s: cannot read the received mail back: %s", inc.file_id.hex()[:12], e)
+            self._answer(inc.friend, inc.file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"))
+            return
         self._delivering.add(inc.file_id)
-        task = asyncio.get_running_loop().create_task(self._deliver_and_answer(inc, envelope, message))
+        task = asyncio.get_running_loop().create_task(self._deliver_and_answer(inc, envelope, head, offset))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver_and_answer(self, inc: Incoming, envelope: wire.Envelope, message: bytes) -> None:
+    async def _deliver_and_answer(self, inc: Incoming, envelope: wire.Envelope, head: bytes, offset: int) -> None:
         public_key = self._node.friend_public_key(inc.friend)
         peer_key = public_key.hex()
+        fields = head[:senders.header_end(head)]  # the message's header fields; the rest stays in the file
         try:
-            verdict = self._vet(public_key, envelope, message)
+            verdict = self._vet(public_key, envelope, fields)
             if not verdict.ok:
                 log.warning("%s: friend %s sent a mail with a sender it may not use: %s (%s)",
                             inc.file_id.hex()[:12], peer_key[:8], verdict.reason,
                             "rejected" if self._forged_sender == "reject" else "delivered with a warning")
             if verdict.ok or self._forged_sender == "flag":
-                message = senders.strip_trust_headers(message, self._hostname)
-                reply = await self._deliver(envelope.sender, self._trace_headers(peer_key, envelope, inc.file_id, verdict) + message)
+                new_head = self._trace_headers(peer_key, envelope, inc.file_id, verdict) + \
+                    senders.strip_trust_headers(fields, self._hostname)
+                rest = len(fields)
+                message = Spooled(new_head, inc.path, offset + rest, envelope.size - rest, inc.eight_bit)
+                reply = await self._deliver(envelope.sender, message)
             else:
                 reply = Reply(550, f"5.7.1 sender not allowed for your Tox key: {_header_text(verdict.reason)}")
             self._store.record(inc.file_id, self._mailbox, reply)  # durable before the answer leaves
@@ -242,10 +257,11 @@ class Receiver:
             reply = Reply(451, "4.3.0 internal error in the receiving toxbridge; try again")
         finally:
             self._delivering.discard(inc.file_id)
+            inc.path.unlink(missing_ok=True)
         status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
         log.info(
             "%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
-            inc.file_id.hex()[:12], self._address, peer_key[:8], len(message),
+            inc.file_id.hex()[:12], self._address, peer_key[:8], envelope.size,
             time.monotonic() - inc.started, status, reply,
         )
         self._answer(inc.friend, inc.file_id, reply)
@@ -295,6 +311,12 @@ class Receiver:
             inc.close()
         if self._tasks:
             await asyncio.wait(self._tasks)
+
+
+def _read(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as spool:
+        spool.seek(offset)
+        return spool.read(length)
 
 
 def _header_text(text: str) -> str:

@@ -29,7 +29,7 @@ class Outgoing:
     friend: int
     file_number: int
     file_id: bytes
-    payload: bytes
+    payload: wire.Payload
     recipients: int
     result: asyncio.Future
     last_progress: float = field(default_factory=time.monotonic)
@@ -48,8 +48,8 @@ class Sender:
 
     async def send(self, friend: int, envelope: wire.Envelope, message: bytes) -> list[Reply]:
         """Carry the mail to `friend`; one reply per envelope recipient."""
-        payload = wire.encode_payload(envelope, message)
-        file_id = wire.file_id_of(payload)
+        payload = wire.payload_of(envelope, message)
+        file_id = payload.file_id
         count = len(envelope.recipients)
         same = self._by_id.get((friend, file_id))
         if same is not None:  # the same mail is already on its way: share its outcome
@@ -113,7 +113,7 @@ class Sender:
             out.sent_all_at = out.last_progress
             del self._by_number[(friend, number)]
             return
-        chunk = out.payload[position : position + length]
+        chunk = out.payload.chunk(position, length)
         try:
             self._node.file_send_chunk(friend, number, position, chunk)
         except ToxError as e:

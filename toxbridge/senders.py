@@ -75,7 +75,7 @@ OWN_HEADERS = (b"x-toxbridge-id", b"x-toxbridge-warning")
 def strip_trust_headers(message: bytes, authserv_id: str) -> bytes:
     """Remove headers a friend must not be able to pre-set: our own X-Toxbridge-* and any
     Authentication-Results in our name (RFC 8601 §5). Everything else stays byte for byte."""
-    end = _header_end(message)
+    end = header_end(message)
     fields: list[list[bytes]] = []  # each header field with its continuation lines
     for line in message[:end].splitlines(keepends=True):
         if line[:1] in (b" ", b"\t") and fields:
@@ -102,8 +102,9 @@ def _is_trust_header(field: bytes, authserv_id: bytes) -> bool:
     return bool(words) and words[0].lower() == authserv_id
 
 
-def _header_end(message: bytes) -> int:
-    """Offset of the blank line that ends the header (or the end when there is none)."""
+def header_end(message: bytes) -> int:
+    """Where the header fields end: the offset of the blank line after them (its line end
+    excluded), or the end when there is no blank line."""
     candidates = [i for i in (message.find(b"\r\n\r\n"), message.find(b"\n\n")) if i >= 0]
     if message.startswith((b"\r\n", b"\n")):
         return 0

@@ -54,15 +54,30 @@ class ReplyReader:
         return reply
 
 
-def dot_stuff(message: bytes) -> bytes:
-    """The DATA section for `message`: CRLF line ends, leading dots doubled, final CRLF.CRLF."""
-    lines = message.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for line in lines:
+class DotStuffer:
+    """The DATA section of a message fed in pieces: CRLF line ends, leading dots doubled,
+    final CRLF.CRLF. Only the unfinished last line is held between pieces."""
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def feed(self, data: bytes) -> bytes:
+        lines = (self._carry + data).split(b"\n")
+        self._carry = lines.pop()
+        return b"".join(self._line(line) for line in lines)
+
+    def finish(self) -> bytes:
+        tail = self._line(self._carry) if self._carry else b""
+        self._carry = b""
+        return tail + b".\r\n"
+
+    def _line(self, line: bytes) -> bytes:
         if line.endswith(b"\r"):
             line = line[:-1]
-        out.append(b"." + line if line.startswith(b".") else line)
-    return b"\r\n".join(out) + (b"\r\n" if out else b"") + b".\r\n"
+        return (b"." + line if line.startswith(b".") else line) + b"\r\n"
 
+
+def dot_stuff(message: bytes) -> bytes:
+    """The DATA section for `message` in one piece."""
+    stuffer = DotStuffer()
+    return stuffer.feed(message) + stuffer.finish()

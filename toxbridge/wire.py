@@ -61,7 +61,26 @@ def file_id_of(payload: bytes) -> bytes:
     return hashlib.sha256(payload).digest()
 
 
-def encode_payload(envelope: Envelope, message: bytes) -> bytes:
+@dataclass(frozen=True)
+class Payload:
+    """A payload as its two parts: `head` (prefix and envelope header) and the message, which
+    is never copied into one buffer (a 50 MiB mail stays one 50 MiB object)."""
+
+    head: bytes
+    message: bytes
+    file_id: bytes
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.message)
+
+    def chunk(self, position: int, length: int) -> bytes:
+        split = len(self.head)
+        if position >= split:
+            return self.message[position - split : position - split + length]
+        return self.head[position : position + length] + self.message[: max(0, position + length - split)]
+
+
+def payload_of(envelope: Envelope, message: bytes) -> Payload:
     if envelope.size != len(message):
         raise ValueError("envelope size does not match the message")
     if not 1 <= len(envelope.recipients) <= MAX_RECIPIENTS:
@@ -73,7 +92,16 @@ def encode_payload(envelope: Envelope, message: bytes) -> bytes:
     ).encode()
     if len(header) > MAX_HEADER:
         raise ValueError("envelope header too large")
-    return PREFIX.pack(MAGIC, VERSION, len(header)) + header + message
+    head = PREFIX.pack(MAGIC, VERSION, len(header)) + header
+    digest = hashlib.sha256(head)
+    digest.update(message)
+    return Payload(head, message, digest.digest())
+
+
+def encode_payload(envelope: Envelope, message: bytes) -> bytes:
+    """The payload in one buffer (the format's definition; the sender uses payload_of)."""
+    payload = payload_of(envelope, message)
+    return payload.head + payload.message
 
 
 class PayloadParser:
