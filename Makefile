@@ -9,7 +9,7 @@ APT_PACKAGES := postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d d
 # Tests run in a network namespace that has only loopback: nothing can leave this machine.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: all deps venv demo demo-stop test unit clean
+.PHONY: all deps venv demo demo-stop test unit bench clean
 
 all: test
 
@@ -43,6 +43,12 @@ test: deps venv
 
 unit: venv
 	$(VENV)/bin/pytest -q -m 'not integration'
+
+# Benchmarks of issue 6 (not part of `make test`): a table on stdout, JSON in bench/results.json.
+# BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS='--small 500 --profile /tmp/prof'`.
+BENCH_ARGS ?=
+bench: deps venv
+	$(LOOPBACK_ONLY) $(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .deps.stamp *.egg-info

@@ -1,0 +1,144 @@
+"""Bench mails and an SMTP client that injects them, recording when Postfix accepted each one.
+
+smtp-source cannot say when each mail was accepted, and latency is measured per mail (SMTP 250
+after DATA → first visible in IMAP), so this is a small asyncio SMTP client doing what
+smtp-source does: a few parallel sessions, each sending mail after mail on one connection, with
+MAIL/RCPT/DATA pipelined (RFC 2920; Postfix announces PIPELINING). Every mail carries a unique
+X-Bench-Id header (and Message-ID) by which the IMAP watcher finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from dataclasses import dataclass, field
+
+LINE = b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs.\r\n"  # 80 bytes
+
+
+@dataclass(eq=False)
+class Mail:
+    bench_id: str
+    sender: str
+    recipient: str
+    data: bytes  # CRLF lines, no line starts with ".", ends with CRLF
+    started: float | None = None  # monotonic: MAIL FROM written
+    accepted: float | None = None  # monotonic: 250 after DATA read
+    accepted_wall: float | None = None
+    reply: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.reply.startswith("2")
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def _head(bench_id: str, sender: str, recipient: str) -> bytes:
+    return (
+        f"From: <{sender}>\r\nTo: <{recipient}>\r\nSubject: bench {bench_id}\r\n"
+        f"Date: {email.utils.formatdate(localtime=True)}\r\n"
+        f"Message-ID: <{bench_id}@bench.invalid>\r\nX-Bench-Id: {bench_id}\r\n\r\n"
+    ).encode()
+
+
+def _fill(block: bytes, need: int) -> bytes:
+    """`need` bytes (or need-1 when need is odd after whole lines) of `block` repeated, ending in CRLF."""
+    body = block * (need // len(block)) + block[: need % len(block)]
+    cut = body.rfind(b"\r\n") + 2
+    rest = need - cut
+    return body[:cut] + (b"x" * (rest - 2) + b"\r\n" if rest >= 3 else b"")
+
+
+def compose(bench_id: str, sender: str, recipient: str, size: int) -> Mail:
+    """A mail of about `size` bytes (exactly, unless a line end does not fit), printable ASCII lines."""
+    head = _head(bench_id, sender, recipient)
+    return Mail(bench_id, sender, recipient, head + _fill(LINE, max(size - len(head), len(LINE))))
+
+
+def compose_large(bench_id: str, sender: str, recipient: str, size: int, seed: bytes) -> Mail:
+    """A large mail of about `size` bytes whose body is hex text in 76-character lines made from
+    `seed` (random bytes) repeated: not a run of one byte, and cheap to build."""
+    head = _head(bench_id, sender, recipient)
+    hexed = seed.hex().encode()
+    block = b"".join(hexed[i:i + 76] + b"\r\n" for i in range(0, len(hexed) - 75, 76))
+    return Mail(bench_id, sender, recipient, head + _fill(block, size - len(head)))
+
+
+class SMTPError(ConnectionError):
+    pass
+
+
+async def _reply(reader: asyncio.StreamReader) -> str:
+    lines = []
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise SMTPError("server closed the connection")
+        lines.append(line.decode("ascii", "replace").rstrip("\r\n"))
+        if line[3:4] != b"-":
+            return " | ".join(lines)
+
+
+async def _session(host: str, port: int, queue: asyncio.Queue, timeout: float) -> None:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 16), timeout)
+    try:
+        greeting = await asyncio.wait_for(_reply(reader), timeout)
+        if not greeting.startswith("220"):
+            raise SMTPError(f"greeting: {greeting}")
+        writer.write(b"EHLO bench.invalid\r\n")
+        ehlo = await asyncio.wait_for(_reply(reader), timeout)
+        if not ehlo.startswith("250"):
+            raise SMTPError(f"EHLO: {ehlo}")
+        while True:
+            try:
+                mail: Mail = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            mail.started = time.monotonic()
+            writer.write(f"MAIL FROM:<{mail.sender}>\r\nRCPT TO:<{mail.recipient}>\r\nDATA\r\n".encode())
+            replies = [await asyncio.wait_for(_reply(reader), timeout) for _ in range(3)]
+            if not replies[2].startswith("354"):
+                mail.reply = " / ".join(replies)
+                writer.write(b"RSET\r\n")
+                await asyncio.wait_for(_reply(reader), timeout)
+                continue
+            writer.write(mail.data)
+            writer.write(b".\r\n")
+            await writer.drain()
+            mail.reply = await asyncio.wait_for(_reply(reader), timeout)
+            mail.accepted = time.monotonic()
+            mail.accepted_wall = time.time()
+        writer.write(b"QUIT\r\n")
+        try:
+            await asyncio.wait_for(_reply(reader), 5)
+        except (TimeoutError, SMTPError):
+            pass
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+
+
+async def inject_async(port: int, mails: list[Mail], sessions: int = 4, timeout: float = 120.0,
+                       host: str = "127.0.0.1") -> None:
+    queue: asyncio.Queue = asyncio.Queue()
+    for mail in mails:
+        if any(line.startswith(b".") for line in mail.data.split(b"\r\n")):
+            raise ValueError("bench mails must not need dot-stuffing")
+        queue.put_nowait(mail)
+    await asyncio.gather(*(_session(host, port, queue, timeout) for _ in range(max(1, min(sessions, len(mails))))))
+
+
+def inject(port: int, mails: list[Mail], sessions: int = 4, timeout: float = 120.0) -> None:
+    """Send `mails` over `sessions` parallel SMTP sessions; each Mail gets started/accepted/reply."""
+    asyncio.run(inject_async(port, mails, sessions, timeout))
+    refused = [m for m in mails if not m.ok]
+    if refused:
+        raise SMTPError(f"{len(refused)} of {len(mails)} mails refused, first: {refused[0].reply}")
