@@ -47,21 +47,21 @@ def _head(bench_id: str, sender: str, recipient: str) -> bytes:
 
 
 def _fill(block: bytes, need: int) -> bytes:
-    """`need` bytes (or need-1 when need is odd after whole lines) of `block` repeated, ending in CRLF."""
+    """Exactly `need` bytes of CRLF lines from `block` (whole lines, the last one lengthened)."""
     body = block * (need // len(block)) + block[: need % len(block)]
-    cut = body.rfind(b"\r\n") + 2
-    rest = need - cut
-    return body[:cut] + (b"x" * (rest - 2) + b"\r\n" if rest >= 3 else b"")
+    body = body[: body.rfind(b"\r\n") + 2]
+    rest = need - len(body)
+    return body[:-2] + b"x" * rest + b"\r\n" if rest else body
 
 
 def compose(bench_id: str, sender: str, recipient: str, size: int) -> Mail:
-    """A mail of about `size` bytes (exactly, unless a line end does not fit), printable ASCII lines."""
+    """A mail of exactly `size` bytes (at least a header and one line), printable ASCII lines."""
     head = _head(bench_id, sender, recipient)
     return Mail(bench_id, sender, recipient, head + _fill(LINE, max(size - len(head), len(LINE))))
 
 
 def compose_large(bench_id: str, sender: str, recipient: str, size: int, seed: bytes) -> Mail:
-    """A large mail of about `size` bytes whose body is hex text in 76-character lines made from
+    """A large mail of exactly `size` bytes whose body is hex text in 76-character lines made from
     `seed` (random bytes) repeated: not a run of one byte, and cheap to build."""
     head = _head(bench_id, sender, recipient)
     hexed = seed.hex().encode()
