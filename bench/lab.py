@@ -64,9 +64,11 @@ def wait_log_time(home: Household, pattern: str, since: int, timeout: float) -> 
 
 
 class BenchLab:
-    def __init__(self, root: Path, identities: int = 5) -> None:
+    def __init__(self, root: Path, identities: int = 5, bridge_concurrency: int | None = None) -> None:
         self.root = Path(root)
         self.identities = identities
+        # None: deploy/postfix/main.cf.toxbridge's toxbridge_destination_concurrency_limit
+        self.bridge_concurrency = bridge_concurrency
         self.node = BootstrapNode(self.root / "bootstrapd", free_port(), free_port())
         self.src: Household | None = None
         self.dst: Household | None = None
@@ -86,7 +88,10 @@ class BenchLab:
         extra = max(0, self.identities - 1)
         self.src = Household(self.root, "src", {"ann": "ann-pw"}, self.bootstrap,
                              bridge_users=["ann"] + [f"ann{i}" for i in range(2, extra + 2)],
-                             postfix_extra=SLOW_POSTFIX, bridge_settings=SRC_BRIDGE)
+                             postfix_extra={**SLOW_POSTFIX, **({"toxbridge_destination_concurrency_limit":
+                                                               str(self.bridge_concurrency)}
+                                                              if self.bridge_concurrency else {})},
+                             bridge_settings=SRC_BRIDGE)
         self.dst = Household(self.root, "dst", {"ben": "ben-pw", "direct": "direct-pw"}, self.bootstrap,
                              bridge_users=["ben"] + [f"ben{i}" for i in range(2, extra + 2)])
         _parallel([self.src.start, self.dst.start])

@@ -37,9 +37,9 @@ def record(pids: dict[str, int], out_dir: Path, phase: str, rate: int = 250, nat
     procs = []
     for name, pid in pids.items():
         cmd = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-               "--output", str(out_dir / f"{phase}-{name}.txt"), "--nonblocking"]
-        if native:
-            cmd.append("--native")
+               "--output", str(out_dir / f"{phase}-{name}.txt")]
+        # --native unwinds C stacks and needs the process paused for each sample
+        cmd.append("--native" if native else "--nonblocking")
         log = open(out_dir / f"{phase}-{name}.log", "wb")
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=log), log))
     try:

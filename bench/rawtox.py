@@ -11,6 +11,11 @@ large mail cross as plain transfers, one after the other on the same link:
                    (does the warmth last? a bridge sends mail now and then, not back to back).
 
 A transfer's time is from tox_file_send on the sender to the last chunk on the receiver.
+
+Then small transfers the way mails cross: N transfers of the small-mail size, K in flight, each
+answered by the receiver with a lossless packet when complete, the answer letting the next one
+start (a mail waits for the peer bridge's result). This is what the Tox transport alone does for
+small mail, without Postfix, Dovecot or the bridge's own work.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from .stats import MIB
+from .stats import MIB, summary
 
 REPO = Path(__file__).resolve().parents[1]
 IDLE_PAUSE = 10.0
@@ -122,13 +127,23 @@ class RawPair:
             "sender_iterations": sent["iterations"], "receiver_iterations": got["iterations"],
         }
 
+    def burst(self, mode: str, count: int, size: int, inflight: int, timeout: float = 120) -> dict:
+        for peer in (self.sender, self.receiver):
+            peer.send(cmd="mode", mode=mode)
+        time.sleep(0.2)
+        self.sender.send(cmd="burst", count=count, size=size, inflight=inflight)
+        done = self.sender.wait("burst_done", timeout)
+        return {"mode": mode, "count": done["count"], "size": size, "inflight": inflight, "seconds": done["seconds"],
+                "files_s": done["count"] / done["seconds"], "latency": summary(done["latencies"])}
+
     def stop(self) -> None:
         for peer in (self.sender, self.receiver):
             if peer is not None:
                 peer.stop()
 
 
-def run(pair: RawPair, payload: bytes, workdir: Path, log=print) -> dict:
+def run(pair: RawPair, payload: bytes, workdir: Path, small_count: int = 200, small_size: int = 10 * 1024,
+        log=print) -> dict:
     import hashlib
 
     path = Path(workdir) / "raw-payload.bin"
@@ -145,4 +160,11 @@ def run(pair: RawPair, payload: bytes, workdir: Path, log=print) -> dict:
         log(f"  raw {key}: {result['seconds']:.2f} s = {result['mib_s']:.2f} MiB/s"
             f"{'' if result['intact'] else ' (BYTES DIFFER)'}")
     path.unlink(missing_ok=True)
+    out["small"] = {}
+    if small_count:
+        for key, mode, inflight in (("default_4", "default", 4), ("fast_4", "fast", 4), ("default_16", "default", 16)):
+            result = pair.burst(mode, small_count, small_size, inflight)
+            out["small"][key] = result
+            log(f"  raw small {key}: {small_count} x {small_size} B in {result['seconds']:.2f} s = "
+                f"{result['files_s']:.1f} files/s, answered after p50 {result['latency']['p50'] * 1000:.0f} ms")
     return out

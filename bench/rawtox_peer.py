@@ -8,6 +8,11 @@ time.monotonic() (CLOCK_MONOTONIC: the same clock in every process of the machin
   {"cmd": "befriend", "address": HEX}        send a friend request (the other side accepts any)
   {"cmd": "mode", "mode": "default"|"fast"}  how the loop iterates (below)
   {"cmd": "send", "id": N, "path": FILE}     send the file's bytes as one transfer
+  {"cmd": "burst", "count": N, "size": S, "inflight": K}
+                                             N small transfers of S bytes, K at a time: the receiver
+                                             answers each complete one with a lossless packet, and
+                                             only that answer lets the next one start (as a mail
+                                             waits for the peer bridge's result)
   {"cmd": "quit"}
 
   {"event": "ready", "address": HEX}
@@ -15,6 +20,7 @@ time.monotonic() (CLOCK_MONOTONIC: the same clock in every process of the machin
   {"event": "offered", "id": N, "t": T}                      (sender: tox_file_send returned)
   {"event": "sent_all", "id": N, "t": T, "chunks": C, "iterations": I}
   {"event": "received", "size": S, "t_offer": T, "t_first": T, "t_done": T, "sha256": HEX, "iterations": I}
+  {"event": "burst_done", "count": N, "seconds": S, "latencies": [...]}   (sender: offer -> answer, s)
 
 Modes. default: toxcore's own loop, tox_iterate then sleep tox_iteration_interval() (50 ms idle,
 1 ms while a transfer runs), as a plain Tox client does. fast: while a transfer runs, iterate
@@ -34,11 +40,14 @@ import sys
 import threading
 import time
 
+import os
+
 from toxbridge.toxcore.node import (
     FILE_CONTROL_RESUME,
     FILE_KIND_DATA,
     ToxNode,
     ToxOptions,
+    ToxSendQueueFull,
 )
 
 
@@ -52,8 +61,13 @@ class BenchNode(ToxNode):
     loop (which caps the sleep at max_interval_ms); everything else is ToxNode's."""
 
     mode = "default"
-    busy = False
+    busy_until = 0.0
     iterations = 0
+    after_iterate = None
+
+    def touch(self) -> None:
+        """Transfer activity: in fast mode, iterate without sleeping for the next second."""
+        self.busy_until = time.monotonic() + 1.0
 
     async def _run(self) -> None:
         tox = self._tox
@@ -63,10 +77,16 @@ class BenchNode(ToxNode):
             except Exception as e:  # a callback raised: say so, keep iterating
                 print(f"rawtox_peer: exception in tox_iterate: {e!r}", file=sys.stderr)
             self.iterations += 1
-            if self.mode == "fast" and self.busy:
+            if self.after_iterate is not None:
+                self.after_iterate()
+            if self.mode == "fast" and time.monotonic() < self.busy_until:
                 await asyncio.sleep(0)
             else:
                 await asyncio.sleep(tox.iteration_interval() / 1000)
+
+
+SMALL_NAME = b"small"
+ANSWER = 0xA5  # first byte of the receiver's answer packet (lossless custom packets: 160..191)
 
 
 class Peer:
@@ -76,6 +96,42 @@ class Peer:
         self.outgoing: dict[int, tuple[int, bytes]] = {}  # file number -> (id, payload)
         self.chunks = 0
         self.incoming: dict[int, dict] = {}
+        self.burst: dict | None = None  # sender side of a burst of small transfers
+        self.answers: list[tuple[int, bytes]] = []  # answers toxcore's send queue had no room for yet
+        node.after_iterate = self._send_answers
+
+    def _send_answers(self) -> None:
+        while self.answers:
+            friend, packet = self.answers[0]
+            try:
+                self.node.send_lossless_packet(friend, packet)
+            except ToxSendQueueFull:
+                return  # the queue is full: next iteration
+            self.answers.pop(0)
+
+    def _start_small(self) -> None:
+        b = self.burst
+        file_id = os.urandom(32)
+        number = self.node.file_send(self.node.friends()[0], FILE_KIND_DATA, len(b["payload"]), file_id, SMALL_NAME)
+        self.outgoing[number] = (-1, b["payload"])
+        b["started"][file_id] = time.monotonic()
+        b["left"] -= 1
+
+    def on_lossless_packet(self, node, friend, data) -> None:
+        node.touch()
+        b = self.burst
+        if b is None or data[:1] != bytes([ANSWER]):
+            return
+        started = b["started"].pop(data[1:33], None)
+        if started is None:
+            return
+        now = time.monotonic()
+        b["latencies"].append(now - started)
+        if b["left"] > 0:
+            self._start_small()
+        elif not b["started"]:
+            self.burst = None
+            emit(event="burst_done", count=len(b["latencies"]), seconds=now - b["t0"], latencies=b["latencies"])
 
     # --- commands (on the loop thread)
 
@@ -91,11 +147,17 @@ class Peer:
             friend = self.node.friends()[0]
             self.chunks = 0
             self.node.iterations = 0
-            self.node.busy = True
+            self.node.touch()
             number = self.node.file_send(friend, FILE_KIND_DATA, len(payload), hashlib.sha256(payload).digest(),
                                          b"raw.bin")
             self.outgoing[number] = (cmd["id"], payload)
             emit(event="offered", id=cmd["id"], t=time.monotonic())
+        elif kind == "burst":
+            self.node.touch()
+            self.burst = {"left": cmd["count"], "payload": os.urandom(cmd["size"]), "started": {},
+                          "latencies": [], "t0": time.monotonic()}
+            for _ in range(min(cmd["inflight"], cmd["count"])):
+                self._start_small()
         elif kind == "quit":
             asyncio.get_running_loop().stop()
 
@@ -108,27 +170,42 @@ class Peer:
         emit(event="friend", status=status, t=time.monotonic())
 
     def on_file_chunk_request(self, node, friend, number, position, length) -> None:
+        node.touch()
         entry = self.outgoing.get(number)
         if entry is None:
             return
         bench_id, payload = entry
         if length == 0:
             del self.outgoing[number]
-            self.node.busy = bool(self.outgoing or self.incoming)
-            emit(event="sent_all", id=bench_id, t=time.monotonic(), chunks=self.chunks, iterations=node.iterations)
+            if bench_id >= 0:
+                emit(event="sent_all", id=bench_id, t=time.monotonic(), chunks=self.chunks, iterations=node.iterations)
             return
         node.file_send_chunk(friend, number, position, payload[position:position + length])
         self.chunks += 1
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
+        if filename == SMALL_NAME:
+            self.incoming[number] = {"small": True, "file_id": node.file_id(friend, number), "buf": bytearray(size)}
+            node.touch()
+            node.file_control(friend, number, FILE_CONTROL_RESUME)
+            return
         self.incoming[number] = {"buf": bytearray(size), "size": size, "t_offer": time.monotonic(), "t_first": None}
         node.iterations = 0
-        node.busy = True
+        node.touch()
         node.file_control(friend, number, FILE_CONTROL_RESUME)
 
     def on_file_recv_chunk(self, node, friend, number, position, data) -> None:
+        node.touch()
         inc = self.incoming.get(number)
         if inc is None:
+            return
+        if inc.get("small"):
+            if data:
+                inc["buf"][position:position + len(data)] = data
+                return
+            del self.incoming[number]
+            self.answers.append((friend, bytes([ANSWER]) + inc["file_id"]))
+            self._send_answers()
             return
         if data:
             if inc["t_first"] is None:
@@ -137,7 +214,6 @@ class Peer:
             return
         done = time.monotonic()
         del self.incoming[number]
-        self.node.busy = bool(self.outgoing or self.incoming)
         emit(event="received", size=inc["size"], t_offer=inc["t_offer"], t_first=inc["t_first"], t_done=done,
              sha256=hashlib.sha256(inc["buf"]).hexdigest(), iterations=node.iterations)
 

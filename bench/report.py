@@ -153,6 +153,13 @@ def table(r: dict) -> str:
         rows.append(("  bridge CPU per mail beyond idle, ms: src / dst", "", " / ".join(per_mail), ""))
         rows.append(("  machine busy during the burst (2 cores = 100%)", _pct(_get(direct, "cpu", "machine_busy_share")),
                      _pct(cpu.get("machine_busy_share")), ""))
+        for key, label in (("default_4", "raw toxcore, 10 KB files answered, 4 in flight"),
+                           ("fast_4", "raw toxcore, same, busy loop"),
+                           ("default_16", "raw toxcore, same, default loop, 16 in flight")):
+            raw_small = _get(r, "raw", "small", key)
+            if raw_small:
+                rows.append((f"  {label}, files/s", "", _f(raw_small["files_s"], 1),
+                             _f(ratio(b.get("throughput_msg_s"), raw_small["files_s"]), 2)))
         poll = _get(bridged, "poll", "mean_period_s")
         rows.append(("  (IMAP poll period, ms)", _ms(_get(direct, "poll", "mean_period_s"), 1), _ms(poll, 1), ""))
     large = _get(r, "large", "bridged")

@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--large-mib", type=float, default=25, help="large mail size in MiB (25)")
     p.add_argument("--catchup-mails", type=int, default=100, help="mails deferred for the catch-up (100)")
     p.add_argument("--identities", type=int, default=5, help="Tox identities per bridge (5)")
+    p.add_argument("--bridge-concurrency", type=int, default=None,
+                   help="an experiment: src Postfix's toxbridge_destination_concurrency_limit (deploy: 4)")
     p.add_argument("--poll", type=float, default=0.005, help="IMAP poll interval in seconds (0.005)")
     p.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {','.join(PHASES)}")
     p.add_argument("--smoke", action="store_true",
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
         k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
         for k, v in vars(args).items()}, "errors": {}}
     results["params"]["profiled"] = args.profile is not None
-    lab = BenchLab(root, args.identities)
+    lab = BenchLab(root, args.identities, args.bridge_concurrency)
     pair = None
     t_start = time.monotonic()
     seed = os.urandom(1 << 16)
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
         results["large"] = phase("large", large_phase)
         if pair is not None:
             payload = large_bytes or large.mails.compose_large("raw", "a@b", "c@d", int(args.large_mib * MIB), seed).data
-            results["raw"] = phase("raw", lambda: rawtox.run(pair, payload, root, say))
+            results["raw"] = phase("raw", lambda: rawtox.run(pair, payload, root, args.small, args.size, say))
         results["catchup"] = phase("catchup", lambda: catchup.run(lab, args.catchup_mails, args.size, args.poll, say))
     except Exception:
         results["errors"]["setup"] = traceback.format_exc()
