@@ -216,7 +216,8 @@ def test_payload_parts_equal_the_encoded_payload_at_every_chunk_boundary():
     message = b"Subject: parts\r\n\r\n" + bytes(range(256)) * 3
     envelope = wire.Envelope("a@b.example", ("c@d.example",), len(message))
     whole = wire.encode_payload(envelope, message)
-    parts = wire.payload_of(envelope, message)
-    assert len(parts) == len(whole) and parts.file_id == wire.file_id_of(whole)
-    for length in (1, 7, len(parts.head), 1371):
-        assert b"".join(parts.chunk(p, length) for p in range(0, len(whole), length)) == whole
+    for pieces in ([message], [message[:5], memoryview(message)[5:]], [b"", message[:100], message[100:]]):
+        parts = wire.payload_of(envelope, *pieces)
+        assert len(parts) == len(whole) and parts.file_id == wire.file_id_of(whole)
+        for length in (1, 7, len(parts.parts[0]), 1371):
+            assert b"".join(parts.chunk(p, length) for p in range(0, len(whole), length)) == whole

@@ -82,7 +82,8 @@ class Bridge:
         stripped = privacy.strip(message, identity.config.privacy)
         if stripped.removed:
             log.debug("%s: privacy: removed %s", queue_id, stripped.summary())
-        message = stripped.message
+        parts = stripped.parts  # the body is a view of Postfix's bytes, not a copy
+        size = sum(len(part) for part in parts)
         groups: dict[int, list[int]] = {}
         replies: list[Reply | None] = [None] * len(recipients)
         peers = ["-"] * len(recipients)
@@ -100,7 +101,7 @@ class Bridge:
                 groups.setdefault(friend, []).append(index)
         friends = list(groups)
         outcomes = await self._unless_stopped(asyncio.gather(*(
-            identity.sender.send(f, wire.Envelope(sender, tuple(recipients[i] for i in groups[f]), len(message)), message)
+            identity.sender.send(f, wire.Envelope(sender, tuple(recipients[i] for i in groups[f]), size), parts)
             for f in friends
         )), [len(groups[f]) for f in friends])
         for friend, answer in zip(friends, outcomes):
@@ -109,7 +110,7 @@ class Bridge:
         for rcpt, peer, reply in zip(recipients, peers, replies):
             status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
             log.info("%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
-                     queue_id, rcpt, peer, len(message), time.monotonic() - started, status, reply)
+                     queue_id, rcpt, peer, size, time.monotonic() - started, status, reply)
         return replies  # type: ignore[return-value]
 
 

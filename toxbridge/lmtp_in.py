@@ -5,11 +5,13 @@ What aiosmtpd gets wrong for LMTP, and how this module fixes it:
   returns them joined, and the few single-line errors aiosmtpd itself sends after DATA (too big,
   line too long) are repeated once per recipient, so Postfix's session never desynchronises;
 - an unhandled exception becomes `500` (permanent); here it is `451 4.3.0` (Postfix retries);
-- unknown MAIL/RCPT parameters get `555`; the DSN ones (RFC 3461) are accepted here, see below.
+- unknown MAIL/RCPT parameters get `555`; the DSN ones (RFC 3461) are accepted here, see below;
+- its DATA holds every line as an object of its own (4x the mail at its peak); here one buffer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Protocol
 
@@ -83,6 +85,55 @@ class BridgeLMTP(LMTP):
                 if not isinstance(value, str) or not valid(value):
                     return None
         return result
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading into one buffer: its own keeps every line as a bytearray of
+        its own (measured: a 25 MiB mail cost the bridge 99 MiB at its peak, 4x), this one
+        holds the mail once, twice for the moment it becomes bytes. Replies and limits as there."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        body = bytearray()
+        size, too_much, too_long, in_long_line = 0, False, False, False
+        while self.transport is not None:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.CancelledError:
+                self._writer.close()  # the connection went away in the middle of DATA
+                raise
+            except asyncio.LimitOverrunError as e:  # a line longer than the stream limit
+                await self._reader.read(e.consumed)
+                too_long, in_long_line = True, True
+                body = bytearray()
+                continue
+            if in_long_line:  # the tail of an overlong line, never the end of DATA
+                in_long_line = False
+                continue
+            if line == b".\r\n":
+                break
+            size += len(line)
+            too_much = too_much or bool(self.data_size_limit and size > self.data_size_limit)
+            too_long = too_long or len(line) > self.line_length_limit
+            if too_much or too_long:
+                body = bytearray()  # keep reading to the end, keep nothing
+            else:
+                body += memoryview(line)[1:] if line.startswith(b".") else line
+        if too_long or too_much:
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)" if too_long else "552 Error: Too much mail data")
+            self._set_post_data_state()
+            return
+        content = bytes(body)
+        del body
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     async def push(self, status) -> None:
         text = status if isinstance(status, str) else status.decode("ascii", "replace")

@@ -26,8 +26,20 @@ _RECEIVED = "Received"
 
 @dataclass(frozen=True)
 class Stripped:
-    message: bytes
+    """The message as what is left of its header plus the untouched rest (a view: a big body
+    is not copied)."""
+
+    head: bytes
+    rest: memoryview
     removed: tuple[tuple[str, int], ...] = ()  # (field name, how many), in order of first removal
+
+    @property
+    def parts(self) -> tuple:
+        return (self.head, self.rest) if self.head else (self.rest,)
+
+    @property
+    def message(self) -> bytes:
+        return self.head + self.rest
 
     def summary(self) -> str:
         """For a log line: names and counts only, never a value."""
@@ -37,7 +49,7 @@ class Stripped:
 def strip(message: bytes, privacy: Privacy) -> Stripped:
     listed = {name.lower(): name for name in privacy.strip_headers}
     if not privacy.strip_received and not listed:
-        return Stripped(message)
+        return Stripped(b"", memoryview(message))
     fields, end = _fields(message)
     kept: list[tuple[int, int]] = []
     removed: dict[str, int] = {}
@@ -54,9 +66,9 @@ def strip(message: bytes, privacy: Privacy) -> Stripped:
         else:
             removed[label] = removed.get(label, 0) + 1
     if not removed:
-        return Stripped(message)
+        return Stripped(b"", memoryview(message))
     head = b"".join(message[start:stop] for start, stop in kept)
-    return Stripped(head + message[end:], tuple(removed.items()))
+    return Stripped(head, memoryview(message)[end:], tuple(removed.items()))
 
 
 def _fields(message: bytes) -> tuple[list[tuple[int, int, str]], int]:

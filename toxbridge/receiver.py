@@ -57,10 +57,13 @@ class Incoming:
 
     def open(self) -> int:
         """Open the partial file, keeping what an earlier attempt left; returns where to resume."""
+        # At most size - 1 bytes are kept: toxcore cannot seek to the very end, and a complete
+        # file is left only by a bridge killed before it delivered (then one byte comes again).
+        keep = self.size - 1
         try:
             if self.path.exists() and self.path.stat().st_size <= self.size:
                 with open(self.path, "rb") as old:
-                    while chunk := old.read(READ_SIZE):
+                    while self.received < keep and (chunk := old.read(min(READ_SIZE, keep - self.received))):
                         self.take(chunk)
         except (OSError, wire.WireError):
             self.received, self.eight_bit = 0, False

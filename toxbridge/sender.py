@@ -34,6 +34,7 @@ class Outgoing:
     result: asyncio.Future
     last_progress: float = field(default_factory=time.monotonic)
     sent_all_at: float | None = None
+    served: int = 0  # bytes handed to toxcore so far
 
 
 class Sender:
@@ -46,9 +47,9 @@ class Sender:
         self._by_number: dict[tuple[int, int], Outgoing] = {}
         self._by_id: dict[tuple[int, bytes], Outgoing] = {}
 
-    async def send(self, friend: int, envelope: wire.Envelope, message: bytes) -> list[Reply]:
-        """Carry the mail to `friend`; one reply per envelope recipient."""
-        payload = wire.payload_of(envelope, message)
+    async def send(self, friend: int, envelope: wire.Envelope, message: tuple) -> list[Reply]:
+        """Carry the mail (given as pieces) to `friend`; one reply per envelope recipient."""
+        payload = wire.payload_of(envelope, *message)
         file_id = payload.file_id
         count = len(envelope.recipients)
         same = self._by_id.get((friend, file_id))
@@ -82,8 +83,8 @@ class Sender:
                 self._cancel(out)
                 return [offline(why)] * out.recipients
             await asyncio.wait([out.result], timeout=deadline - now)
-        if out.sent_all_at is None:
-            self._cancel(out)  # the peer answered before the last byte (a refusal): stop sending
+        # An answer before the last byte is a refusal, and the refusing receiver cancels the
+        # transfer itself; cancelling here too raced with toxcore reusing the file number.
         return out.result.result()
 
     def _finish(self, out: Outgoing, replies: list[Reply]) -> None:
@@ -91,6 +92,12 @@ class Sender:
             out.result.set_result(replies)
 
     def _cancel(self, out: Outgoing) -> None:
+        """Stop a transfer that is still running. Never one whose bytes were all handed over:
+        toxcore ends it by itself, and a cancel that reaches the peer after it finished comes
+        back as toxcore's "no such transfer" kill, which then hits the next transfer on the
+        same file number (seen in a burst: both mails failed, one waited for result_timeout)."""
+        if out.sent_all_at is not None or out.served >= len(out.payload):
+            return
         try:
             self._node.file_control(out.friend, out.file_number, FILE_CONTROL_CANCEL)
         except ToxError:
@@ -116,6 +123,7 @@ class Sender:
         chunk = out.payload.chunk(position, length)
         try:
             self._node.file_send_chunk(friend, number, position, chunk)
+            out.served = max(out.served, position + len(chunk))
         except ToxError as e:
             # A full send queue is normal under load: toxcore asks for the chunk again.
             log.debug("chunk at %d for friend %d not sent: %s", position, friend, e)

@@ -63,25 +63,30 @@ def file_id_of(payload: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Payload:
-    """A payload as its two parts: `head` (prefix and envelope header) and the message, which
-    is never copied into one buffer (a 50 MiB mail stays one 50 MiB object)."""
+    """A payload as pieces: the head (prefix and envelope header), then the message in one or
+    more pieces (bytes or memoryviews). Never joined: a 50 MiB mail is not copied to send it."""
 
-    head: bytes
-    message: bytes
+    parts: tuple
     file_id: bytes
 
     def __len__(self) -> int:
-        return len(self.head) + len(self.message)
+        return sum(len(part) for part in self.parts)
 
     def chunk(self, position: int, length: int) -> bytes:
-        split = len(self.head)
-        if position >= split:
-            return self.message[position - split : position - split + length]
-        return self.head[position : position + length] + self.message[: max(0, position + length - split)]
+        pieces, start, stop = [], 0, position + length
+        for part in self.parts:
+            end = start + len(part)
+            if position < end and stop > start:
+                pieces.append(part[max(position, start) - start : min(stop, end) - start])
+            if end >= stop:
+                break
+            start = end
+        return b"".join(pieces)
 
 
-def payload_of(envelope: Envelope, message: bytes) -> Payload:
-    if envelope.size != len(message):
+def payload_of(envelope: Envelope, *message) -> Payload:
+    """The payload for a message given as one or more pieces."""
+    if envelope.size != sum(len(piece) for piece in message):
         raise ValueError("envelope size does not match the message")
     if not 1 <= len(envelope.recipients) <= MAX_RECIPIENTS:
         raise ValueError(f"between 1 and {MAX_RECIPIENTS} recipients per payload")
@@ -94,14 +99,14 @@ def payload_of(envelope: Envelope, message: bytes) -> Payload:
         raise ValueError("envelope header too large")
     head = PREFIX.pack(MAGIC, VERSION, len(header)) + header
     digest = hashlib.sha256(head)
-    digest.update(message)
-    return Payload(head, message, digest.digest())
+    for piece in message:
+        digest.update(piece)
+    return Payload((head, *message), digest.digest())
 
 
 def encode_payload(envelope: Envelope, message: bytes) -> bytes:
     """The payload in one buffer (the format's definition; the sender uses payload_of)."""
-    payload = payload_of(envelope, message)
-    return payload.head + payload.message
+    return b"".join(payload_of(envelope, message).parts)
 
 
 class PayloadParser:

@@ -4,6 +4,9 @@ Threading model: the event-loop thread owns the instance. Every toxcore call is
 made on that thread; a loop task calls tox_iterate and sleeps for
 tox_iteration_interval() ms, capped at `max_interval_ms` (the cap bounds the idle
 50 ms interval; toxcore's own 1 ms interval during transfers is always honoured).
+toxcore reads its sockets only inside tox_iterate, so every hop of a mail (offer, resume,
+answer) waited up to the idle interval on each side: for BUSY_SECONDS after any event or
+any send of ours the loop iterates every BUSY_INTERVAL_MS instead.
 
 Events fire inside tox_iterate, on the loop thread, and call the optional methods
 of `node.handler` (missing methods are skipped). Handlers must not block. An
@@ -35,6 +38,7 @@ import asyncio
 import inspect
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -95,6 +99,10 @@ class ToxOptions:
 
 
 # event name from binding.Tox -> handler method name
+# After traffic, iterate this often for this long (see the module docstring).
+BUSY_INTERVAL_MS = 2
+BUSY_SECONDS = 1.0
+
 _HANDLER_NAMES = {
     "self_connection_status": "on_self_connection",
     "friend_request": "on_friend_request",
@@ -155,6 +163,7 @@ class ToxNode:
 
     def __init__(self, options: ToxOptions, savedata: bytes | None = None, name: str = "",
                  *, max_interval_ms: int = 20) -> None:
+        self._busy_until = 0.0
         if max_interval_ms < 1:
             raise ValueError("max_interval_ms must be >= 1")
         self.options = options
@@ -253,13 +262,16 @@ class ToxNode:
 
     async def _run(self) -> None:
         tox = self._tox
-        cap = self.max_interval_ms
         while True:
             try:
                 tox.iterate()
             except Exception:
                 log.exception("%r: exception inside tox_iterate callback", self)
+            cap = BUSY_INTERVAL_MS if time.monotonic() < self._busy_until else self.max_interval_ms
             await asyncio.sleep(min(tox.iteration_interval(), cap) / 1000)
+
+    def _busy(self) -> None:
+        self._busy_until = time.monotonic() + BUSY_SECONDS
 
     async def stop(self) -> None:
         """Stop the iterate task, then tox_kill. Pending waits raise ToxError."""
@@ -327,6 +339,7 @@ class ToxNode:
                 "(first byte must be 160..191)", function="tox_friend_send_lossless_packet",
                 code=4, code_name="TOX_ERR_FRIEND_CUSTOM_PACKET_INVALID")
         self._t.send_lossless_packet(friend, data)
+        self._busy()
 
     def send_lossy_packet(self, friend: int, data: bytes) -> None:
         self._t.send_lossy_packet(friend, data)
@@ -336,11 +349,13 @@ class ToxNode:
     def file_send(self, friend: int, kind: int, size: int, file_id: bytes,
                   filename: bytes) -> int:
         number = self._t.file_send(friend, kind, size, file_id, filename)
+        self._busy()
         self._transfers.setdefault(friend, set()).add((_OUT, number))
         return number
 
     def file_control(self, friend: int, file_number: int, control: int) -> None:
         self._t.file_control(friend, file_number, control)
+        self._busy()
         if control == FILE_CONTROL_CANCEL:
             self._forget(friend, file_number)
 
@@ -399,6 +414,7 @@ class ToxNode:
     # ------------------------------------------------------------ events
 
     def _on_event(self, event: str, *args) -> None:
+        self._busy()
         if event == "friend_connection_status":
             friend, status = args
             self._wake()
