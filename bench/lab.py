@@ -19,6 +19,8 @@ from toxbridge.lab.bootstrapd import BootstrapNode
 from toxbridge.lab.household import Household, befriend_all
 from toxbridge.lab.ports import free_port, wait_until
 
+from .lmtpproxy import LmtpProxy
+
 SLOW_POSTFIX = {"minimal_backoff_time": "1800s", "maximal_backoff_time": "3600s", "queue_run_delay": "1800s"}
 FRIENDS_TIMEOUT = 120.0
 # A mail whose answer never comes is deferred after result_timeout (120 s by default); 20 s is
@@ -64,9 +66,12 @@ def wait_log_time(home: Household, pattern: str, since: int, timeout: float) -> 
 
 
 class BenchLab:
-    def __init__(self, root: Path, identities: int = 5, bridge_concurrency: int | None = None) -> None:
+    def __init__(self, root: Path, identities: int = 5, bridge_concurrency: int | None = None,
+                 lmtp_proxy: bool = False) -> None:
         self.root = Path(root)
         self.identities = identities
+        # dst's bridge delivers through a timestamping proxy (bench/lmtpproxy.py): a diagnostic
+        self.lmtp_proxy = LmtpProxy() if lmtp_proxy else None
         # None: deploy/postfix/main.cf.toxbridge's toxbridge_destination_concurrency_limit
         self.bridge_concurrency = bridge_concurrency
         self.node = BootstrapNode(self.root / "bootstrapd", free_port(), free_port())
@@ -93,7 +98,11 @@ class BenchLab:
                                                               if self.bridge_concurrency else {})},
                              bridge_settings=SRC_BRIDGE)
         self.dst = Household(self.root, "dst", {"ben": "ben-pw", "direct": "direct-pw"}, self.bootstrap,
-                             bridge_users=["ben"] + [f"ben{i}" for i in range(2, extra + 2)])
+                             bridge_users=["ben"] + [f"ben{i}" for i in range(2, extra + 2)],
+                             bridge_settings={"dovecot_lmtp": f"127.0.0.1:{self.lmtp_proxy.port}"}
+                             if self.lmtp_proxy else None)
+        if self.lmtp_proxy:
+            self.lmtp_proxy.upstream = self.dst.dovecot.lmtp_port
         _parallel([self.src.start, self.dst.start])
         self.setup_seconds["households"] = time.monotonic() - t0
         befriend_all(self.src, "ann", [(self.dst, "ben")], timeout=FRIENDS_TIMEOUT)
@@ -120,6 +129,8 @@ class BenchLab:
         homes = [h for h in (self.src, self.dst) if h is not None]
         _parallel([h.stop for h in homes])
         self.node.stop()
+        if self.lmtp_proxy:
+            self.lmtp_proxy.close()
 
 
 def _parallel(steps) -> None:

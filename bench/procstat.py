@@ -40,6 +40,15 @@ def machine_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+def udp_counters() -> dict[str, int]:
+    """This network namespace's UDP counters (/proc/net/snmp): datagrams in and out, and the
+    ones dropped because a socket's receive buffer was full."""
+    with open("/proc/net/snmp") as snmp:
+        rows = [line.split() for line in snmp if line.startswith("Udp:")]
+    names, values = rows[0][1:], rows[1][1:]
+    return {k: int(v) for k, v in zip(names, values) if k in ("InDatagrams", "OutDatagrams", "RcvbufErrors", "InErrors")}
+
+
 class CpuMeter:
     """CPU seconds used by some processes, and the machine's busy share, between start and stop."""
 
@@ -50,14 +59,16 @@ class CpuMeter:
         self._t0 = time.monotonic()
         self._cpu0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self._machine0 = machine_ticks()
+        self._udp0 = udp_counters()
         return self
 
     def stop(self) -> dict:
         wall = time.monotonic() - self._t0
         busy1, total1 = machine_ticks()
         busy0, total0 = self._machine0
+        udp = udp_counters()
         out = {"wall_s": wall, "machine_busy_share": (busy1 - busy0) / max(1, total1 - total0),
-               "cores": os.cpu_count()}
+               "cores": os.cpu_count(), "udp": {k: v - self._udp0.get(k, 0) for k, v in udp.items()}}
         for name, pid in self.pids.items():
             try:
                 out[f"{name}_cpu_s"] = cpu_seconds(pid) - self._cpu0[name]

@@ -162,7 +162,8 @@ def run(pair: RawPair, payload: bytes, workdir: Path, small_count: int = 200, sm
     path.unlink(missing_ok=True)
     out["small"] = {}
     if small_count:
-        for key, mode, inflight in (("default_4", "default", 4), ("fast_4", "fast", 4), ("default_16", "default", 16)):
+        for key, mode, inflight in (("default_4", "default", 4), ("fast_4", "fast", 4), ("bridge_4", "bridge", 4),
+                                    ("default_16", "default", 16)):
             result = pair.burst(mode, small_count, small_size, inflight)
             out["small"][key] = result
             log(f"  raw small {key}: {small_count} x {small_size} B in {result['seconds']:.2f} s = "

@@ -23,7 +23,8 @@ time.monotonic() (CLOCK_MONOTONIC: the same clock in every process of the machin
   {"event": "burst_done", "count": N, "seconds": S, "latencies": [...]}   (sender: offer -> answer, s)
 
 Modes. default: toxcore's own loop, tox_iterate then sleep tox_iteration_interval() (50 ms idle,
-1 ms while a transfer runs), as a plain Tox client does. fast: while a transfer runs, iterate
+1 ms while a transfer runs), as a plain Tox client does. bridge: ToxNode's own loop, the one the
+bridge runs (whatever toxbridge/toxcore/node.py does now). fast: while a transfer runs, iterate
 again as soon as the event loop is free (no sleep), so every chunk toxcore asks for is filled at
 once and acknowledgements go out without waiting; idle it sleeps as in default. In both modes a
 chunk is handed over inside the chunk-request callback.
@@ -64,6 +65,15 @@ class BenchNode(ToxNode):
     busy_until = 0.0
     iterations = 0
     after_iterate = None
+
+    def set_mode(self, mode: str) -> None:
+        """default | fast: this class's loop; bridge: ToxNode's own loop, as the bridge runs it."""
+        bridge_loop = (mode == "bridge") != (self.mode == "bridge")
+        self.mode = mode
+        if bridge_loop and self._task is not None:
+            self._task.cancel()
+            run = ToxNode._run(self) if mode == "bridge" else self._run()
+            self._task = self._loop.create_task(run)
 
     def touch(self) -> None:
         """Transfer activity: in fast mode, iterate without sleeping for the next second."""
@@ -140,7 +150,7 @@ class Peer:
         if kind == "befriend":
             self.node.friend_add(bytes.fromhex(cmd["address"]), b"raw transfer bench")
         elif kind == "mode":
-            self.node.mode = cmd["mode"]
+            self.node.set_mode(cmd["mode"])
         elif kind == "send":
             with open(cmd["path"], "rb") as f:
                 payload = f.read()

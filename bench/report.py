@@ -153,8 +153,26 @@ def table(r: dict) -> str:
         rows.append(("  bridge CPU per mail beyond idle, ms: src / dst", "", " / ".join(per_mail), ""))
         rows.append(("  machine busy during the burst (2 cores = 100%)", _pct(_get(direct, "cpu", "machine_busy_share")),
                      _pct(cpu.get("machine_busy_share")), ""))
+        rows.append(("  UDP datagrams in / dropped (receive buffer full)", "",
+                     f"{_get(cpu, 'udp', 'InDatagrams', default='-')} / {_get(cpu, 'udp', 'RcvbufErrors', default='-')}", ""))
+        leg, rx = _get(bridged, "stages", "dovecot_leg"), _get(bridged, "stages", "receiving_bridge")
+        if rx and rx.get("files"):
+            rows.append(("  (--stages) dst: offer -> complete / -> removed, mean ms", "",
+                         f"{_ms(_get(rx, 'offer_to_complete_s', 'mean'), 1)} / "
+                         f"{_ms(_get(rx, 'complete_to_removed_s', 'mean'), 1)}", ""))
+        if leg and leg.get("sessions"):
+            rows.append(("  (--stages) dst -> Dovecot: dialogue / delivery, mean ms", "",
+                         f"{_ms(_get(leg, 'connect_to_message_s', 'mean'), 1)} / "
+                         f"{_ms(_get(leg, 'message_end_to_250_s', 'mean'), 1)}", ""))
+        for key, label in (("dedup", "Dovecot LMTP alone as the bridge delivers, msg/s"),
+                           ("plain", "  same without X-Toxbridge-Id (no dedup lookup), msg/s")):
+            dove = _get(r, "small", "dovecot", key)
+            if dove:
+                rows.append((f"  {label}", "", _f(dove.get("throughput_msg_s"), 1),
+                             _f(ratio(b.get("throughput_msg_s"), dove.get("throughput_msg_s")), 2)))
         for key, label in (("default_4", "raw toxcore, 10 KB files answered, 4 in flight"),
                            ("fast_4", "raw toxcore, same, busy loop"),
+                           ("bridge_4", "raw toxcore, same, the bridge's ToxNode loop"),
                            ("default_16", "raw toxcore, same, default loop, 16 in flight")):
             raw_small = _get(r, "raw", "small", key)
             if raw_small:
@@ -178,6 +196,9 @@ def table(r: dict) -> str:
         if direct_large and direct_large.get("accepted_to_visible_s"):
             rows.append(("  direct (Postfix -> Dovecot), accepted -> IMAP", _f(direct_large["accepted_to_visible_s"]),
                          _f(direct_large.get("mib_s")), ""))
+        rows.append(("  UDP datagrams in / dropped during the bridged mail", "",
+                     f"{_get(large, 'cpu', 'udp', 'InDatagrams', default='-')} / "
+                     f"{_get(large, 'cpu', 'udp', 'RcvbufErrors', default='-')}", ""))
         stages = large.get("stages_s", {})
         rows.append(("  bridged stages, s: Postfix->offer / Tox / receiver->Dovecot",
                      _f(stages.get("postfix_to_offer")), _f(stages.get("tox_transfer")),

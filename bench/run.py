@@ -29,7 +29,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import catchup, large, profiling, rawtox, report, small, startup
+from . import catchup, large, profiling, rawtox, report, small, stages, startup
 from .lab import BenchLab
 from .stats import MIB
 
@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--identities", type=int, default=5, help="Tox identities per bridge (5)")
     p.add_argument("--bridge-concurrency", type=int, default=None,
                    help="an experiment: src Postfix's toxbridge_destination_concurrency_limit (deploy: 4)")
+    p.add_argument("--stages", action="store_true",
+                   help="a diagnostic: split the receiving side of the bridged small mails (partial files "
+                        "watched every ms, dst's bridge delivering through a timestamping LMTP proxy)")
     p.add_argument("--poll", type=float, default=0.005, help="IMAP poll interval in seconds (0.005)")
     p.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {','.join(PHASES)}")
     p.add_argument("--smoke", action="store_true",
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
         k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
         for k, v in vars(args).items()}, "errors": {}}
     results["params"]["profiled"] = args.profile is not None
-    lab = BenchLab(root, args.identities, args.bridge_concurrency)
+    lab = BenchLab(root, args.identities, args.bridge_concurrency, args.stages)
     pair = None
     t_start = time.monotonic()
     seed = os.urandom(1 << 16)
@@ -133,8 +136,20 @@ def main(argv=None) -> int:
                                      src.address("ann"), dst.tox_address("ben"), src.postfix.flush, src)
             out = {}
             for path, around in ((direct, None), (bridged, profiled("small-bridged"))):
+                watching = args.stages and path is bridged
+                if watching:
+                    mark = lab.lmtp_proxy.mark()
+                    partials = stages.PartialFiles(dst.root / "state" / "partial" / "ben").start()
                 out[path.name] = small.run(path, args.small, args.latency_mails, args.sessions, args.size,
                                            args.warmup, args.poll, lab.pids(), around, say)
+                if watching:
+                    out[path.name]["stages"] = {"receiving_bridge": partials.stop(),
+                                                "dovecot_leg": lab.lmtp_proxy.stats(mark)}
+            # the bridge's last leg alone, as the receiving bridge delivers (into ben's mailbox,
+            # after the bridged mails, so Dovecot's dedup database is as full as it was for them)
+            out["dovecot"] = {kind: small.run_lmtp(dst.dovecot.lmtp_port, dst.dovecot.imap_port, "ben", "ben-pw",
+                                                   args.small, args.sessions, args.size, kind == "dedup", args.poll, say)
+                              for kind in ("dedup", "plain")}
             return out
 
         results["small"] = phase("small", small_phase)

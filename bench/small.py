@@ -170,3 +170,49 @@ def run(path: MailPath, burst: int, latency_mails: int, sessions: int = 4, size:
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def run_lmtp(lmtp_port: int, imap_port: int, user: str, password: str, count: int, concurrency: int = 4,
+             size: int = 10 * 1024, dedup_header: bool = True, poll: float = 0.005,
+             log: Callable[[str], None] = print) -> dict:
+    """The receiving bridge's last leg alone: `count` mails straight into Dovecot's LMTP the way
+    the bridge delivers them (a new connection per mail, `concurrency` at a time), with the
+    X-Toxbridge-Id header that Dovecot's dedup Sieve script looks up, or without it."""
+    import asyncio
+    import os
+
+    from toxbridge import lmtp_out
+    from toxbridge.config import Endpoint
+
+    kind = "with X-Toxbridge-Id" if dedup_header else "plain"
+    batch = [mails.compose(i, "bench@bench.invalid", user, size) for i in _ids("lmtp", count)]
+    for mail in batch:
+        if dedup_header:
+            mail.data = f"X-Toxbridge-Id: {os.urandom(32).hex()}\r\n".encode() + mail.data
+
+    async def deliver_all() -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+        for mail in batch:
+            queue.put_nowait(mail)
+
+        async def worker() -> None:
+            while not queue.empty():
+                mail = queue.get_nowait()
+                mail.started = time.monotonic()
+                replies = await lmtp_out.deliver(Endpoint("127.0.0.1", lmtp_port), mail.sender, [user],
+                                                 mail.data, "bench.invalid")
+                mail.accepted, mail.reply = time.monotonic(), str(replies[0])
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    with ImapWatch(imap_port, user, password, poll) as watch:
+        asyncio.run(deliver_all())
+        missing = watch.wait([m.bench_id for m in batch], 60)
+    visible = [watch.seen[m.bench_id][0] for m in batch if m.bench_id in watch.seen]
+    first = min(m.started for m in batch)
+    out = {"kind": kind, "mails": count, "concurrency": concurrency, "missing": len(missing),
+           "refused": sum(1 for m in batch if not m.reply.startswith("250")),
+           "throughput_msg_s": len(visible) / (max(visible) - first) if visible else None,
+           "answered_msg_s": count / (max(m.accepted for m in batch) - first)}
+    log(f"  Dovecot LMTP alone, {kind}: {out['throughput_msg_s'] or 0:.1f} msg/s")
+    return out
