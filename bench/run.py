@@ -39,7 +39,7 @@ PHASES = ("startup", "small", "large", "raw", "catchup")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--small", type=int, default=200, help="mails in each small-mail burst (default 200)")
+    p.add_argument("--small", type=int, default=300, help="mails in each small-mail burst (default 300)")
     p.add_argument("--latency-mails", type=int, default=20, help="mails sent one at a time for latency (20)")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured mails before each path (5)")
     p.add_argument("--sessions", type=int, default=4, help="parallel SMTP sessions in a burst (4)")
