@@ -44,3 +44,42 @@ def test_a_file_that_is_not_a_payload_starts_over(tmp_path):
     assert inc.open() == 0
     finish(inc, 0)
     assert inc.hasher.digest() == inc.file_id
+
+
+def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeypatch):
+    import asyncio
+
+    from toxbridge import receiver as receiver_mod
+    from toxbridge.receiver import Receiver
+    from toxbridge.toxcore.binding import ToxSendQueueFull
+    from toxbridge.wire import Reply
+
+    monkeypatch.setattr(receiver_mod, "ANSWER_RETRY_SECONDS", 0.001)
+
+    class Node:
+        def __init__(self, failures: int) -> None:
+            self.failures, self.sent, self.calls = failures, [], 0
+
+        def send_lossless_packet(self, friend, data):
+            self.calls += 1
+            if self.failures:
+                self.failures -= 1
+                raise ToxSendQueueFull("tox_friend_send_lossless_packet: SENDQ")
+            self.sent.append(data)
+
+        def friend_public_key(self, friend):
+            return bytes(32)
+
+    async def answer(node) -> None:
+        inbox = Receiver(node, 1000, "h", "mb", "a@b.example", None, None, tmp_path, None)
+        inbox._answer(0, bytes(32), Reply(250, "2.0.0 ok"))
+        while not node.sent and node.calls < 1 + receiver_mod.ANSWER_RETRIES:
+            await asyncio.sleep(0.001)  # the retries are timers on this loop
+        await asyncio.sleep(0.01)  # room for a try too many, which the asserts would see
+
+    patient = Node(failures=3)
+    asyncio.run(answer(patient))
+    assert patient.sent == [wire.encode_result(bytes(32), [Reply(250, "2.0.0 ok")])]
+    hopeless = Node(failures=100)
+    asyncio.run(answer(hopeless))
+    assert hopeless.sent == [] and hopeless.failures == 100 - 1 - receiver_mod.ANSWER_RETRIES

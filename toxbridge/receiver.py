@@ -23,7 +23,7 @@ from . import senders, wire
 from .lmtp_out import Spooled
 from .senders import Verdict
 from .store import DeliveryStore
-from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError
+from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError, ToxSendQueueFull
 from .toxcore.node import ToxNode
 from .wire import Reply
 
@@ -32,6 +32,7 @@ log = logging.getLogger("toxbridge.receiver")
 # Transfers one friend may have arriving at once; more are refused (4.x, the sender retries).
 MAX_INCOMING_PER_FRIEND = 16
 READ_SIZE = 1 << 20
+ANSWER_RETRIES, ANSWER_RETRY_SECONDS = 5, 0.2  # a full send queue: tries after 0.2, 0.4, ... 1 s
 # The message's header is read into memory up to this much (Postfix's header_size_limit is
 # 100 KiB: beyond it Postfix itself treats the rest as body); the body is streamed from the file.
 HEAD_LIMIT = 256 * 1024
@@ -289,9 +290,17 @@ class Receiver:
             f"\tsmtp.mailfrom={sender} x-tox.key={peer_key}\r\n"
         ).encode("utf-8")
 
-    def _answer(self, friend: int, file_id: bytes, reply: Reply) -> None:
+    def _answer(self, friend: int, file_id: bytes, reply: Reply, attempt: int = 0) -> None:
         try:
             self._node.send_lossless_packet(friend, wire.encode_result(file_id, [reply]))
+        except ToxSendQueueFull:
+            # Right after a big transfer the friend's packet queue can be full (seen in the
+            # bench); the answer is small and worth a few more tries before the sender times out.
+            if attempt < ANSWER_RETRIES:
+                asyncio.get_running_loop().call_later(ANSWER_RETRY_SECONDS * (attempt + 1), self._answer,
+                                                      friend, file_id, reply, attempt + 1)
+                return
+            log.warning("could not answer friend %s (send queue full); the sender will retry", self._peer(friend))
         except ToxError as e:
             # The sender sees no answer, tells its Postfix 4.4.1 and retries; the record answers then.
             log.warning("could not answer friend %s (%s); the sender will retry", self._peer(friend), e)
