@@ -15,6 +15,8 @@ import struct
 import threading
 from collections import Counter
 
+from toxbridge.config import is_loopback
+
 VERSION = 5
 NO_AUTH, NO_ACCEPTABLE = 0x00, 0xFF
 CONNECT = 1
@@ -145,7 +147,7 @@ class Socks5Proxy:
             self.address_types[{ATYP_IPV4: "ipv4", ATYP_IPV6: "ipv6", ATYP_DOMAIN: "domain"}[atyp]] += 1
         if command != CONNECT:
             raise Socks5Error(COMMAND_NOT_SUPPORTED, f"command {command} to {host}:{port}")
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise Socks5Error(NOT_ALLOWED, f"{host}:{port} is not on loopback")
         return host, port
 
@@ -178,11 +180,3 @@ def _address(host: str, port: int) -> bytes:
     atyp = ATYP_IPV4 if ip.version == 4 else ATYP_IPV6
     return bytes([atyp]) + ip.packed + struct.pack("!H", port)
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

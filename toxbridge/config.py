@@ -273,7 +273,7 @@ def _check(config: Config, data: LineDict, source: str) -> None:
 
     for key in ("lmtp_listen", "socketmap_listen"):
         listen = getattr(config, key)
-        if not listen.path and not _is_loopback(listen.host):
+        if not listen.path and not is_loopback(listen.host):
             fail(key, f"{listen.host} is not a loopback address; the bridge only listens on loopback")
     if config.lmtp_listen == config.socketmap_listen:
         fail("socketmap_listen", "must differ from lmtp_listen")
@@ -315,7 +315,7 @@ def _check(config: Config, data: LineDict, source: str) -> None:
                     "listed under tcp_relays as well as bootstrap)")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

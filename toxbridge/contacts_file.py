@@ -69,7 +69,7 @@ def _is_filler(line: str) -> bool:
 def _verify(text: str, source: str, mailboxes: tuple[str, ...], expected: tuple[Contact, ...]) -> None:
     try:
         got = contacts.parse(text, source, mailboxes).contacts
-    except ContactsError as e:
+    except ContactsError:
         if len(expected) == len(_parsed_entries(text)):  # the edit is right, the entry is not
             raise
         got = None

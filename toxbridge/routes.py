@@ -6,15 +6,11 @@ Written contacts come first; learned pairings (roster) only fill in addresses no
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from .address import AddressError, is_tox_address, parse_tox_address
 from .contacts import ContactBook, normalise_address
 from .roster import Roster
-
-log = logging.getLogger("toxbridge.routes")
-
 
 @dataclass(frozen=True)
 class Route:
