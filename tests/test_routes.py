@@ -193,3 +193,26 @@ def test_recipient_matcher(routes, roster):
     assert not routes.recipient_matcher("dad", KEY_A)("tarek@example.org")  # not served
     assert routes.recipient_matcher("dad", KEY_C)("pal@example.org")
     assert not routes.recipient_matcher("mom", KEY_C)("pal@example.org")  # learned for dad only
+
+
+def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(roster):
+    """bob and ghost share a household; alice's mail reached ghost first. bob's reply to alice
+    still needs bob's own pairing (seen as a race in the full suite)."""
+    from types import SimpleNamespace
+
+    from toxbridge import wire
+    from toxbridge.config import User
+    from toxbridge.contacts import ContactBook
+    from toxbridge.identity import Identity
+
+    alice_key = b"\x05" * 32
+    routes = Routes(ContactBook(), roster, ("bob@bob.test",))
+    routes.learn("ghost", "alice@alice.test", alice_key)
+    bob = Identity.__new__(Identity)
+    bob.routes, bob.user, bob.config = routes, User("bob", "bob@bob.test"), SimpleNamespace(learn_senders=True)
+    envelope = wire.Envelope("alice@alice.test", ("bob@bob.test",), 10)
+    assert bob._vet(alice_key, envelope, b"From: Alice <alice@alice.test>\r\n").ok
+    assert routes.route("bob", "alice@alice.test").public_key == alice_key
+    bob.config = SimpleNamespace(learn_senders=False)  # off: nothing is learned, for nobody
+    envelope = wire.Envelope("alice2@alice.test", ("bob@bob.test",), 10)
+    assert not bob._vet(alice_key, envelope, b"").ok and roster.learned_key("bob", "alice2@alice.test") is None

@@ -10,6 +10,7 @@ import subprocess
 import time
 
 from . import lmtp_out, postqueue, profiles, senders, wire
+from .address import is_tox_address
 from .config import Config, User
 from .contacts import Contact
 from .receiver import Receiver
@@ -202,10 +203,14 @@ class Identity:
                      self.user.mailbox, public_key.hex(), text)
 
     def _vet(self, public_key: bytes, envelope: wire.Envelope, message: bytes) -> senders.Verdict:
-        """May this friend send as the addresses the mail claims? Learns unclaimed ones."""
-        verdict = senders.check(public_key, envelope.sender, senders.from_addresses(message),
-                                self.routes.claims, self.config.learn_senders)
-        for address in verdict.learn:
+        """May this friend send as the addresses the mail claims? Learns them for this mailbox:
+        unclaimed ones, and those another local identity learned for the same key (pairings are
+        kept per mailbox: without its own, this user's reply would find no route)."""
+        from_header = senders.from_addresses(message)
+        verdict = senders.check(public_key, envelope.sender, from_header, self.routes.claims, self.config.learn_senders)
+        if not (verdict.ok and self.config.learn_senders):
+            return verdict
+        for address in dict.fromkeys(a.lower() for a in [envelope.sender, *from_header] if a and not is_tox_address(a)):
             if self.routes.learn(self.user.mailbox, address, public_key):
                 log.info("%s: learned %s -> Tox key %s; replies to it go over Tox",
                          self.user.mailbox, address, public_key.hex()[:8])
