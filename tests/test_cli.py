@@ -65,6 +65,23 @@ def test_check_config(config, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_check_config_checks_the_contacts(config, tmp_path):
+    """A broken contacts book fails check-config (the daemon would refuse to start); --contacts
+    checks a file before it is installed (Ansible's validate)."""
+    book = tmp_path / "contacts.yaml"
+    book.write_text("- name: Tarek\n  addresses: [tarek@example.org]\n  tox_id: " + "AB" * 32 + "\n")
+    with_book = tmp_path / "with-book.yaml"
+    with_book.write_text(config.read_text() + f"contacts: {book}\n")
+    ok = toxbridge(with_book, "check-config")
+    assert ok.returncode == 0 and f"{book}: ok (1 contacts)" in ok.stdout
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("- name: Tarek\n  addresses: [tarek@example.org]\n  tox_id: 12\n")
+    checked = toxbridge(with_book, "check-config", "--contacts", str(broken))
+    assert checked.returncode == 1 and checked.stderr.startswith(f"toxbridge: {broken}: line 3:")
+    book.write_text(broken.read_text())
+    assert toxbridge(with_book, "check-config").returncode == 1
+
+
 def test_missing_config_file(tmp_path):
     result = toxbridge(tmp_path / "nope.yaml", "check-config")
     assert result.returncode == 1 and "cannot read the config file" in result.stderr

@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, contacts_cli, profiles, qr, status
+from . import __version__, config as config_mod, contacts, contacts_cli, profiles, qr, status
 from .config import Config, ConfigError, User
 from .daemon import StartupError, run
 from .identity import ensure_profile, read_address
@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     parser.add_argument("--version", action="version", version=f"toxbridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check-config", help="validate the config file; exit 0 when it is usable")
+    checker = sub.add_parser("check-config", help="validate the config file and the contacts file; exit 0 when usable")
+    checker.add_argument("--contacts", metavar="FILE", type=Path,
+                         help="check FILE as the contacts file instead of the configured one (before installing it)")
     sub.add_parser("init", help="create the state directory and a Tox profile per user; print USER TOXID")
     show = sub.add_parser("id", help="print USER TOXID for every user, or one")
     show.add_argument("user", nargs="?", help="mailbox name (with --qr or --png: needed when there are several users)")
@@ -76,7 +78,10 @@ def _contacts_parser(sub) -> None:
 
 
 def check_config(cfg: Config, args) -> int:
+    # The contacts too: the daemon refuses to start with a broken book (ExecStartPre runs this).
+    book = contacts.load(args.contacts or cfg.contacts, cfg.mailboxes)
     print(f"{cfg.source}: ok ({len(cfg.users)} users, LMTP on {cfg.lmtp_listen}, Dovecot at {cfg.dovecot_lmtp})")
+    print(f"{book.source}: ok ({len(book.contacts)} contacts)")
     return EXIT_OK
 
 

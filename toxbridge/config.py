@@ -126,6 +126,10 @@ class Config:
     tox: ToxSettings = ToxSettings()
     source: str = field(default="", compare=False)
 
+    @property
+    def mailboxes(self) -> tuple[str, ...]:
+        return tuple(u.mailbox for u in self.users)
+
     def user_by_mailbox(self, mailbox: str) -> User | None:
         return next((u for u in self.users if u.mailbox == mailbox), None)
 

@@ -14,10 +14,6 @@ from .roster import Roster
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-def _mailboxes(cfg: Config) -> tuple[str, ...]:
-    return tuple(u.mailbox for u in cfg.users)
-
-
 def _roster(cfg: Config, create: bool) -> Roster | None:
     path = cfg.state_dir / "roster.sqlite"
     if not create and not path.exists():
@@ -35,7 +31,7 @@ def _day(at: float) -> str:
 
 
 def list_contacts(cfg: Config, args) -> int:
-    book = contacts.load(cfg.contacts, _mailboxes(cfg))
+    book = contacts.load(cfg.contacts, cfg.mailboxes)
     print("NAME\tADDRESSES\tTOX ID\tUSERS\tSOURCE")
     for c in book.contacts:
         print(f"{c.name}\t{','.join(c.addresses) or '-'}\t{(c.tox_id or c.public_key).hex().upper()}\t"
@@ -58,7 +54,7 @@ def add(cfg: Config, args) -> int:
 
 
 def _add(cfg: Config, contact: Contact) -> int:
-    mailboxes = _mailboxes(cfg)
+    mailboxes = cfg.mailboxes
     unknown = [u for u in contact.users if u not in mailboxes]
     own = [a for a in contact.addresses if cfg.user_by_address(a)]
     if own:
@@ -72,7 +68,7 @@ def _add(cfg: Config, contact: Contact) -> int:
 
 
 def remove(cfg: Config, args) -> int:
-    mailboxes = _mailboxes(cfg)
+    mailboxes = cfg.mailboxes
     book = contacts.load(cfg.contacts, mailboxes)
     found = book.find(args.what)
     if len(found) > 1:
@@ -132,7 +128,7 @@ def accept(cfg: Config, args) -> int:
     except ValueError as e:
         return _fail(str(e), EXIT_USAGE)
     users = tuple(args.user) or tuple(dict.fromkeys(p.mailbox for p in requests))
-    if set(users) == set(_mailboxes(cfg)):
+    if set(users) == set(cfg.mailboxes):
         users = ()
     name = args.name or f"Tox friend {public_key.hex()[:8].upper()}"
     return _add(cfg, Contact(name, addresses, public_key, tox_id, users))

@@ -56,7 +56,7 @@ def notify(state: str) -> None:
 
 async def run(config: Config) -> None:
     profiles.state_subdir(config.state_dir, "profiles")
-    mailboxes = tuple(u.mailbox for u in config.users)
+    mailboxes = config.mailboxes
     try:
         book = contacts.load(config.contacts, mailboxes)
     except ContactsError as e:
@@ -172,7 +172,7 @@ async def _report_status(identities: list[Identity]) -> None:
 
 async def _follow_contacts_file(config: Config, routes: Routes, identities: list[Identity]) -> None:
     """Reread the contacts file when it changes; a broken edit keeps the contacts as they were."""
-    mailboxes = tuple(u.mailbox for u in config.users)
+    mailboxes = config.mailboxes
     seen = _file_state(config.contacts)
     while True:
         await asyncio.sleep(CONTACTS_POLL_SECONDS)

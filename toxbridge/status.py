@@ -196,7 +196,7 @@ def _connect(endpoint: Endpoint) -> socket.socket:
 
 def _transport_test(config: Config):
     """Which recipients the bridge routes: contacts, learned pairings, @tox (read-only)."""
-    mailboxes = tuple(u.mailbox for u in config.users)
+    mailboxes = config.mailboxes
     try:
         book = contacts.load(config.contacts, mailboxes)
     except ContactsError:
