@@ -5,11 +5,12 @@ PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 APT_PACKAGES := postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve swaks \
-                toxcore-utils libtoxcore2 iproute2 util-linux python3-venv zbar-tools
+                toxcore-utils libtoxcore2 iproute2 util-linux python3-venv zbar-tools \
+                openssl ansible-core ansible-lint
 # Tests run in a network namespace that has only loopback: nothing can leave this machine.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: all deps venv demo demo-stop test unit bench clean
+.PHONY: all deps venv wheels demo demo-stop test unit bench clean
 
 all: test
 
@@ -32,13 +33,21 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	@touch $@
 
+# toxbridge's dependencies as wheels, for the Ansible test: it provisions households in the
+# loopback-only namespace, where pip cannot reach PyPI (--no-index --find-links .wheels).
+wheels: .wheels/.stamp
+.wheels/.stamp: pyproject.toml | venv
+	$(VENV)/bin/pip wheel -q -w .wheels . setuptools wheel
+	rm -f .wheels/toxbridge-*.whl
+	@touch $@
+
 demo: deps venv
 	$(PY) -m toxbridge.lab.demo start
 
 demo-stop: venv
 	$(PY) -m toxbridge.lab.demo stop
 
-test: deps venv
+test: deps venv wheels
 	$(LOOPBACK_ONLY) $(VENV)/bin/pytest -q -ra
 
 unit: venv
@@ -51,4 +60,4 @@ bench: deps venv
 	$(LOOPBACK_ONLY) $(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .deps.stamp *.egg-info
+	rm -rf $(VENV) .wheels .deps.stamp *.egg-info

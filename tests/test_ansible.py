@@ -1,0 +1,384 @@
+"""The Ansible playbook (issue 5): lint, then real runs against this machine.
+
+Two households are provisioned by ansible/site.yml with `connection: local`; a test inventory
+keeps every path (configs, queues, mailboxes, virtualenvs, profiles) under the lab root and every
+port free. There is no systemd here, so the playbook only writes files; the tests start what it
+wrote (Postfix, Dovecot, toxbridge as its system user) and send a mail the way Thunderbird does:
+submission with STARTTLS and a password, over Tox, read back over IMAP with STARTTLS.
+"""
+
+from __future__ import annotations
+
+import email
+import imaplib
+import json
+import os
+import pwd
+import re
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from toxbridge.lab import _fs
+from toxbridge.lab.ports import free_port, port_accepts, wait_until
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+ANSIBLE = REPO / "ansible"
+WHEELS = REPO / ".wheels"  # `make wheels`: pip cannot reach PyPI in the test namespace
+SYSTEM_USER = "tbansible"  # the bridges' system user, apart from a real `toxbridge`
+PLAYBOOK_TIMEOUT = 900
+CONNECT = 90.0
+ARRIVE = 60.0
+PASSWORDS = {"alice": "alice-secret", "carol": "carol-secret", "bob": "bob-secret"}
+
+
+def ansible_env(root: Path) -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_HOME": str(root / "ansible-home"),
+            "ANSIBLE_LOCAL_TEMP": str(root / "ansible-tmp"), "ANSIBLE_REMOTE_TEMP": str(root / "ansible-tmp"),
+            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1",
+            # Both households are this machine: one at a time, or both would create the same
+            # system users at once (useradd takes a lock on /etc/passwd).
+            "ANSIBLE_FORKS": "1"}
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP: host -> {ok, changed, unreachable, failed, ...}."""
+    hosts = {}
+    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
+        hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
+    return hosts
+
+
+def password_hash(password: str) -> str:
+    made = run(["doveadm", "pw", "-s", "ARGON2ID", "-p", password])
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
+@dataclass
+class Home:
+    name: str
+    dir: Path
+    domain: str
+    users: list[str]
+    ports: dict[str, int]
+    tox_only: bool
+    bridge: subprocess.Popen | None = None
+
+    @property
+    def postfix_dir(self) -> Path:
+        return self.dir / "postfix" / "etc"
+
+    @property
+    def dovecot_conf(self) -> Path:
+        return self.dir / "dovecot" / "etc" / "dovecot.conf"
+
+    @property
+    def toxbridge_config(self) -> Path:
+        return self.dir / "toxbridge-etc" / "toxbridge.yaml"
+
+    @property
+    def toxbridge(self) -> Path:
+        return self.dir / "venv" / "bin" / "toxbridge"
+
+    @property
+    def cert(self) -> Path:
+        return self.dir / "tls" / "mail.crt"
+
+    def host_vars(self, bootstrap) -> dict:
+        d, p = self.dir, self.ports
+        no_apt_update = {f"{role}_apt_update_cache": False for role in ("postfix", "dovecot", "toxbridge")}
+        return {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_become": False,
+            "household_domain": self.domain,
+            "household_hostname": f"mail.{self.domain}",
+            "household_users": [{"mailbox": u, "name": u.title(), "password_hash": password_hash(PASSWORDS[u])}
+                                for u in self.users],
+            **no_apt_update,
+            "tls_cert_file": str(d / "tls" / "mail.crt"),
+            "tls_key_file": str(d / "tls" / "mail.key"),
+            "postfix_config_dir": str(self.postfix_dir),
+            "postfix_queue_dir": str(d / "postfix" / "spool"),
+            "postfix_data_dir": str(d / "postfix" / "data"),
+            "postfix_maillog_file": str(d / "postfix" / "maillog"),
+            "postfix_mydestination": "",
+            "postfix_alias_maps": "",
+            "postfix_chroot": "n",
+            "postfix_inet_interfaces": "127.0.0.1",
+            "postfix_inet_protocols": "ipv4",
+            "postfix_smtp_listen": f"127.0.0.1:{p['smtp']}",
+            "postfix_submission_listen": f"127.0.0.1:{p['submission']}",
+            "postfix_tox_only": self.tox_only,
+            "dovecot_instance_dir": str(d / "dovecot"),
+            "dovecot_config_dir": str(d / "dovecot" / "etc"),
+            "dovecot_mail_root": str(d / "mail"),
+            "dovecot_listen": "127.0.0.1",
+            **{f"dovecot_{k}_port": p[k] for k in ("lmtp", "imap", "pop3", "imaps", "pop3s")},
+            "toxbridge_venv": str(d / "venv"),
+            "toxbridge_pip_extra_args": f"--no-index --find-links {WHEELS}",
+            "toxbridge_system_user": SYSTEM_USER,
+            "toxbridge_config_dir": str(d / "toxbridge-etc"),
+            "toxbridge_state_dir": str(d / "toxbridge-state"),
+            "toxbridge_systemd_dir": str(d / "systemd"),
+            "toxbridge_lmtp_listen": f"127.0.0.1:{p['bridge']}",
+            "toxbridge_socketmap_listen": f"127.0.0.1:{p['socketmap']}",
+            "toxbridge_bootstrap_nodes": [{"host": h, "port": port, "public_key": key.hex()} for h, port, key in bootstrap],
+            "thunderbird_autoconfig_dir": str(d / "www"),
+            "thunderbird_autoconfig_submission_port": p["submission"],
+        }
+
+    # --- the daemons the playbook would leave to systemd ------------------------------------
+
+    def start(self) -> None:
+        log = self.dir / "start.log"
+        assert _fs.run_daemon_start(["postfix", "-c", str(self.postfix_dir), "start"], log) == 0, _fs.tail(log)
+        assert _fs.run_daemon_start(["dovecot", "-c", str(self.dovecot_conf)], log) == 0, _fs.tail(log)
+        with open(self.dir / "toxbridge.log", "ab") as out:
+            self.bridge = subprocess.Popen(
+                ["runuser", "-u", SYSTEM_USER, "--", str(self.toxbridge), "--config", str(self.toxbridge_config), "run"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        ports = [self.ports[k] for k in ("smtp", "submission", "lmtp", "imap", "bridge")]
+        assert wait_until(lambda: all(port_accepts(p) for p in ports) or self.bridge.poll() is not None, 60), \
+            f"{self.name}: not all of {ports} accept\n{_fs.tail(self.dir / 'toxbridge.log')}"
+
+    def stop(self) -> None:
+        if self.bridge is not None and self.bridge.poll() is None:
+            os.killpg(self.bridge.pid, signal.SIGTERM)  # runuser and the bridge
+            try:
+                self.bridge.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.bridge.pid, signal.SIGKILL)
+                self.bridge.wait()
+        postfix_pid = _fs.read_pid(self.dir / "postfix" / "spool" / "pid" / "master.pid")
+        _fs.run(["postfix", "-c", str(self.postfix_dir), "stop"])
+        dovecot_pid = _fs.read_pid(self.dir / "dovecot" / "run" / "master.pid")
+        _fs.run(["doveadm", "-c", str(self.dovecot_conf), "stop"])
+        _fs.wait_exit(postfix_pid, 30, f"postfix {self.name}")
+        _fs.wait_exit(dovecot_pid, 30, f"dovecot {self.name}")
+
+    def status(self) -> dict:
+        done = run([str(self.toxbridge), "--config", str(self.toxbridge_config), "status", "--json"])
+        return json.loads(done.stdout)
+
+    # --- what a mail client does ---------------------------------------------------------
+
+    def tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.cert))
+        context.check_hostname = False  # the certificate names mail.DOMAIN; we connect to 127.0.0.1
+        return context
+
+    def submit(self, login: str, sender: str, recipient: str, message: bytes) -> None:
+        with smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=30) as smtp:
+            smtp.ehlo()
+            assert "auth" not in smtp.esmtp_features, "submission offers AUTH before STARTTLS"
+            smtp.starttls(context=self.tls())
+            smtp.ehlo()
+            smtp.login(login, PASSWORDS[login])
+            smtp.sendmail(sender, [recipient], message)
+
+    def inbox(self, user: str) -> list[bytes]:
+        imap = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=30)
+        try:
+            imap.starttls(ssl_context=self.tls())
+            imap.login(user, PASSWORDS[user])
+            imap.select("INBOX", readonly=True)
+            _, data = imap.uid("SEARCH", None, "ALL")
+            messages = []
+            for uid in data[0].split():
+                _, parts = imap.uid("FETCH", uid, "(BODY.PEEK[])")
+                messages.extend(p[1] for p in parts if isinstance(p, tuple))
+            return messages
+        finally:
+            imap.logout()
+
+
+def home(root: Path, name: str, users: list[str], tox_only: bool) -> Home:
+    keys = ("smtp", "submission", "lmtp", "imap", "pop3", "imaps", "pop3s", "bridge", "socketmap")
+    return Home(name, root / name, f"{name}.test", users, {k: free_port() for k in keys}, tox_only)
+
+
+def playbook(root: Path, inventory: Path) -> subprocess.CompletedProcess:
+    return run(["ansible-playbook", "-i", str(inventory), "site.yml"], cwd=ANSIBLE, env=ansible_env(root),
+               timeout=PLAYBOOK_TIMEOUT)
+
+
+# --- static checks -------------------------------------------------------------------------
+
+
+def test_syntax_check(tmp_path):
+    done = run(["ansible-playbook", "--syntax-check", "-i", "inventory.example.yml", "site.yml"],
+               cwd=ANSIBLE, env=ansible_env(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ansible_lint(tmp_path):
+    done = run(["ansible-lint", "--offline", "--nocolor", "site.yml", "inventory.example.yml"],
+               cwd=ANSIBLE, env={**ansible_env(tmp_path), "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 failure(s), 0 warning(s)" in done.stdout + done.stderr
+
+
+# --- real runs -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def family(lab_root, bootstrap_node):
+    assert list(WHEELS.glob("*.whl")), f"no wheels in {WHEELS}: run `make wheels` (make test does)"
+    root = _fs.prepare_root(lab_root / f"ansible-{uuid.uuid4().hex[:6]}")
+    boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
+    homes = [home(root, "ha", ["alice", "carol"], tox_only=False), home(root, "hb", ["bob"], tox_only=True)]
+    inventory = root / "inventory.yml"
+    inventory.write_text(yaml.safe_dump(
+        {"all": {"children": {"households": {"hosts": {h.name: h.host_vars(boot) for h in homes}}}}}))
+    first = playbook(root, inventory)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    try:
+        yield root, inventory, homes, first
+    finally:
+        for h in homes:
+            h.stop()
+
+
+@pytest.fixture(scope="module")
+def running(family):
+    _, _, homes, _ = family
+    for h in homes:
+        h.start()
+
+    def friends_online() -> bool:
+        for h in homes:
+            friends = [c for c in h.status()["checks"] if c["name"].startswith("friend ")]
+            if not friends or any(c["level"] != "ok" for c in friends):
+                return False
+        return True
+
+    assert wait_until(friends_online, CONNECT, interval=1.0), [h.status() for h in homes]
+    return homes
+
+
+def test_first_run_changes_and_fails_nothing(family):
+    _, _, homes, first = family
+    counts = recap(first.stdout)
+    assert set(counts) == {h.name for h in homes}
+    assert all(c["failed"] == 0 and c["unreachable"] == 0 and c["changed"] > 0 for c in counts.values())
+
+
+def test_written_configs_pass_their_own_checks(family):
+    _, _, homes, _ = family
+    for h in homes:
+        checks = [["postfix", "-c", str(h.postfix_dir), "check"],
+                  ["doveconf", "-c", str(h.dovecot_conf), "-n"],
+                  [str(h.toxbridge), "--config", str(h.toxbridge_config), "check-config"]]
+        for cmd in checks:
+            done = run(cmd)
+            assert done.returncode == 0 and "warning" not in done.stderr.lower(), (cmd, done.stdout, done.stderr)
+        main_cf = run(["postconf", "-c", str(h.postfix_dir), "-h", "virtual_mailbox_domains", "default_transport"])
+        domains, default_transport = main_cf.stdout.splitlines()
+        assert domains == h.domain
+        assert ("not a Tox contact" in default_transport) == h.tox_only
+        state = h.dir / "toxbridge-state" / "profiles"
+        for user in h.users:
+            profile = (state / f"{user}.tox").stat()
+            assert profile.st_mode & 0o777 == 0o600 and profile.st_uid == pwd.getpwnam(SYSTEM_USER).pw_uid
+
+
+def test_every_member_is_a_contact_of_the_other_households(family):
+    _, _, homes, _ = family
+    ids = {}
+    for h in homes:
+        shown = run([str(h.toxbridge), "--config", str(h.toxbridge_config), "id"])
+        ids.update({f"{u}@{h.domain}": tox_id for u, tox_id in (line.split() for line in shown.stdout.splitlines())})
+    for h in homes:
+        book = yaml.safe_load((h.dir / "toxbridge-etc" / "contacts.yaml").read_text())
+        listed = {entry["addresses"][0]: entry["tox_id"] for entry in book}
+        others = {address: tox_id for address, tox_id in ids.items() if not address.endswith("@" + h.domain)}
+        assert listed == others
+
+
+def test_thunderbird_autoconfig_names_this_household(family):
+    _, _, homes, _ = family
+    h = homes[0]
+    provider = ET.parse(h.dir / "www" / "mail" / "config-v1.1.xml").getroot().find("emailProvider")
+    assert provider.findtext("domain") == h.domain
+    servers = {s.get("type"): s for s in [*provider.findall("incomingServer"), *provider.findall("outgoingServer")]}
+    assert {t: int(s.findtext("port")) for t, s in servers.items()} == \
+        {"imap": h.ports["imap"], "pop3": h.ports["pop3"], "smtp": h.ports["submission"]}
+    assert {s.findtext("socketType") for s in servers.values()} == {"STARTTLS"}
+    assert {s.findtext("hostname") for s in servers.values()} == {f"mail.{h.domain}"}
+
+
+def test_a_mail_from_thunderbird_crosses_to_the_other_household(running):
+    ha, hb = running
+    token = uuid.uuid4().hex
+    message = (f"From: Alice <alice@{ha.domain}>\r\nTo: Bob <bob@{hb.domain}>\r\nSubject: over Tox {token}\r\n"
+               f"Message-ID: <{token}@{ha.domain}>\r\n\r\nHello Bob, this went through the provisioned Pis.\r\n")
+    ha.submit("alice", f"alice@{ha.domain}", f"bob@{hb.domain}", message.encode())
+
+    def arrived() -> list[bytes]:
+        return [m for m in hb.inbox("bob") if token.encode() in m]
+
+    assert wait_until(arrived, ARRIVE, interval=0.5), _fs.tail(ha.dir / "toxbridge.log")
+    got = email.message_from_bytes(arrived()[0])
+    assert got["From"] == f"Alice <alice@{ha.domain}>"
+    assert "x-tox=pass" in got.get("Authentication-Results", "")
+
+    reply = uuid.uuid4().hex
+    hb.submit("bob", f"bob@{hb.domain}", f"alice@{ha.domain}",
+              f"From: bob@{hb.domain}\r\nTo: alice@{ha.domain}\r\nSubject: re {reply}\r\n\r\nGot it.\r\n".encode())
+    assert wait_until(lambda: any(reply.encode() in m for m in ha.inbox("alice")), ARRIVE, interval=0.5), \
+        _fs.tail(hb.dir / "toxbridge.log")
+
+
+def test_submission_takes_only_the_users_own_address(running):
+    ha, hb = running
+    # Postfix says so at RCPT (smtpd_delay_reject), for the sender.
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        ha.submit("carol", f"alice@{ha.domain}", f"bob@{hb.domain}", b"Subject: in alice's name\r\n\r\nno\r\n")
+    code, text = refused.value.recipients[f"bob@{hb.domain}"]
+    assert code == 553 and b"not owned by user carol" in text
+
+
+class IMAPFromLAN(imaplib.IMAP4):
+    """A client at another address than the server's: Dovecot trusts a connection from its own
+    address (127.0.0.1 to 127.0.0.1) as if it were TLS, a laptop on the LAN is not trusted."""
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=("127.0.0.2", 0))
+
+
+def test_imap_takes_passwords_only_inside_tls(running):
+    ha, _ = running
+    imap = IMAPFromLAN("127.0.0.1", ha.ports["imap"], timeout=30)
+    try:
+        assert "LOGINDISABLED" in imap.capabilities
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login("alice", PASSWORDS["alice"])
+    finally:
+        imap.logout()
+
+
+def test_second_run_changes_nothing(family, running):
+    root, inventory, homes, _ = family
+    second = playbook(root, inventory)
+    assert second.returncode == 0, second.stdout[-6000:]
+    counts = recap(second.stdout)
+    changed = [line for line in second.stdout.splitlines() if line.startswith("changed:")]
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()) and set(counts) == {h.name for h in homes}, \
+        "\n".join(changed)
