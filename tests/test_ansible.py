@@ -22,7 +22,7 @@ import ssl
 import subprocess
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 ANSIBLE = REPO / "ansible"
 WHEELS = REPO / ".wheels"  # `make wheels`: pip cannot reach PyPI in the test namespace
 SYSTEM_USER = "tbansible"  # the bridges' system user, apart from a real `toxbridge`
+NODE_USER = "tbansible-dht"  # the family node's, apart from a real `tox-bootstrapd`
 PLAYBOOK_TIMEOUT = 900
 CONNECT = 90.0
 ARRIVE = 60.0
@@ -78,7 +79,8 @@ class Home:
     users: list[str]
     ports: dict[str, int]
     tox_only: bool
-    bridge: subprocess.Popen | None = None
+    node: bool  # runs the family's tox-bootstrapd
+    processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def postfix_dir(self) -> Path:
@@ -100,9 +102,10 @@ class Home:
     def cert(self) -> Path:
         return self.dir / "tls" / "mail.crt"
 
-    def host_vars(self, bootstrap) -> dict:
+    def host_vars(self) -> dict:
         d, p = self.dir, self.ports
-        no_apt_update = {f"{role}_apt_update_cache": False for role in ("postfix", "dovecot", "toxbridge")}
+        no_apt_update = {f"{role}_apt_update_cache": False for role in (
+            "postfix", "dovecot", "toxbridge", "tox_bootstrapd")}
         return {
             "ansible_connection": "local",
             "ansible_python_interpreter": "/usr/bin/python3",
@@ -139,33 +142,50 @@ class Home:
             "toxbridge_systemd_dir": str(d / "systemd"),
             "toxbridge_lmtp_listen": f"127.0.0.1:{p['bridge']}",
             "toxbridge_socketmap_listen": f"127.0.0.1:{p['socketmap']}",
-            "toxbridge_bootstrap_nodes": [{"host": h, "port": port, "public_key": key.hex()} for h, port, key in bootstrap],
             "thunderbird_autoconfig_dir": str(d / "www"),
             "thunderbird_autoconfig_submission_port": p["submission"],
+            "tox_bootstrapd_enabled": self.node,
+            "tox_bootstrapd_user": NODE_USER,
+            "tox_bootstrapd_config_file": str(d / "tox-bootstrapd.conf"),
+            "tox_bootstrapd_state_dir": str(d / "tox-bootstrapd"),
+            "tox_bootstrapd_port": p["dht"],
+            "tox_bootstrapd_tcp_port": p["relay"],
+            "tox_bootstrapd_address": "127.0.0.1",
+            "tox_bootstrapd_systemd_dir": str(d / "systemd"),
         }
 
     # --- the daemons the playbook would leave to systemd ------------------------------------
 
+    def _spawn(self, user: str, cmd: list[str], log: str) -> subprocess.Popen:
+        with open(self.dir / log, "ab") as out:
+            process = subprocess.Popen(["runuser", "-u", user, "--", *cmd], stdin=subprocess.DEVNULL,
+                                       stdout=out, stderr=out, start_new_session=True)
+        self.processes.append(process)
+        return process
+
     def start(self) -> None:
         log = self.dir / "start.log"
+        if self.node:  # as its unit would: the family's DHT node and TCP relay
+            self._spawn(NODE_USER, ["tox-bootstrapd", "--foreground", "--log-backend=stdout",
+                                    f"--config={self.dir / 'tox-bootstrapd.conf'}"], "tox-bootstrapd.log")
         assert _fs.run_daemon_start(["postfix", "-c", str(self.postfix_dir), "start"], log) == 0, _fs.tail(log)
         assert _fs.run_daemon_start(["dovecot", "-c", str(self.dovecot_conf)], log) == 0, _fs.tail(log)
-        with open(self.dir / "toxbridge.log", "ab") as out:
-            self.bridge = subprocess.Popen(
-                ["runuser", "-u", SYSTEM_USER, "--", str(self.toxbridge), "--config", str(self.toxbridge_config), "run"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-        ports = [self.ports[k] for k in ("smtp", "submission", "lmtp", "imap", "bridge")]
-        assert wait_until(lambda: all(port_accepts(p) for p in ports) or self.bridge.poll() is not None, 60), \
+        bridge = self._spawn(SYSTEM_USER, [str(self.toxbridge), "--config", str(self.toxbridge_config), "run"],
+                             "toxbridge.log")
+        ports = [self.ports[k] for k in ("smtp", "submission", "lmtp", "imap", "bridge")] + \
+            ([self.ports["relay"]] if self.node else [])
+        assert wait_until(lambda: all(port_accepts(p) for p in ports) or bridge.poll() is not None, 60), \
             f"{self.name}: not all of {ports} accept\n{_fs.tail(self.dir / 'toxbridge.log')}"
 
     def stop(self) -> None:
-        if self.bridge is not None and self.bridge.poll() is None:
-            os.killpg(self.bridge.pid, signal.SIGTERM)  # runuser and the bridge
-            try:
-                self.bridge.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.bridge.pid, signal.SIGKILL)
-                self.bridge.wait()
+        for process in self.processes:  # runuser and what it runs: one process group each
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
         postfix_pid = _fs.read_pid(self.dir / "postfix" / "spool" / "pid" / "master.pid")
         _fs.run(["postfix", "-c", str(self.postfix_dir), "stop"])
         dovecot_pid = _fs.read_pid(self.dir / "dovecot" / "run" / "master.pid")
@@ -209,9 +229,12 @@ class Home:
             imap.logout()
 
 
-def home(root: Path, name: str, users: list[str], tox_only: bool) -> Home:
-    keys = ("smtp", "submission", "lmtp", "imap", "pop3", "imaps", "pop3s", "bridge", "socketmap")
-    return Home(name, root / name, f"{name}.test", users, {k: free_port() for k in keys}, tox_only)
+def home(root: Path, name: str, users: list[str], tox_only: bool, node: bool) -> Home:
+    keys = ("smtp", "submission", "lmtp", "imap", "pop3", "imaps", "pop3s", "bridge", "socketmap", "dht", "relay")
+    # Made here, as / and /var are on a Pi: Ansible gives the directories it has to create on the
+    # way to a path that path's owner and mode (a 0700 state directory would lock out the rest).
+    _fs.prepare_root(root / name)
+    return Home(name, root / name, f"{name}.test", users, {k: free_port() for k in keys}, tox_only, node)
 
 
 def playbook(root: Path, inventory: Path) -> subprocess.CompletedProcess:
@@ -239,14 +262,16 @@ def test_ansible_lint(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def family(lab_root, bootstrap_node):
+def family(lab_root):
+    """ha (alice, carol; mail beyond Tox routed the normal way; runs the family's Tox node) and hb
+    (bob; Tox only). Nothing else on the Tox network: they find each other through ha's node."""
     assert list(WHEELS.glob("*.whl")), f"no wheels in {WHEELS}: run `make wheels` (make test does)"
     root = _fs.prepare_root(lab_root / f"ansible-{uuid.uuid4().hex[:6]}")
-    boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
-    homes = [home(root, "ha", ["alice", "carol"], tox_only=False), home(root, "hb", ["bob"], tox_only=True)]
+    homes = [home(root, "ha", ["alice", "carol"], tox_only=False, node=True),
+             home(root, "hb", ["bob"], tox_only=True, node=False)]
     inventory = root / "inventory.yml"
     inventory.write_text(yaml.safe_dump(
-        {"all": {"children": {"households": {"hosts": {h.name: h.host_vars(boot) for h in homes}}}}}))
+        {"all": {"children": {"households": {"hosts": {h.name: h.host_vars() for h in homes}}}}}))
     first = playbook(root, inventory)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
     try:
@@ -310,6 +335,19 @@ def test_every_member_is_a_contact_of_the_other_households(family):
         listed = {entry["addresses"][0]: entry["tox_id"] for entry in book}
         others = {address: tox_id for address, tox_id in ids.items() if not address.endswith("@" + h.domain)}
         assert listed == others
+
+
+def test_households_join_through_the_family_node(family):
+    """ha's node is the only Tox node there is: `running` shows the friendships come up through it."""
+    _, _, homes, _ = family
+    node = homes[0]
+    keys = node.dir / "tox-bootstrapd" / "keys"
+    assert keys.stat().st_mode & 0o777 == 0o600 and keys.stat().st_uid == pwd.getpwnam(NODE_USER).pw_uid
+    public_key = keys.read_bytes()[:32].hex()
+    for h in homes:
+        tox = yaml.safe_load(h.toxbridge_config.read_text())["tox"]
+        assert tox["bootstrap"] == [{"host": "127.0.0.1", "port": node.ports["dht"], "public_key": public_key}]
+        assert tox["tcp_relays"] == [{"host": "127.0.0.1", "port": node.ports["relay"], "public_key": public_key}]
 
 
 def test_thunderbird_autoconfig_names_this_household(family):
