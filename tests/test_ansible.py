@@ -337,6 +337,18 @@ def test_every_member_is_a_contact_of_the_other_households(family):
         assert listed == others
 
 
+def test_systemd_units_pass_systemd_analyze(family):
+    """No systemd runs here, but systemd-analyze reads the units as systemd would: an unknown or
+    misspelt setting is a warning (the test wants none), a missing program an error."""
+    _, _, homes, _ = family
+    units = [homes[0].dir / "systemd" / name for name in ("toxbridge.service", "tox-bootstrapd.service")]
+    done = run(["systemd-analyze", "verify", *map(str, units)])
+    assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr
+    unit = units[0].read_text()
+    assert f"ExecStart={homes[0].toxbridge} --config {homes[0].toxbridge_config} run" in unit
+    assert f"User={SYSTEM_USER}" in unit
+
+
 def test_households_join_through_the_family_node(family):
     """ha's node is the only Tox node there is: `running` shows the friendships come up through it."""
     _, _, homes, _ = family
@@ -382,6 +394,9 @@ def test_a_mail_from_thunderbird_crosses_to_the_other_household(running):
               f"From: bob@{hb.domain}\r\nTo: alice@{ha.domain}\r\nSubject: re {reply}\r\n\r\nGot it.\r\n".encode())
     assert wait_until(lambda: any(reply.encode() in m for m in ha.inbox("alice")), ARRIVE, interval=0.5), \
         _fs.tail(hb.dir / "toxbridge.log")
+    for h in running:  # e.g. the dedup records of a mailbox's first mail, which once failed to lock
+        errors = [line for line in (h.dir / "dovecot" / "dovecot.log").read_text().splitlines() if "Error:" in line]
+        assert errors == []
 
 
 def test_submission_takes_only_the_users_own_address(running):

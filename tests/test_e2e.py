@@ -199,3 +199,11 @@ def test_dovecot_drops_a_second_copy_of_a_tox_mail(network):
     for _ in range(2):
         asyncio.run(lmtp_out.deliver(endpoint, "x@example.org", ["alan"], plain, "t"))
     assert len(with_id(alice.dovecot.fetch_inbox("alan"), mid2)) == 2
+
+
+def test_dovecot_logged_no_errors(network):
+    """After the mails above: Dovecot never failed (the dedup records of a mailbox's first mail
+    once failed to lock in a home that did not exist yet)."""
+    for home in network.values():
+        log = home.dovecot.log_path.read_text()
+        assert [line for line in log.splitlines() if "Error:" in line] == []

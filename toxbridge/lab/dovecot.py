@@ -58,6 +58,11 @@ class Dovecot:
         self.mail_dir.mkdir(exist_ok=True)
         os.chown(self.mail_dir, vmail.pw_uid, vmail.pw_gid)
         self.mail_dir.chmod(0o750)
+        for user in self.users:  # as deploy says: the dedup Sieve cannot lock in a missing home
+            home = self.mail_dir / user.lower()
+            home.mkdir(exist_ok=True)
+            os.chown(home, vmail.pw_uid, vmail.pw_gid)
+            home.chmod(0o700)
 
         # {PLAIN}: it is a lab; the scheme prefix overrides the deploy default.
         lines = [f"{u.lower()}:{{PLAIN}}{pw}" for u, pw in self.users.items()]
