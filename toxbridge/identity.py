@@ -89,6 +89,7 @@ class Identity:
         self.config, self.user, self.node, self.routes = config, user, node, routes
         self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout)
         partial_dir = profiles.state_subdir(profiles.state_subdir(config.state_dir, "partial"), user.mailbox)
+        self._dovecot = lmtp_out.LMTPClient(config.dovecot_lmtp, config.hostname)  # one mail at a time
         self.receiver = Receiver(node, config.max_message_size, config.hostname, user.mailbox, user.address,
                                  self._deliver, store, partial_dir, self._vet, config.forged_sender)
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
@@ -126,9 +127,7 @@ class Identity:
         profiles.write(profiles.profile_path(self.config.state_dir, self.user.mailbox), self.node.savedata())
 
     async def _deliver(self, sender: str, message: lmtp_out.Spooled) -> Reply:
-        replies = await lmtp_out.deliver(
-            self.config.dovecot_lmtp, sender, [self.user.mailbox], message, self.config.hostname
-        )
+        replies = await self._dovecot.deliver(sender, [self.user.mailbox], message)
         return replies[0]
 
     def bootstrap(self) -> None:
@@ -309,6 +308,7 @@ class Identity:
         for task in self._tasks:
             task.cancel()
         await self.receiver.stop()
+        self._dovecot.close()
 
     def on_lossless_packet(self, node, friend: int, data: bytes) -> None:
         if data[:1] == bytes([wire.PACKET_RESULT]):
