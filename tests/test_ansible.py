@@ -258,6 +258,21 @@ def test_ansible_lint(tmp_path):
     assert "0 failure(s), 0 warning(s)" in done.stdout + done.stderr
 
 
+def test_a_mistake_in_the_inventory_stops_every_household_before_any_change(lab_root):
+    root = _fs.prepare_root(lab_root / f"ansible-bad-{uuid.uuid4().hex[:6]}")
+    homes = [home(root, "ha", ["alice"], tox_only=False, node=False), home(root, "hb", ["bob"], tox_only=True, node=False)]
+    hosts = {h.name: h.host_vars() for h in homes}
+    del hosts["hb"]["household_users"][0]["password_hash"]
+    inventory = root / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"households": {"hosts": hosts}}}}))
+    done = playbook(root, inventory)
+    assert done.returncode != 0
+    assert "hb, user bob: needs `mailbox`" in done.stdout and "`password_hash` with its scheme" in done.stdout
+    counts = recap(done.stdout)
+    assert set(counts) == {"ha", "hb"} and all(c["changed"] == 0 for c in counts.values())
+    assert [list((root / h.name).iterdir()) for h in homes] == [[], []]
+
+
 # --- real runs -----------------------------------------------------------------------------
 
 
