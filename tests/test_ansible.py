@@ -237,8 +237,8 @@ def home(root: Path, name: str, users: list[str], tox_only: bool, node: bool) ->
     return Home(name, root / name, f"{name}.test", users, {k: free_port() for k in keys}, tox_only, node)
 
 
-def playbook(root: Path, inventory: Path) -> subprocess.CompletedProcess:
-    return run(["ansible-playbook", "-i", str(inventory), "site.yml"], cwd=ANSIBLE, env=ansible_env(root),
+def playbook(root: Path, inventory: Path, *options: str) -> subprocess.CompletedProcess:
+    return run(["ansible-playbook", "-i", str(inventory), *options, "site.yml"], cwd=ANSIBLE, env=ansible_env(root),
                timeout=PLAYBOOK_TIMEOUT)
 
 
@@ -450,3 +450,12 @@ def test_second_run_changes_nothing(family, running):
     changed = [line for line in second.stdout.splitlines() if line.startswith("changed:")]
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()) and set(counts) == {h.name for h in homes}, \
         "\n".join(changed)
+
+
+def test_a_run_limited_to_one_household_keeps_the_others_in_its_contacts(family, running):
+    root, inventory, homes, _ = family
+    contacts = [(h.dir / "toxbridge-etc" / "contacts.yaml").read_text() for h in homes]
+    limited = playbook(root, inventory, "--limit", "ha")
+    assert limited.returncode != 0
+    assert "hb's Tox IDs are unknown in this run" in limited.stdout
+    assert [(h.dir / "toxbridge-etc" / "contacts.yaml").read_text() for h in homes] == contacts
