@@ -53,10 +53,6 @@ def ansible_env(root: Path) -> dict[str, str]:
             "ANSIBLE_FORKS": "1"}
 
 
-def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, **kw)
-
-
 def recap(output: str) -> dict[str, dict[str, int]]:
     """PLAY RECAP: host -> {ok, changed, unreachable, failed, ...}."""
     hosts = {}
@@ -66,7 +62,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 
 def password_hash(password: str) -> str:
-    made = run(["doveadm", "pw", "-s", "ARGON2ID", "-p", password])
+    made = _fs.run(["doveadm", "pw", "-s", "ARGON2ID", "-p", password])
     assert made.returncode == 0, made.stderr
     return made.stdout.strip()
 
@@ -194,7 +190,7 @@ class Home:
         _fs.wait_exit(dovecot_pid, 30, f"dovecot {self.name}")
 
     def status(self) -> dict:
-        done = run([str(self.toxbridge), "--config", str(self.toxbridge_config), "status", "--json"])
+        done = _fs.run([str(self.toxbridge), "--config", str(self.toxbridge_config), "status", "--json"])
         return json.loads(done.stdout)
 
     # --- what a mail client does ---------------------------------------------------------
@@ -238,7 +234,7 @@ def home(root: Path, name: str, users: list[str], tox_only: bool, node: bool) ->
 
 
 def playbook(root: Path, inventory: Path, *options: str) -> subprocess.CompletedProcess:
-    return run(["ansible-playbook", "-i", str(inventory), *options, "site.yml"], cwd=ANSIBLE, env=ansible_env(root),
+    return _fs.run(["ansible-playbook", "-i", str(inventory), *options, "site.yml"], cwd=ANSIBLE, env=ansible_env(root),
                timeout=PLAYBOOK_TIMEOUT)
 
 
@@ -246,13 +242,13 @@ def playbook(root: Path, inventory: Path, *options: str) -> subprocess.Completed
 
 
 def test_syntax_check(tmp_path):
-    done = run(["ansible-playbook", "--syntax-check", "-i", "inventory.example.yml", "site.yml"],
+    done = _fs.run(["ansible-playbook", "--syntax-check", "-i", "inventory.example.yml", "site.yml"],
                cwd=ANSIBLE, env=ansible_env(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_ansible_lint(tmp_path):
-    done = run(["ansible-lint", "--offline", "--nocolor", "site.yml", "inventory.example.yml"],
+    done = _fs.run(["ansible-lint", "--offline", "--nocolor", "site.yml", "inventory.example.yml"],
                cwd=ANSIBLE, env={**ansible_env(tmp_path), "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 failure(s), 0 warning(s)" in done.stdout + done.stderr
@@ -327,9 +323,9 @@ def test_written_configs_pass_their_own_checks(family):
                   ["doveconf", "-c", str(h.dovecot_conf), "-n"],
                   [str(h.toxbridge), "--config", str(h.toxbridge_config), "check-config"]]
         for cmd in checks:
-            done = run(cmd)
+            done = _fs.run(cmd)
             assert done.returncode == 0 and "warning" not in done.stderr.lower(), (cmd, done.stdout, done.stderr)
-        main_cf = run(["postconf", "-c", str(h.postfix_dir), "-h", "virtual_mailbox_domains", "default_transport"])
+        main_cf = _fs.run(["postconf", "-c", str(h.postfix_dir), "-h", "virtual_mailbox_domains", "default_transport"])
         domains, default_transport = main_cf.stdout.splitlines()
         assert domains == h.domain
         assert ("not a Tox contact" in default_transport) == h.tox_only
@@ -343,7 +339,7 @@ def test_every_member_is_a_contact_of_the_other_households(family):
     _, _, homes, _ = family
     ids = {}
     for h in homes:
-        shown = run([str(h.toxbridge), "--config", str(h.toxbridge_config), "id"])
+        shown = _fs.run([str(h.toxbridge), "--config", str(h.toxbridge_config), "id"])
         ids.update({f"{u}@{h.domain}": tox_id for u, tox_id in (line.split() for line in shown.stdout.splitlines())})
     for h in homes:
         book = yaml.safe_load((h.dir / "toxbridge-etc" / "contacts.yaml").read_text())
@@ -357,7 +353,7 @@ def test_systemd_units_pass_systemd_analyze(family):
     misspelt setting is a warning (the test wants none), a missing program an error."""
     _, _, homes, _ = family
     units = [homes[0].dir / "systemd" / name for name in ("toxbridge.service", "tox-bootstrapd.service")]
-    done = run(["systemd-analyze", "verify", *map(str, units)])
+    done = _fs.run(["systemd-analyze", "verify", *map(str, units)])
     assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr
     unit = units[0].read_text()
     assert f"ExecStart={homes[0].toxbridge} --config {homes[0].toxbridge_config} run" in unit

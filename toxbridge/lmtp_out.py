@@ -158,7 +158,7 @@ class LMTPClient:
             params += " SMTPUTF8"
         try:
             mail = await session.command(f"MAIL FROM:<{sender}>{params}")
-        except (OSError, ReplyError, asyncio.IncompleteReadError) as e:
+        except (OSError, ReplyError) as e:
             if kept:
                 raise _Stale(str(e)) from None
             raise
