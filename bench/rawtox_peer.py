@@ -20,7 +20,8 @@ time.monotonic() (CLOCK_MONOTONIC: the same clock in every process of the machin
   {"event": "offered", "id": N, "t": T}                      (sender: tox_file_send returned)
   {"event": "sent_all", "id": N, "t": T, "chunks": C, "iterations": I}
   {"event": "received", "size": S, "t_offer": T, "t_first": T, "t_done": T, "sha256": HEX, "iterations": I}
-  {"event": "burst_done", "count": N, "seconds": S, "latencies": [...]}   (sender: offer -> answer, s)
+  {"event": "burst_done", "count": N, "seconds": S, "latencies": [...], "answered": [...]}
+                                             (sender: offer -> answer, and burst start -> answer, s)
 
 Modes. default: toxcore's own loop, tox_iterate then sleep tox_iteration_interval() (50 ms idle,
 1 ms while a transfer runs), as a plain Tox client does. bridge: ToxNode's own loop, the one the
@@ -108,6 +109,7 @@ class Peer:
         self.incoming: dict[int, dict] = {}
         self.burst: dict | None = None  # sender side of a burst of small transfers
         self.answers: list[tuple[int, bytes]] = []  # answers toxcore's send queue had no room for yet
+        self.retry_pending = False
         node.after_iterate = self._send_answers
 
     def _send_answers(self) -> None:
@@ -116,8 +118,18 @@ class Peer:
             try:
                 self.node.send_lossless_packet(friend, packet)
             except ToxSendQueueFull:
-                return  # the queue is full: next iteration
+                # A cold link's congestion control refuses even a 33-byte answer for a while. The
+                # default and fast loops call this after every iteration; the bridge's loop does
+                # not, and a refused last answer then waited forever (seen: a burst that never ended).
+                if self.node.mode == "bridge" and not self.retry_pending:
+                    self.retry_pending = True
+                    asyncio.get_running_loop().call_later(0.001, self._retry_answers)
+                return
             self.answers.pop(0)
+
+    def _retry_answers(self) -> None:
+        self.retry_pending = False
+        self._send_answers()
 
     def _start_small(self) -> None:
         b = self.burst
@@ -137,11 +149,13 @@ class Peer:
             return
         now = time.monotonic()
         b["latencies"].append(now - started)
+        b["answered"].append(now - b["t0"])
         if b["left"] > 0:
             self._start_small()
         elif not b["started"]:
             self.burst = None
-            emit(event="burst_done", count=len(b["latencies"]), seconds=now - b["t0"], latencies=b["latencies"])
+            emit(event="burst_done", count=len(b["latencies"]), seconds=now - b["t0"], latencies=b["latencies"],
+                 answered=b["answered"])
 
     # --- commands (on the loop thread)
 
@@ -165,7 +179,7 @@ class Peer:
         elif kind == "burst":
             self.node.touch()
             self.burst = {"left": cmd["count"], "payload": os.urandom(cmd["size"]), "started": {},
-                          "latencies": [], "t0": time.monotonic()}
+                          "latencies": [], "answered": [], "t0": time.monotonic()}
             for _ in range(min(cmd["inflight"], cmd["count"])):
                 self._start_small()
         elif kind == "quit":
