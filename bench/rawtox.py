@@ -1,8 +1,9 @@
 """Raw toxcore file transfer between two bare ToxNode processes (bench/rawtox_peer.py).
 
 The pair starts at the beginning of the bench (its friend connection takes ~10 s, like the
-bridges') and idles until the large-mail phase is over. Then the same bytes as the bridged
-large mail cross as plain transfers, one after the other on the same link:
+bridges') and idles until the large-mail phase is over. Then (after the cold small burst below)
+the same bytes as the bridged large mail cross as plain transfers, one after the other on the
+same link:
 
   default, first   toxcore's default loop, the first transfer on the link (the reference);
   default, again   the same loop right after it (the link is warm);
@@ -12,10 +13,14 @@ large mail cross as plain transfers, one after the other on the same link:
 
 A transfer's time is from tox_file_send on the sender to the last chunk on the receiver.
 
-Then small transfers the way mails cross: N transfers of the small-mail size, K in flight, each
+Small transfers the way mails cross: N transfers of the small-mail size, K in flight, each
 answered by the receiver with a lossless packet when complete, the answer letting the next one
 start (a mail waits for the peer bridge's result). This is what the Tox transport alone does for
-small mail, without Postfix, Dovecot or the bridge's own work.
+small mail, without Postfix, Dovecot or the bridge's own work. One such burst runs first, before
+the large transfers, on a link as cold as the one the bridged burst met (toxcore's congestion
+control starts a connection's send rate low and raises it by at most 1.2x the rate actually sent
+over the last 600 ms, so a link speeds up over seconds of traffic and slows down again when idle);
+the others run after the large transfers, on a warm link.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from .stats import MIB, summary
+from .stats import MIB, per_second, summary
 
 REPO = Path(__file__).resolve().parents[1]
 IDLE_PAUSE = 10.0
@@ -134,7 +139,8 @@ class RawPair:
         self.sender.send(cmd="burst", count=count, size=size, inflight=inflight)
         done = self.sender.wait("burst_done", timeout)
         return {"mode": mode, "count": done["count"], "size": size, "inflight": inflight, "seconds": done["seconds"],
-                "files_s": done["count"] / done["seconds"], "latency": summary(done["latencies"])}
+                "files_s": done["count"] / done["seconds"], "latency": summary(done["latencies"]),
+                "per_second": per_second(done.get("answered", []), 0.0)}
 
     def stop(self) -> None:
         for peer in (self.sender, self.receiver):
@@ -143,14 +149,23 @@ class RawPair:
 
 
 def run(pair: RawPair, payload: bytes, workdir: Path, small_count: int = 200, small_size: int = 10 * 1024,
-        log=print) -> dict:
+        preamble: int = 25, log=print) -> dict:
     import hashlib
 
     path = Path(workdir) / "raw-payload.bin"
     path.write_bytes(payload)
     digest = hashlib.sha256(payload).hexdigest()
     pair.wait_connected()
-    out = {"friend_connection_s": pair.connected_s, "transfers": {}}
+    out = {"friend_connection_s": pair.connected_s, "transfers": {}, "small": {}}
+    if small_count:
+        # First, on the link as the bridged burst found its own: idle since the friend connection
+        # but for `preamble` files one at a time (the bridged path's warm-up and latency mails).
+        pair.burst("bridge", preamble, small_size, 1)
+        result = pair.burst("bridge", small_count, small_size, 4)
+        out["small"]["cold_4"] = result
+        log(f"  raw small cold_4: {small_count} x {small_size} B in {result['seconds']:.2f} s = "
+            f"{result['files_s']:.1f} files/s; per second {result['per_second']}")
+        time.sleep(IDLE_PAUSE)  # the large transfer below is to meet a cold link again
     for key, mode in (("default_first", "default"), ("default_again", "default"), ("fast_warm", "fast"),
                       ("default_after_idle", "default")):
         if key == "default_after_idle":
@@ -160,7 +175,6 @@ def run(pair: RawPair, payload: bytes, workdir: Path, small_count: int = 200, sm
         log(f"  raw {key}: {result['seconds']:.2f} s = {result['mib_s']:.2f} MiB/s"
             f"{'' if result['intact'] else ' (BYTES DIFFER)'}")
     path.unlink(missing_ok=True)
-    out["small"] = {}
     if small_count:
         for key, mode, inflight in (("default_4", "default", 4), ("fast_4", "fast", 4), ("bridge_4", "bridge", 4),
                                     ("default_16", "default", 16)):

@@ -11,7 +11,8 @@ Must run in a network namespace that has only loopback (the Makefile's target do
   memory     idle RSS of both bridges
   small      10 KB mails, direct (dst Postfix -> Dovecot) and bridged (src -> Tox -> dst)
   large      one --large-mib mail bridged (bridges' memory sampled), then the direct path
-  raw        the same bytes between two bare ToxNode processes
+  raw        two bare ToxNode processes: small transfers on a cold link as the bridged burst's,
+             the same bytes as the large mail, then small transfers on the warm link
   catchup    --catchup-mails deferred while dst's bridge is down, pushed when it is back
 """
 
@@ -138,13 +139,21 @@ def main(argv=None) -> int:
             for path, around in ((direct, None), (bridged, profiled("small-bridged"))):
                 watching = args.stages and path is bridged
                 if watching:
-                    mark = lab.lmtp_proxy.mark()
+                    burst_start = {}
+
+                    @contextlib.contextmanager
+                    def marked(inner=around):  # the Dovecot leg's figures cover the burst only
+                        burst_start["t"] = lab.lmtp_proxy.mark()
+                        with inner() if inner else contextlib.nullcontext():
+                            yield
+
+                    around = marked
                     partials = stages.PartialFiles(dst.root / "state" / "partial" / "ben").start()
                 out[path.name] = small.run(path, args.small, args.latency_mails, args.sessions, args.size,
                                            args.warmup, args.poll, lab.pids(), around, say)
                 if watching:
                     out[path.name]["stages"] = {"receiving_bridge": partials.stop(),
-                                                "dovecot_leg": lab.lmtp_proxy.stats(mark)}
+                                                "dovecot_leg": lab.lmtp_proxy.stats(burst_start["t"])}
             # the bridge's last leg alone, as the receiving bridge delivers (into ben's mailbox,
             # after the bridged mails, so Dovecot's dedup database is as full as it was for them)
             out["dovecot"] = {kind: small.run_lmtp(dst.dovecot.lmtp_port, dst.dovecot.imap_port, "ben", "ben-pw",
@@ -163,7 +172,8 @@ def main(argv=None) -> int:
         results["large"] = phase("large", large_phase)
         if pair is not None:
             payload = large_bytes or large.mails.compose_large("raw", "a@b", "c@d", int(args.large_mib * MIB), seed).data
-            results["raw"] = phase("raw", lambda: rawtox.run(pair, payload, root, args.small, args.size, say))
+            results["raw"] = phase("raw", lambda: rawtox.run(pair, payload, root, args.small, args.size,
+                                                             preamble=args.warmup + args.latency_mails, log=say))
         results["catchup"] = phase("catchup", lambda: catchup.run(lab, args.catchup_mails, args.size, args.poll, say))
     except Exception:
         results["errors"]["setup"] = traceback.format_exc()

@@ -26,7 +26,7 @@ from . import mail as mails
 from .imapwatch import ImapWatch
 from .lab import log_lines
 from .procstat import CpuMeter
-from .stats import summary
+from .stats import per_second, summary
 
 
 @dataclass
@@ -156,6 +156,8 @@ def run(path: MailPath, burst: int, latency_mails: int, sessions: int = 4, size:
             "first_try_elapsed_s": (max(visible_first_try) - first) if visible_first_try else None,
             "first_try_throughput_msg_s": (len(visible_first_try) / (max(visible_first_try) - first))
             if visible_first_try else None,
+            # arrivals in each second of the burst: does the path speed up as the burst goes on?
+            "per_second": per_second(visible, first),
             "latency_loaded": summary([watch.seen[m.bench_id][0] - m.accepted for m in batch if m.bench_id in watch.seen]),
             "latency_loaded_first_try": summary([watch.seen[m.bench_id][0] - m.accepted for m in first_try
                                                  if m.bench_id in watch.seen]),

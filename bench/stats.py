@@ -34,3 +34,14 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b in (None, 0):
         return None
     return a / b
+
+
+def per_second(times: list[float], start: float) -> list[int]:
+    """How many of `times` fall in each whole second after `start`: the shape of a burst
+    (a link that is slow at first and then speeds up shows as rising counts)."""
+    counts: list[int] = []
+    for t in times:
+        second = max(0, int(t - start))
+        counts.extend([0] * (second + 1 - len(counts)))
+        counts[second] += 1
+    return counts

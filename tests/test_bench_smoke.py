@@ -29,6 +29,7 @@ def test_bench_smoke_run(tmp_path, report):
         small = results["small"][path]
         assert small["burst"]["missing"] == 0 and small["latency_unloaded"]["count"] == 2, small
         assert small["burst"]["throughput_msg_s"] > 0
+        assert sum(small["burst"]["per_second"]) == small["burst"]["mails"], small["burst"]
     large = results["large"]["bridged"]
     assert large["missing"] == 0 and large["mib_s"] > 0
     assert large["size"] == 1024 * 1024
