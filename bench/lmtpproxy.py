@@ -1,9 +1,10 @@
 """A timestamping TCP proxy between the receiving bridge and its Dovecot's LMTP (--stages).
 
-Each LMTP session through it is stamped: connected, the message's first bytes (the bridge's
+Each mail through it is stamped: MAIL FROM, the message's first bytes (the bridge's
 X-Toxbridge-Id header), its end (CRLF.CRLF), Dovecot's final 250 2.0.0. That splits the last leg
 of a bridged mail into the bridge's LMTP dialogue and Dovecot's own delivery time, without
-touching either. A diagnostic: it adds a hop (threads in the bench process), so the bench's own
+touching either. The bridge keeps one connection per mailbox and sends one mail at a time on it,
+so the stamps of a connection follow each other. A diagnostic: it adds a hop (threads in the bench process), so the bench's own
 numbers come from runs without it.
 """
 
@@ -30,7 +31,7 @@ class LmtpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            session = {"connected": time.monotonic()}
+            session = {"connected": time.monotonic(), "mails": []}
             self.sessions.append(session)
             threading.Thread(target=self._serve, args=(client, session), daemon=True).start()
 
@@ -53,13 +54,17 @@ class LmtpProxy:
                 now = time.monotonic()
                 dst.sendall(data)
                 seen = tail + data
+                mails = session["mails"]
                 if from_bridge:
-                    if "message_start" not in session and b"X-Toxbridge-Id:" in seen:
-                        session["message_start"] = now
-                    if "message_end" not in session and b"\r\n.\r\n" in seen:
-                        session["message_end"] = now
-                elif "message_end" in session and "final" not in session and b"250 2.0.0" in seen:
-                    session["final"] = now
+                    if b"MAIL FROM:" in data:
+                        mails.append({"mail": now})
+                    mail = mails[-1] if mails else {}
+                    if "message_start" not in mail and b"X-Toxbridge-Id:" in seen:
+                        mail["message_start"] = now
+                    if "message_end" not in mail and b"\r\n.\r\n" in seen:
+                        mail["message_end"] = now
+                elif mails and "message_end" in mails[-1] and "final" not in mails[-1] and b"250 2.0.0" in seen:
+                    mails[-1]["final"] = now
                 tail = seen[-32:]
         except OSError:
             pass
@@ -70,22 +75,25 @@ class LmtpProxy:
                 except OSError:
                     pass
 
-    def mark(self) -> int:
-        return len(self.sessions)
+    def mark(self) -> float:
+        return time.monotonic()
 
-    def stats(self, since: int = 0) -> dict:
-        done = [s for s in self.sessions[since:] if {"message_start", "message_end", "final"} <= s.keys()]
+    def stats(self, since: float = 0.0) -> dict:
+        done = [m for s in self.sessions for m in s["mails"]
+                if m["mail"] >= since and {"message_start", "message_end", "final"} <= m.keys()]
         if not done:
-            return {"sessions": 0}
-        span = max(s["final"] for s in done) - min(s["connected"] for s in done)
+            return {"mails": 0}
+        span = max(m["final"] for m in done) - min(m["mail"] for m in done)
         return {
-            "sessions": len(done),
-            # the bridge's LMTP dialogue up to DATA (connect, greeting, LHLO, MAIL, RCPT, DATA)
-            "connect_to_message_s": summary([s["message_start"] - s["connected"] for s in done]),
+            "mails": len(done),
+            "connections": sum(1 for s in self.sessions if any(m in done for m in s["mails"])),
+            # the bridge's LMTP dialogue up to the message (MAIL, RCPT, DATA)
+            "mail_to_message_s": summary([m["message_start"] - m["mail"] for m in done]),
             # Dovecot's delivery: after the last byte until its 250 (Sieve, dedup database, maildir)
-            "message_end_to_250_s": summary([s["final"] - s["message_end"] for s in done]),
-            "connect_to_250_s": summary([s["final"] - s["connected"] for s in done]),
-            "mean_in_flight": sum(s["final"] - s["connected"] for s in done) / span if span > 0 else None,
+            "message_end_to_250_s": summary([m["final"] - m["message_end"] for m in done]),
+            "mail_to_250_s": summary([m["final"] - m["mail"] for m in done]),
+            # share of the time Dovecot had a mail of the bridge's in hand (1.0 = busy throughout)
+            "mean_in_flight": sum(m["final"] - m["mail"] for m in done) / span if span > 0 else None,
         }
 
     def close(self) -> None:
