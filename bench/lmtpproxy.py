@@ -3,9 +3,9 @@
 Each mail through it is stamped: MAIL FROM, the message's first bytes (the bridge's
 X-Toxbridge-Id header), its end (CRLF.CRLF), Dovecot's final 250 2.0.0. That splits the last leg
 of a bridged mail into the bridge's LMTP dialogue and Dovecot's own delivery time, without
-touching either. The bridge keeps one connection per mailbox and sends one mail at a time on it,
-so the stamps of a connection follow each other. A diagnostic: it adds a hop (threads in the bench process), so the bench's own
-numbers come from runs without it.
+touching either. The bridge keeps one connection per mailbox and sends one mail at a time on
+it, so the stamps of a connection follow each other. A diagnostic: it adds a hop (threads in
+the bench process), so the bench's own numbers come from runs without it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ bridges') and idles until the large-mail phase is over. Then (after the cold sma
 the same bytes as the bridged large mail cross as plain transfers, one after the other on the
 same link:
 
-  default, first   toxcore's default loop, the first transfer on the link (the reference);
+  default, first   toxcore's default loop, the first large transfer, on a link idle for
+                   IDLE_PAUSE seconds since the cold small burst (the reference: the bridged
+                   mail too follows small bursts and a pause);
   default, again   the same loop right after it (the link is warm);
   fast, warm       iterate without sleeping while the transfer runs;
   default, idle    the default loop again after the link was idle for IDLE_PAUSE seconds

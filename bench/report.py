@@ -189,7 +189,7 @@ def table(r: dict) -> str:
     if large:
         rows.append((f"large mail {large['size'] / MIB:.0f} MiB", "seconds", "MiB/s", "bridged/this"))
         rows.append(("  bridged, SMTP accepted -> IMAP", _f(large.get("accepted_to_visible_s")), _f(large.get("mib_s")), ""))
-        for key, label in (("default_first", "raw toxcore, default loop, first on link"),
+        for key, label in (("default_first", "raw toxcore, default loop, link as cold"),
                            ("default_again", "raw toxcore, default loop, again (warm)"),
                            ("fast_warm", "raw toxcore, busy loop, warm"),
                            ("default_after_idle", "raw toxcore, default loop, after 10 s idle")):
