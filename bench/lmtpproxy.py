@@ -58,6 +58,8 @@ class LmtpProxy:
                 if from_bridge:
                     if b"MAIL FROM:" in data:
                         mails.append({"mail": now})
+                        # the previous mail's CRLF.CRLF may still be in the tail: not this one's end
+                        seen = data[data.index(b"MAIL FROM:"):]
                     mail = mails[-1] if mails else {}
                     if "message_start" not in mail and b"X-Toxbridge-Id:" in seen:
                         mail["message_start"] = now
