@@ -153,7 +153,7 @@ def main(argv=None) -> int:
                                            args.warmup, args.poll, lab.pids(), around, say)
                 if watching:
                     out[path.name]["stages"] = {"receiving_bridge": partials.stop(),
-                                                "dovecot_leg": lab.lmtp_proxy.stats(burst_start["t"])}
+                                                "dovecot_leg": lab.lmtp_proxy.stats(burst_start.get("t", 0.0))}
             # the bridge's last leg alone, as the receiving bridge delivers (into ben's mailbox,
             # after the bridged mails, so Dovecot's dedup database is as full as it was for them)
             out["dovecot"] = {kind: small.run_lmtp(dst.dovecot.lmtp_port, dst.dovecot.imap_port, "ben", "ben-pw",
