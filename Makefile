@@ -4,13 +4,17 @@
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
+# Every Debian package a test, the demo or a role's apt task needs (tests/test_deps.py checks
+# the roles' and the tests' needs against this list): the Ansible test provisions households
+# in the loopback-only namespace, where apt cannot fetch what is missing. python3-apt: Ansible's
+# apt module; python3-nacl: role tox_bootstrapd; systemd: systemd-analyze for the units.
 APT_PACKAGES := postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve swaks \
                 toxcore-utils libtoxcore2 iproute2 util-linux python3-venv zbar-tools \
-                openssl ansible-core ansible-lint
+                openssl ansible-core ansible-lint python3-apt python3-nacl systemd
 # Tests run in a network namespace that has only loopback: nothing can leave this machine.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: all deps venv wheels demo demo-stop test unit bench clean
+.PHONY: all deps apt-packages venv wheels demo demo-stop test unit bench clean
 
 all: test
 
@@ -26,6 +30,10 @@ deps: .deps.stamp
 	  [ $$rc -eq 0 ] || exit $$rc; \
 	fi
 	@touch $@
+
+# The list above, for tests/test_deps.py.
+apt-packages:
+	@echo $(APT_PACKAGES)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml

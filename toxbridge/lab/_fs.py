@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import subprocess
 from pathlib import Path
+
+USERADD_EXISTS = 9  # useradd(8): the user name is already in use
 
 
 def deploy_dir() -> Path:
@@ -36,18 +39,30 @@ def prepare_root(root: Path) -> Path:
     return root
 
 
+USERS_LOCK = "/tmp/toxbridge-lab-users.lock"
+
+
 def ensure_system_user(name: str) -> pwd.struct_passwd:
-    """Create a system user and group `name` (no home, no shell) if missing."""
-    try:
+    """Create a system user and group `name` (no home, no shell) if missing.
+
+    Safe when several households start at once, in threads or in processes: the check and the
+    creation happen under one flock (each open() holds its own), and a user that someone else
+    created first (useradd's exit 9) is taken as it is.
+    """
+    with open(USERS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+        done = subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home",
+             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True, text=True,
+        )
+        if done.returncode not in (0, USERADD_EXISTS):
+            raise RuntimeError(f"useradd {name} failed (exit {done.returncode}): {done.stderr.strip()}")
         return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home",
-         "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-        check=True, capture_output=True,
-    )
-    return pwd.getpwnam(name)
 
 
 def process_alive(pid: int) -> bool:

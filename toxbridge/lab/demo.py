@@ -31,43 +31,59 @@ STATE = ROOT / "demo.json"
 USERS = {"alice": {"alice": "alice-pw"}, "bob": {"bob": "bob-pw"}}
 
 
+PORT_TRIES = 3
+
+
 def start() -> int:
     if STATE.exists():
         print(f"A demo is already set up in {ROOT}; run `make demo-stop` first.", file=sys.stderr)
         return 1
+    for attempt in range(1, PORT_TRIES + 1):
+        try:
+            homes = _start()
+        except Exception as e:
+            stop(quiet=True)
+            # The ports are picked where no outgoing connection takes them, but another program
+            # may still listen on one: then start over on other ports instead of failing.
+            if "Address already in use" in str(e) and attempt < PORT_TRIES:
+                print(f"a port was taken by another program; starting again on others ({e})",
+                      file=sys.stderr)
+                continue
+            print(f"demo failed: {e}", file=sys.stderr)
+            return 1
+        _print_accounts(homes)
+        return 0
+    raise AssertionError("unreachable")
+
+
+def _start() -> list[Household]:
     ROOT.mkdir(parents=True, exist_ok=True)
     ROOT.chmod(0o755)
     started = time.monotonic()
     node = BootstrapNode(ROOT / "bootstrapd", free_port(), free_port())
-    homes: list[Household] = []
-    try:
-        node.start()
-        boot = [(node.host, node.port, node.public_key)]
-        homes = [Household(ROOT, name, users, boot) for name, users in USERS.items()]
+    node.start()
+    _save(node, [])
+    boot = [(node.host, node.port, node.public_key)]
+    homes = [Household(ROOT, name, users, boot) for name, users in USERS.items()]
+    _save(node, homes)
+    for home in homes:
+        home.start()
         _save(node, homes)
-        for home in homes:
-            home.start()
-            _save(node, homes)
-        alice, bob = homes
-        print(f"alice's Tox ID: {alice.tox_ids['alice']}")
-        print(f"bob's Tox ID:   {bob.tox_ids['bob']}")
-        print("each household adds the other as a contact (toxbridge contacts add); the bridges "
-              "become Tox friends …")
-        alice.contacts("add", "Bob", bob.tox_ids["bob"], bob.address("bob"))
-        bob.contacts("add", "Alice", alice.tox_ids["alice"], alice.address("alice"))
-        alice.wait_log(f"alice: friend {bob.tox_ids['bob'][:8].lower()} is a bridge", 90)
-        bob.wait_log(f"bob: friend {alice.tox_ids['alice'][:8].lower()} is a bridge", 90)
-        print(f"friends and connected after {time.monotonic() - started:.1f} s")
-        mid = _mail(alice, "alice", bob, "bob", "Hello over Tox",
-                    "Hi Bob, this mail went Postfix → toxbridge → Tox → toxbridge → Dovecot. Grüße!")
-        _mail(bob, "bob", alice, "alice", "Re: Hello over Tox", "Hi Alice, and back the same way.",
-              f"In-Reply-To: {mid}\r\n")
-    except Exception as e:
-        print(f"demo failed: {e}", file=sys.stderr)
-        stop()
-        return 1
-    _print_accounts(homes)
-    return 0
+    alice, bob = homes
+    print(f"alice's Tox ID: {alice.tox_ids['alice']}")
+    print(f"bob's Tox ID:   {bob.tox_ids['bob']}")
+    print("each household adds the other as a contact (toxbridge contacts add); the bridges "
+          "become Tox friends …")
+    alice.contacts("add", "Bob", bob.tox_ids["bob"], bob.address("bob"))
+    bob.contacts("add", "Alice", alice.tox_ids["alice"], alice.address("alice"))
+    alice.wait_log(f"alice: friend {bob.tox_ids['bob'][:8].lower()} is a bridge", 90)
+    bob.wait_log(f"bob: friend {alice.tox_ids['alice'][:8].lower()} is a bridge", 90)
+    print(f"friends and connected after {time.monotonic() - started:.1f} s")
+    mid = _mail(alice, "alice", bob, "bob", "Hello over Tox",
+                "Hi Bob, this mail went Postfix → toxbridge → Tox → toxbridge → Dovecot. Grüße!")
+    _mail(bob, "bob", alice, "alice", "Re: Hello over Tox", "Hi Alice, and back the same way.",
+          f"In-Reply-To: {mid}\r\n")
+    return homes
 
 
 def _mail(source: Household, sender: str, target: Household, rcpt: str, subject: str, text: str,
@@ -134,9 +150,11 @@ def _save(node: BootstrapNode, homes: list[Household]) -> None:
     STATE.write_text(json.dumps(state, indent=1))
 
 
-def stop() -> int:
+def stop(quiet: bool = False) -> int:
     if not STATE.exists():
-        print(f"No demo state in {ROOT}; nothing to stop.")
+        if not quiet:
+            print(f"No demo state in {ROOT}; nothing to stop.")
+        shutil.rmtree(ROOT, ignore_errors=True)
         return 0
     state = json.loads(STATE.read_text())
     for home in state["homes"]:
@@ -145,7 +163,8 @@ def stop() -> int:
         _fs.run(["doveadm", "-c", home["dovecot_config"], "stop"])
     _kill(state.get("bootstrapd_pid"))
     shutil.rmtree(ROOT, ignore_errors=True)
-    print("demo stopped")
+    if not quiet:
+        print("demo stopped")
     return 0
 
 
