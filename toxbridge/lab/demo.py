@@ -123,16 +123,25 @@ def _wait_for(home: Household, user: str, mid: str) -> bytes:
 
 def _print_accounts(homes: list[Household]) -> None:
     print("Point Thunderbird (or any IMAP/SMTP client) at a household — no TLS, loopback only:\n")
-    print(f"  {'user':8} {'address':18} {'password':10} {'IMAP':>12} {'POP3':>12} {'SMTP':>12}")
+    rows = [("user", "address", "password", "IMAP", "POP3", "SMTP")]
     for home in homes:
         for user, password in home.users.items():
-            print(f"  {user:8} {home.address(user):18} {password:10} "
-                  f"{'127.0.0.1:' + str(home.dovecot.imap_port):>12} "
-                  f"{'127.0.0.1:' + str(home.dovecot.pop3_port):>12} "
-                  f"{'127.0.0.1:' + str(home.postfix.smtp_port):>12}")
-            print(f"           Tox address: {home.tox_address(user)}")
-        print(f"           contacts: {home.contacts_path}")
-    print(f"\nLogs: {ROOT}/*/toxbridge.log, Postfix maillog and dovecot.log under {ROOT}.")
+            rows.append((user, home.address(user), password,
+                         *(f"127.0.0.1:{port}" for port in (home.dovecot.imap_port, home.dovecot.pop3_port,
+                                                             home.postfix.smtp_port))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    venv_cli = Path(sys.executable).with_name("toxbridge")
+    for home in homes:
+        print(f"\n  household {home.name}")
+        for user in home.bridge_users:
+            print(f"    Tox address of {user}: {home.tox_address(user)}")
+        print(f"    contacts file: {home.contacts_path}")
+        print(f"    its CLI: {venv_cli} --config {home.config_path} status")
+    print("\nThe demo's bridges accept every friend request; a real household's default is "
+          "`friend_requests: pending`\n(a stranger waits for `toxbridge contacts accept`).")
+    print(f"Logs: {ROOT}/*/toxbridge.log, Postfix maillog and dovecot.log under {ROOT}.")
     print("Stop everything with: make demo-stop")
 
 
