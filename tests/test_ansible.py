@@ -329,6 +329,10 @@ def test_written_configs_pass_their_own_checks(family):
         domains, default_transport = main_cf.stdout.splitlines()
         assert domains == h.domain
         assert ("not a Tox contact" in default_transport) == h.tox_only
+        checks = _fs.run(["postconf", "-c", str(h.postfix_dir), "-hx", "header_checks"]).stdout.strip()
+        forged = _fs.run(["postmap", "-c", str(h.postfix_dir), "-q",
+                          "Authentication-Results: bridge; x-tox=pass", checks])
+        assert forged.stdout.strip() == "IGNORE", (checks, forged)  # issue 15 point 2
         state = h.dir / "toxbridge-state" / "profiles"
         for user in h.users:
             profile = (state / f"{user}.tox").stat()

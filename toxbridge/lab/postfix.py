@@ -137,6 +137,7 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
         (self.config_dir / "transport.regexp").write_text(
             transport.replace(DEPLOY_BRIDGE_NEXTHOP, f"inet:127.0.0.1:{self.bridge_lmtp_port}")
                      .replace(DEPLOY_LOCAL_DOMAIN, local_domain))
+        shutil.copy(deploy / "header_checks.toxbridge", self.config_dir / "header_checks.toxbridge")
         (self.config_dir / "vmailbox").write_text(
             "".join(f"{u}@{self.domain}\t{u}\n" for u in self.local_users))
 
