@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -63,3 +64,17 @@ def test_trust_headers_sent_over_smtp_never_reach_the_mailbox(household, client)
     parsed = message_from_bytes(stored, policy=policy.default)
     assert parsed.get_all("Authentication-Results") == [KEPT.decode().split(": ", 1)[1].strip()]
     assert parsed["Subject"] == "forged" and b"says x-tox." in stored  # the body is untouched
+
+
+def test_system_mail_and_postmaster_reach_a_household_user(household):
+    """Issue 15 point 15: with myorigin = $mydomain, cron's mail to `root` became root@household,
+    in no mailbox, and bounced to nowhere; postmaster@ and abuse@ did not exist."""
+    dovecot, postfix = household
+    postfix.send("someone@example.net", ["postmaster@alice.test", "abuse@alice.test"],
+                 b"Subject: to the postmaster\r\n\r\nhello\r\n", source_address="127.0.0.2")
+    cron = subprocess.run(["/usr/sbin/sendmail", "-C", str(postfix.config_dir), "root"],
+                          input=b"Subject: Cron <root@pi> backup\r\n\r\nbackup done\r\n", capture_output=True)
+    assert cron.returncode == 0, cron.stderr
+    postfix.wait_queue_empty(timeout=30)
+    subjects = sorted(message_from_bytes(m, policy=policy.default)["Subject"] for m in dovecot.fetch_inbox("alice"))
+    assert subjects == ["Cron <root@pi> backup", "to the postmaster"], subjects

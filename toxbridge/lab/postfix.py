@@ -28,6 +28,8 @@ SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
 DEPLOY_BRIDGE_NEXTHOP = "inet:127.0.0.1:10025"
 DEPLOY_SOCKETMAP = "socketmap:inet:127.0.0.1:10026:"
 DEPLOY_LOCAL_DOMAIN = r"/@home\.example$/"
+DEPLOY_ALIAS_DOMAIN = "@home.example "
+DEPLOY_ALIAS_TARGET = "mom@home.example"
 
 
 class Postfix:
@@ -138,6 +140,12 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
             transport.replace(DEPLOY_BRIDGE_NEXTHOP, f"inet:127.0.0.1:{self.bridge_lmtp_port}")
                      .replace(DEPLOY_LOCAL_DOMAIN, local_domain))
         shutil.copy(deploy / "header_checks.toxbridge", self.config_dir / "header_checks.toxbridge")
+        aliases = (deploy / "virtual_aliases").read_text()
+        if DEPLOY_ALIAS_DOMAIN not in aliases or DEPLOY_ALIAS_TARGET not in aliases:
+            raise RuntimeError("deploy/postfix/virtual_aliases no longer names the example household")
+        (self.config_dir / "virtual_aliases").write_text(  # the household's first user reads them
+            aliases.replace(DEPLOY_ALIAS_TARGET, f"{self.local_users[0]}@{self.domain}")
+                   .replace(DEPLOY_ALIAS_DOMAIN, f"@{self.domain} "))
         (self.config_dir / "vmailbox").write_text(
             "".join(f"{u}@{self.domain}\t{u}\n" for u in self.local_users))
 
