@@ -7,10 +7,11 @@ PY      := $(VENV)/bin/python
 # Every Debian package a test, the demo or a role's apt task needs (tests/test_deps.py checks
 # the roles' and the tests' needs against this list): the Ansible test provisions households
 # in the loopback-only namespace, where apt cannot fetch what is missing. python3-apt: Ansible's
-# apt module; python3-nacl: role tox_bootstrapd; systemd: systemd-analyze for the units.
+# apt module; python3-nacl: role tox_bootstrapd; systemd: systemd-analyze for the units;
+# ca-certificates: pip's TLS to PyPI.
 APT_PACKAGES := postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve swaks \
                 toxcore-utils libtoxcore2 iproute2 util-linux python3-venv zbar-tools \
-                openssl ansible-core ansible-lint python3-apt python3-nacl systemd
+                openssl ansible-core ansible-lint python3-apt python3-nacl systemd ca-certificates
 # Tests run in a network namespace that has only loopback: nothing can leave this machine.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
@@ -36,17 +37,20 @@ apt-packages:
 	@echo $(APT_PACKAGES)
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+# The locked runtime dependencies first (deploy/requirements.lock: what every Pi installs), so the
+# tests run exactly those versions; then toxbridge itself and the test tools.
+$(VENV)/.installed: pyproject.toml deploy/requirements.lock
 	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --require-hashes -r deploy/requirements.lock
 	$(VENV)/bin/pip install -q -e '.[test]'
 	@touch $@
 
 # toxbridge's dependencies as wheels, for the Ansible test: it provisions households in the
 # loopback-only namespace, where pip cannot reach PyPI (--no-index --find-links .wheels).
 wheels: .wheels/.stamp
-.wheels/.stamp: pyproject.toml | venv
-	$(VENV)/bin/pip wheel -q -w .wheels . setuptools wheel
-	rm -f .wheels/toxbridge-*.whl
+.wheels/.stamp: pyproject.toml deploy/requirements.lock | venv
+	$(VENV)/bin/pip wheel -q -w .wheels --require-hashes -r deploy/requirements.lock
+	$(VENV)/bin/pip wheel -q -w .wheels setuptools wheel
 	@touch $@
 
 demo: deps venv

@@ -9,10 +9,12 @@ in the Makefile is the whole truth.
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -126,3 +128,57 @@ def test_every_program_the_tests_run_is_installed_by_make_deps():
         if package is not None and package not in listed and not in_minbase(package):
             missing[program] = f"{package} (run at {where})"
     assert not missing, f"add to APT_PACKAGES in the Makefile: {missing}"
+
+
+# --- Python dependencies (issue 15 point 16) ------------------------------------------------
+
+LOCK = REPO / "deploy" / "requirements.lock"
+IMPORT_NAMES = {"aiosmtpd": "aiosmtpd", "pyyaml": "yaml", "qrcode": "qrcode", "pypng": "png"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def declared() -> list[str]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """name → (version, hashes)."""
+    entries = {}
+    for entry in re.split(r"\n(?=[A-Za-z])", re.sub(r"(?m)^#.*\n", "", LOCK.read_text()).strip()):
+        name, version = re.match(r"([\w.-]+)==([\w.]+)", entry).groups()
+        entries[name.lower()] = (version, re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
+    return entries
+
+
+def test_every_declared_dependency_is_used_and_locked_with_hashes():
+    lock = locked()
+    imported = set()
+    for source in (REPO / "toxbridge").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    for requirement in declared():
+        name = _name(requirement)
+        assert IMPORT_NAMES.get(name, name) in imported, f"{name} is declared but never imported"
+        assert name in lock, f"{name} is missing from {LOCK.name}"
+    assert all(hashes for _, hashes in lock.values()), lock
+
+
+def test_the_tests_run_the_locked_versions():
+    """What every Pi installs is what `make test` tests (make venv installs the lock first)."""
+    for name, (version, _) in locked().items():
+        assert importlib.metadata.version(name) == version, name
+
+
+def test_aiosmtpd_is_pinned_to_the_version_whose_internals_lmtp_in_overrides():
+    from aiosmtpd.smtp import SMTP
+
+    (pin,) = [r for r in declared() if _name(r) == "aiosmtpd"]
+    assert pin == f"aiosmtpd=={locked()['aiosmtpd'][0]}"
+    for internal in ("_getparams", "_set_post_data_state", "_call_handler_hook"):
+        assert callable(getattr(SMTP, internal, None)), internal
