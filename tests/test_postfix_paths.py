@@ -1,7 +1,10 @@
-"""Issue 15 point 2: mail that reaches Dovecot without the bridge (port 25, the LAN, submission,
+"""Mail that enters the household through Postfix, not the bridge.
+
+Issue 15 point 2: mail that reaches Dovecot without the bridge (port 25, the LAN, submission,
 sendmail) cannot carry our trust headers. `Authentication-Results: …; x-tox=pass` and
 `X-Toxbridge-*` are ours alone: only the receiving bridge adds them, after Postfix, so Postfix
-removes every one that arrives with a mail (RFC 8601 §5), deploy/postfix/header_checks.toxbridge."""
+removes every one that arrives with a mail (RFC 8601 §5), deploy/postfix/header_checks.toxbridge.
+Point 15: the household's role addresses and the Pi's own mail reach a member."""
 
 from __future__ import annotations
 
