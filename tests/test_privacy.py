@@ -16,7 +16,7 @@ from toxbridge import wire
 from toxbridge.bridge import Bridge
 from toxbridge.config import Privacy
 from toxbridge.privacy import strip
-from toxbridge.wire import Reply
+from toxbridge.smtpreply import Reply
 
 DEFAULT = Privacy()
 OFF = Privacy(strip_received=False, strip_headers=())

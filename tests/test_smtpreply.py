@@ -4,8 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toxbridge.smtpreply import ReplyError, ReplyReader, dot_stuff
-from toxbridge.wire import Reply
+from toxbridge.smtpreply import Reply, ReplyError, ReplyReader, dot_stuff
 
 STREAM = b"250-mx.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n550 5.1.1 <x> unknown\r\n250 2.0.0 ok\n"
 

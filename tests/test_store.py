@@ -9,7 +9,7 @@ from toxbridge.roster import Roster
 from toxbridge.routes import Routes
 from toxbridge.receiver import prune_partials
 from toxbridge.store import DeliveryStore
-from toxbridge.wire import Reply
+from toxbridge.smtpreply import Reply
 
 KEY = bytes(range(32))
 OTHER = bytes(32)

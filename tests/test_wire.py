@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toxbridge import wire
-from toxbridge.wire import Envelope, PayloadParser, Reply, WireError
+from toxbridge.smtpreply import Reply
+from toxbridge.wire import Envelope, PayloadParser, WireError
 
 LIMIT = 1 << 20
 

@@ -14,7 +14,7 @@ from .identity import Identity
 from .routes import NoRoute, Route, Routes
 from .sender import offline
 from .toxcore.binding import ToxError
-from .wire import Reply
+from .smtpreply import Reply
 
 log = logging.getLogger("toxbridge.bridge")
 

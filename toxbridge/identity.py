@@ -19,7 +19,7 @@ from .sender import Sender
 from .store import DeliveryStore
 from .toxcore.binding import ToxError, ToxLoadError, ToxPortError
 from .toxcore.node import ToxNode, ToxOptions
-from .wire import Reply
+from .smtpreply import Reply
 
 log = logging.getLogger("toxbridge.identity")
 

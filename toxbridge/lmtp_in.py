@@ -18,7 +18,7 @@ from typing import Protocol
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
-from .wire import Reply
+from .smtpreply import Reply
 
 log = logging.getLogger("toxbridge.lmtp_in")
 

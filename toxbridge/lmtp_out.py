@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .config import Endpoint
-from .smtpreply import DotStuffer, ReplyError, ReplyReader
-from .wire import Reply
+from .smtpreply import DotStuffer, Reply, ReplyError, ReplyReader
 
 log = logging.getLogger("toxbridge.lmtp_out")
 

@@ -25,7 +25,7 @@ from .senders import Verdict
 from .store import DeliveryStore
 from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError, ToxSendQueueFull
 from .toxcore.node import ToxNode
-from .wire import Reply
+from .smtpreply import Reply
 
 log = logging.getLogger("toxbridge.receiver")
 

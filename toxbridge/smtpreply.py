@@ -1,14 +1,22 @@
-"""SMTP/LMTP reply parsing and message framing. Pure: no I/O."""
+"""SMTP/LMTP replies and message framing: the reply, its parser, DATA dot-stuffing. Pure: no I/O."""
 
 from __future__ import annotations
 
 import re
-
-from .wire import Reply
+from dataclasses import dataclass
 
 MAX_REPLY_LINE = 2048
 MAX_REPLY_LINES = 100
 _LINE = re.compile(rb"^([2-5][0-9][0-9])([ -])(.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int  # SMTP reply code, 200..599
+    text: str  # enhanced status code and words, e.g. "2.0.0 Saved"
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
 
 
 class ReplyError(ValueError):

@@ -11,7 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .wire import Reply
+from .smtpreply import Reply
 
 
 class DeliveryStore:

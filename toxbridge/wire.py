@@ -23,6 +23,8 @@ import json
 import struct
 from dataclasses import dataclass
 
+from .smtpreply import Reply
+
 MAGIC = b"TXBM"
 VERSION = 1
 PREFIX = struct.Struct(">4sBH")  # magic, version, header length
@@ -46,15 +48,6 @@ class Envelope:
     sender: str
     recipients: tuple[str, ...]
     size: int  # length of the message bytes that follow the header
-
-
-@dataclass(frozen=True)
-class Reply:
-    code: int  # SMTP reply code, 200..599
-    text: str  # enhanced status code and words, e.g. "2.0.0 Saved"
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}"
 
 
 def file_id_of(payload: bytes) -> bytes:
