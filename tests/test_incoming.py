@@ -52,7 +52,7 @@ def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeyp
     from toxbridge import receiver as receiver_mod
     from toxbridge.receiver import Receiver
     from toxbridge.toxcore.binding import ToxSendQueueFull
-    from toxbridge.smtpreply import Reply
+    from toxbridge.mail.smtpreply import Reply
 
     monkeypatch.setattr(receiver_mod, "ANSWER_RETRY_SECONDS", 0.001)
 

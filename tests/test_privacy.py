@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from toxbridge import wire
 from toxbridge.bridge import Bridge
 from toxbridge.config import Privacy
-from toxbridge.privacy import strip
-from toxbridge.smtpreply import Reply
+from toxbridge.mail.privacy import strip
+from toxbridge.mail.smtpreply import Reply
 
 DEFAULT = Privacy()
 OFF = Privacy(strip_received=False, strip_headers=())

@@ -4,12 +4,12 @@ import os
 import time
 
 from toxbridge.contacts import Contact, ContactBook
-from toxbridge.postqueue import deferred_for, parse_queue
+from toxbridge.mail.postqueue import deferred_for, parse_queue
 from toxbridge.roster import Roster
 from toxbridge.routes import Routes
 from toxbridge.receiver import prune_partials
 from toxbridge.store import DeliveryStore
-from toxbridge.smtpreply import Reply
+from toxbridge.mail.smtpreply import Reply
 
 KEY = bytes(range(32))
 OTHER = bytes(32)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toxbridge import wire
-from toxbridge.smtpreply import Reply
+from toxbridge.mail.smtpreply import Reply
 from toxbridge.wire import Envelope, PayloadParser, WireError
 
 LIMIT = 1 << 20

@@ -8,13 +8,14 @@ import logging
 import re
 import time
 
-from . import privacy, wire
+from .mail import privacy
+from . import wire
 from .address import AddressError
 from .identity import Identity
 from .routes import NoRoute, Route, Routes
 from .sender import offline
 from .toxcore.binding import ToxError
-from .smtpreply import Reply
+from .mail.smtpreply import Reply
 
 log = logging.getLogger("toxbridge.bridge")
 

@@ -9,12 +9,13 @@ import signal
 import socket
 import time
 
-from . import __version__, contacts, control, profiles, socketmap
+from . import __version__, contacts, control, profiles
+from .mail import socketmap
 from .bridge import Bridge
 from .config import Config
 from .contacts import ContactsError
 from .identity import Identity
-from .lmtp_in import make_server
+from .mail.lmtp_in import make_server
 from .receiver import prune_partials
 from .roster import Roster
 from .routes import Routes

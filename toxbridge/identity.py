@@ -9,7 +9,8 @@ import random
 import subprocess
 import time
 
-from . import lmtp_out, postqueue, profiles, senders, wire
+from .mail import lmtp_out, postqueue
+from . import profiles, senders, wire
 from .address import is_tox_address
 from .config import Config, User
 from .contacts import Contact
@@ -19,7 +20,7 @@ from .sender import Sender
 from .store import DeliveryStore
 from .toxcore.binding import ToxError, ToxLoadError, ToxPortError
 from .toxcore.node import ToxNode, ToxOptions
-from .smtpreply import Reply
+from .mail.smtpreply import Reply
 
 log = logging.getLogger("toxbridge.identity")
 

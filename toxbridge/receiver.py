@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable
 
 from . import senders, wire
-from .lmtp_out import Spooled
+from .mail.lmtp_out import Spooled
 from .senders import Verdict
 from .store import DeliveryStore
 from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError, ToxSendQueueFull
 from .toxcore.node import ToxNode
-from .smtpreply import Reply
+from .mail.smtpreply import Reply
 
 log = logging.getLogger("toxbridge.receiver")
 

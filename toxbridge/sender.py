@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import wire
 from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_KIND_DATA, ToxError
 from .toxcore.node import ToxNode
-from .smtpreply import Reply
+from .mail.smtpreply import Reply
 
 log = logging.getLogger("toxbridge.sender")
 

@@ -16,7 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import contacts, control, postqueue, profiles, socketmap
+from . import contacts, control, profiles
+from .mail import postqueue, socketmap
 from .config import Config, Endpoint
 from .contacts import ContactsError
 from .roster import Roster

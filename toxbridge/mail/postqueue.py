@@ -12,7 +12,7 @@ import subprocess
 
 from typing import Callable
 
-from .config import PostfixQueue
+from ..config import PostfixQueue
 
 log = logging.getLogger("toxbridge.postqueue")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .config import Endpoint
+from ..config import Endpoint
 from .smtpreply import DotStuffer, Reply, ReplyError, ReplyReader
 
 log = logging.getLogger("toxbridge.lmtp_out")

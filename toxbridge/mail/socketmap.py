@@ -25,7 +25,7 @@ import os
 import stat
 from collections.abc import Callable
 
-from .config import Endpoint
+from ..config import Endpoint
 
 log = logging.getLogger("toxbridge.socketmap")
 

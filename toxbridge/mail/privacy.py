@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .config import Privacy
+from ..config import Privacy
 
 # RFC 5322 field-name: printable US-ASCII except ":"; obs-optional allows WSP before the colon.
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
