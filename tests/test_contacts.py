@@ -11,9 +11,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxbridge import contacts, contacts_file
+from toxbridge.contacts import book as contacts, editor as contacts_file
 from toxbridge.address import AddressError, tox_checksum
-from toxbridge.contacts import Contact, ContactBook, ContactsError
+from toxbridge.contacts.book import Contact, ContactBook, ContactsError
 
 MAILBOXES = ("mom", "dad", "kid")
 

@@ -18,7 +18,8 @@ import png
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from toxbridge import cli, contacts, qr
+from toxbridge import cli, qr
+from toxbridge.contacts import book as contacts
 from toxbridge.address import tox_checksum
 
 # Light upper half, light lower half for each character of the drawing; anything else is an error.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from toxbridge import contacts
+from toxbridge.contacts import book as contacts
 from toxbridge.address import AddressError, tox_checksum
-from toxbridge.roster import Roster
-from toxbridge.routes import NoRoute, Route, Routes
+from toxbridge.contacts.roster import Roster
+from toxbridge.contacts.routes import NoRoute, Route, Routes
 
 MAILBOXES = ("mom", "dad")
 NOSPAM = b"\x01\x02\x03\x04"
@@ -202,7 +202,7 @@ def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(ro
 
     from toxbridge import wire
     from toxbridge.config import User
-    from toxbridge.contacts import ContactBook
+    from toxbridge.contacts.book import ContactBook
     from toxbridge.identity import Identity
 
     alice_key = b"\x05" * 32

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from toxbridge import senders
+from toxbridge.contacts import sender_check as senders
 from toxbridge.address import tox_checksum
 
 KEY = bytes([0xA1]) * 32

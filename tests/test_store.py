@@ -3,10 +3,10 @@
 import os
 import time
 
-from toxbridge.contacts import Contact, ContactBook
+from toxbridge.contacts.book import Contact, ContactBook
 from toxbridge.mail.postqueue import deferred_for, parse_queue
-from toxbridge.roster import Roster
-from toxbridge.routes import Routes
+from toxbridge.contacts.roster import Roster
+from toxbridge.contacts.routes import Routes
 from toxbridge.receiver import prune_partials
 from toxbridge.store import DeliveryStore
 from toxbridge.mail.smtpreply import Reply

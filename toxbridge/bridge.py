@@ -12,7 +12,7 @@ from .mail import privacy
 from . import wire
 from .address import AddressError
 from .identity import Identity
-from .routes import NoRoute, Route, Routes
+from .contacts.routes import NoRoute, Route, Routes
 from .sender import offline
 from .toxcore.binding import ToxError
 from .mail.smtpreply import Reply

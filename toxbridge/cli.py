@@ -11,7 +11,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, contacts, contacts_cli, profiles, qr, status
+from . import __version__, config as config_mod, profiles, qr, status
+from .contacts import commands as contacts_commands
+from .contacts.book import load as load_contacts
 from .config import Config, ConfigError, User
 from .daemon import StartupError, run
 from .identity import ensure_profile, read_address
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
-        command = COMMANDS[args.command] if args.command != "contacts" else contacts_cli.COMMANDS[args.action]
+        command = COMMANDS[args.command] if args.command != "contacts" else contacts_commands.COMMANDS[args.action]
         return command(cfg, args)
     except ConfigError as e:
         print(f"toxbridge: {e}", file=sys.stderr)
@@ -79,7 +81,7 @@ def _contacts_parser(sub) -> None:
 
 def check_config(cfg: Config, args) -> int:
     # The contacts too: the daemon refuses to start with a broken book (ExecStartPre runs this).
-    book = contacts.load(args.contacts or cfg.contacts, cfg.mailboxes)
+    book = load_contacts(args.contacts or cfg.contacts, cfg.mailboxes)
     print(f"{cfg.source}: ok ({len(cfg.users)} users, LMTP on {cfg.lmtp_listen}, Dovecot at {cfg.dovecot_lmtp})")
     print(f"{book.source}: ok ({len(book.contacts)} contacts)")
     return EXIT_OK

@@ -9,16 +9,16 @@ import signal
 import socket
 import time
 
-from . import __version__, contacts, control, profiles
+from . import __version__, control, profiles
 from .mail import socketmap
 from .bridge import Bridge
 from .config import Config
-from .contacts import ContactsError
+from .contacts.book import ContactsError, load as load_contacts
 from .identity import Identity
 from .mail.lmtp_in import make_server
 from .receiver import prune_partials
-from .roster import Roster
-from .routes import Routes
+from .contacts.roster import Roster
+from .contacts.routes import Routes
 from .store import DeliveryStore
 
 log = logging.getLogger("toxbridge.daemon")
@@ -59,7 +59,7 @@ async def run(config: Config) -> None:
     profiles.state_subdir(config.state_dir, "profiles")
     mailboxes = config.mailboxes
     try:
-        book = contacts.load(config.contacts, mailboxes)
+        book = load_contacts(config.contacts, mailboxes)
     except ContactsError as e:
         # Not an empty book instead: Postfix would route contacts' mail the normal way, off Tox.
         raise StartupError(f"{e} (fix the contacts file; toxbridge does not start without its contacts)") from None
@@ -182,7 +182,7 @@ async def _follow_contacts_file(config: Config, routes: Routes, identities: list
             continue
         seen = state
         try:
-            book = contacts.load(config.contacts, mailboxes)
+            book = load_contacts(config.contacts, mailboxes)
         except ContactsError as e:
             log.error("contacts not reloaded, the previous ones stay in use: %s", e)
             continue

@@ -10,12 +10,13 @@ import subprocess
 import time
 
 from .mail import lmtp_out, postqueue
-from . import profiles, senders, wire
+from . import profiles, wire
+from .contacts import sender_check as senders
 from .address import is_tox_address
 from .config import Config, User
-from .contacts import Contact
+from .contacts.book import Contact
 from .receiver import Receiver
-from .routes import Routes
+from .contacts.routes import Routes
 from .sender import Sender
 from .store import DeliveryStore
 from .toxcore.binding import ToxError, ToxLoadError, ToxPortError

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable
 
-from . import senders, wire
+from .contacts import sender_check as senders
+from . import wire
 from .mail.lmtp_out import Spooled
-from .senders import Verdict
+from .contacts.sender_check import Verdict
 from .store import DeliveryStore
 from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError, ToxSendQueueFull
 from .toxcore.node import ToxNode

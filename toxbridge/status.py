@@ -16,12 +16,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import contacts, control, profiles
+from . import control, profiles
 from .mail import postqueue, socketmap
 from .config import Config, Endpoint
-from .contacts import ContactsError
-from .roster import Roster
-from .routes import Routes
+from .contacts.book import ContactBook, ContactsError, load as load_contacts
+from .contacts.roster import Roster
+from .contacts.routes import Routes
 
 OK, WARN, ERROR = "ok", "warn", "error"
 EXIT = {OK: 0, WARN: 1, ERROR: 2}
@@ -199,9 +199,9 @@ def _transport_test(config: Config):
     """Which recipients the bridge routes: contacts, learned pairings, @tox (read-only)."""
     mailboxes = config.mailboxes
     try:
-        book = contacts.load(config.contacts, mailboxes)
+        book = load_contacts(config.contacts, mailboxes)
     except ContactsError:
-        book = contacts.ContactBook()
+        book = ContactBook()
     roster_path = config.state_dir / "roster.sqlite"
     roster = Roster(roster_path) if roster_path.exists() else Roster(":memory:")
     return Routes(book, roster, tuple(u.address for u in config.users)).transport

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
-from . import contacts, contacts_file
-from .address import AddressError
-from .config import Config
-from .contacts import Contact
+from . import editor
+from ..address import AddressError
+from ..config import Config
+from .book import Contact, check_address, load as load_contacts, parse_tox_id
 from .roster import Roster
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -31,7 +31,7 @@ def _day(at: float) -> str:
 
 
 def list_contacts(cfg: Config, args) -> int:
-    book = contacts.load(cfg.contacts, cfg.mailboxes)
+    book = load_contacts(cfg.contacts, cfg.mailboxes)
     print("NAME\tADDRESSES\tTOX ID\tUSERS\tSOURCE")
     for c in book.contacts:
         print(f"{c.name}\t{','.join(c.addresses) or '-'}\t{(c.tox_id or c.public_key).hex().upper()}\t"
@@ -46,8 +46,8 @@ def list_contacts(cfg: Config, args) -> int:
 
 def add(cfg: Config, args) -> int:
     try:
-        public_key, tox_id = contacts.parse_tox_id(args.tox_id)
-        addresses = tuple(dict.fromkeys(contacts.check_address(a) for a in args.addresses))
+        public_key, tox_id = parse_tox_id(args.tox_id)
+        addresses = tuple(dict.fromkeys(check_address(a) for a in args.addresses))
     except (AddressError, ValueError) as e:
         return _fail(str(e), EXIT_USAGE)
     return _add(cfg, Contact(args.name.strip(), addresses, public_key, tox_id, tuple(args.user)))
@@ -61,7 +61,7 @@ def _add(cfg: Config, contact: Contact) -> int:
         return _fail(f"{own[0]} is the address of a user of this bridge, not of a Tox contact", EXIT_USAGE)
     if not contact.name or unknown:
         return _fail(f"no user {unknown[0]!r} in {cfg.source}" if unknown else "a contact needs a name", EXIT_USAGE)
-    contacts_file.edit(cfg.contacts, mailboxes, lambda text, source: contacts_file.added(text, source, mailboxes, contact))
+    editor.edit(cfg.contacts, mailboxes, lambda text, source: editor.added(text, source, mailboxes, contact))
     print(f"added {contact.name} ({(contact.tox_id or contact.public_key).hex().upper()[:16]}…) "
           f"for {', '.join(contact.addresses) or 'no ordinary address'}; the running bridge follows within seconds")
     return EXIT_OK
@@ -69,15 +69,15 @@ def _add(cfg: Config, contact: Contact) -> int:
 
 def remove(cfg: Config, args) -> int:
     mailboxes = cfg.mailboxes
-    book = contacts.load(cfg.contacts, mailboxes)
+    book = load_contacts(cfg.contacts, mailboxes)
     found = book.find(args.what)
     if len(found) > 1:
         return _fail(f"{args.what!r} matches {len(found)} contacts ({', '.join(c.name for c in found)}); "
                      "give an address or a longer Tox ID prefix")
     if found:
         gone = found[0]
-        contacts_file.edit(cfg.contacts, mailboxes,
-                           lambda text, source: contacts_file.removed(text, source, mailboxes, gone))
+        editor.edit(cfg.contacts, mailboxes,
+                           lambda text, source: editor.removed(text, source, mailboxes, gone))
         print(f"removed {gone.name} (line {gone.line} of {cfg.contacts})")
     forgotten = 0
     roster = _roster(cfg, create=False)
@@ -118,13 +118,13 @@ def accept(cfg: Config, args) -> int:
     if len(keys) > 1:
         return _fail(f"{args.key!r} matches {len(keys)} pending keys; give more of it", EXIT_USAGE)
     try:
-        public_key, tox_id = contacts.parse_tox_id(args.key)  # a full ID given: keep it
+        public_key, tox_id = parse_tox_id(args.key)  # a full ID given: keep it
     except AddressError:
         if not keys:
             return _fail(f"no pending friend request matches {args.key!r} (see `toxbridge contacts pending`)")
         public_key, tox_id = keys.pop(), None
     try:
-        addresses = tuple(dict.fromkeys(contacts.check_address(a) for a in args.address))
+        addresses = tuple(dict.fromkeys(check_address(a) for a in args.address))
     except ValueError as e:
         return _fail(str(e), EXIT_USAGE)
     users = tuple(args.user) or tuple(dict.fromkeys(p.mailbox for p in requests))

@@ -16,8 +16,7 @@ from typing import Iterator
 
 import yaml
 
-from . import contacts
-from .contacts import Contact, ContactBook, ContactsError
+from .book import Contact, ContactBook, ContactsError, parse as parse_book
 
 NEW_FILE_HEADER = """\
 # toxbridge contacts: people this household reaches over Tox, under their ordinary addresses.
@@ -32,7 +31,7 @@ NEW_FILE_MODE = 0o644
 
 def added(text: str, source: str, mailboxes: tuple[str, ...], contact: Contact) -> str:
     """The file's text with `contact` appended; comments and layout of the rest untouched."""
-    before = contacts.parse(text, source, mailboxes)
+    before = parse_book(text, source, mailboxes)
     entry = yaml.safe_dump([contact.as_yaml()], sort_keys=False, allow_unicode=True, default_flow_style=None)
     base = text if text.strip() else NEW_FILE_HEADER
     if base and not base.endswith("\n"):
@@ -44,7 +43,7 @@ def added(text: str, source: str, mailboxes: tuple[str, ...], contact: Contact) 
 
 def removed(text: str, source: str, mailboxes: tuple[str, ...], gone: Contact) -> str:
     """The file's text without the entry `gone` (its own lines, comments inside it included)."""
-    before = contacts.parse(text, source, mailboxes)
+    before = parse_book(text, source, mailboxes)
     lines = text.splitlines(keepends=True)
     starts = [c.line for c in before.contacts]
     # Equal entries can repeat (same name and key, no address): the line tells them apart.
@@ -68,7 +67,7 @@ def _is_filler(line: str) -> bool:
 
 def _verify(text: str, source: str, mailboxes: tuple[str, ...], expected: tuple[Contact, ...]) -> None:
     try:
-        got = contacts.parse(text, source, mailboxes).contacts
+        got = parse_book(text, source, mailboxes).contacts
     except ContactsError:
         if len(expected) == len(_parsed_entries(text)):  # the edit is right, the entry is not
             raise
@@ -138,4 +137,4 @@ def edit(path: Path, mailboxes: tuple[str, ...], change) -> ContactBook:
     with locked(path):
         text = change(read_text(path), str(path))
         write_atomic(path, text)
-    return contacts.parse(text, str(path), mailboxes)
+    return parse_book(text, str(path), mailboxes)

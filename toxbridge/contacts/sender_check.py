@@ -15,7 +15,7 @@ import email.utils
 from dataclasses import dataclass
 from typing import Callable
 
-from .address import AddressError, is_tox_address, parse_tox_address
+from ..address import AddressError, is_tox_address, parse_tox_address
 
 PASS, FAIL = "pass", "fail"
 

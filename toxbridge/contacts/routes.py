@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .address import AddressError, is_tox_address, parse_tox_address
-from .contacts import ContactBook, normalise_address
+from ..address import AddressError, is_tox_address, parse_tox_address
+from .book import ContactBook, normalise_address
 from .roster import Roster
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .address import ADDRESS_SIZE, PUBLIC_KEY_SIZE, AddressError, is_tox_address, tox_id_from_hex, unhex
-from .config import ConfigError, LineDict, load_yaml
+from ..address import ADDRESS_SIZE, PUBLIC_KEY_SIZE, AddressError, is_tox_address, tox_id_from_hex, unhex
+from ..config import ConfigError, LineDict, load_yaml
 
 KEYS = ("name", "addresses", "tox_id", "users")
 _ATOM = r'[^\s@<>()\[\],;:"\\.]+'  # UTF-8 letters are fine (SMTPUTF8); separators are not
