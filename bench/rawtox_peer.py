@@ -44,13 +44,7 @@ import time
 
 import os
 
-from toxbridge.toxcore.node import (
-    FILE_CONTROL_RESUME,
-    FILE_KIND_DATA,
-    ToxNode,
-    ToxOptions,
-    ToxSendQueueFull,
-)
+from toxbridge.tox.node import FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxNode, ToxOptions, ToxSendQueueFull
 
 
 def emit(**event) -> None:

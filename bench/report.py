@@ -36,7 +36,7 @@ def machine() -> dict:
     except (OSError, ValueError, IndexError):
         mem = 0
     try:
-        from toxbridge.toxcore import binding
+        from toxbridge.tox import binding
         toxcore = ".".join(map(str, binding.version()))
     except Exception:  # noqa: BLE001 — informational only
         toxcore = "?"

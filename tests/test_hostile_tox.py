@@ -16,10 +16,10 @@ import uuid
 import pytest
 from toxpeer import PlainClient, befriend
 
-from toxbridge import wire
+from toxbridge.tox import wire
 from toxbridge.config import load
 from toxbridge.lab.ports import wait_until
-from toxbridge.toxcore.node import FILE_KIND_AVATAR, FILE_KIND_DATA
+from toxbridge.tox.node import FILE_KIND_AVATAR, FILE_KIND_DATA
 
 pytestmark = pytest.mark.integration
 

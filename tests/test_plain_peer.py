@@ -12,7 +12,7 @@ import hashlib
 import pytest
 from toxpeer import PlainClient
 
-from toxbridge import wire
+from toxbridge.tox import wire
 from toxbridge.lab.ports import wait_until
 
 pytestmark = pytest.mark.integration

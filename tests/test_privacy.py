@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxbridge import wire
+from toxbridge.tox import wire
 from toxbridge.bridge import Bridge
 from toxbridge.config import Privacy
 from toxbridge.mail.privacy import strip

@@ -200,10 +200,10 @@ def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(ro
     still needs bob's own pairing (seen as a race in the full suite)."""
     from types import SimpleNamespace
 
-    from toxbridge import wire
+    from toxbridge.tox import wire
     from toxbridge.config import User
     from toxbridge.contacts.book import ContactBook
-    from toxbridge.identity import Identity
+    from toxbridge.tox.identity import Identity
 
     alice_key = b"\x05" * 32
     routes = Routes(ContactBook(), roster, ("bob@bob.test",))

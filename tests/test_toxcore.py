@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from toxbridge.toxcore import binding
-from toxbridge.toxcore.node import (
+from toxbridge.tox import binding
+from toxbridge.tox.node import (
     CONNECTION_NONE,
     FILE_CONTROL_CANCEL,
     FILE_CONTROL_RESUME,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxbridge import wire
+from toxbridge.tox import wire
 from toxbridge.mail.smtpreply import Reply
-from toxbridge.wire import Envelope, PayloadParser, WireError
+from toxbridge.tox.wire import Envelope, PayloadParser, WireError
 
 LIMIT = 1 << 20
 

@@ -12,9 +12,9 @@ import hashlib
 import random
 import threading
 
-from toxbridge import wire
+from toxbridge.tox import wire
 from toxbridge.lab.ports import wait_until
-from toxbridge.toxcore.node import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxNode, ToxOptions
+from toxbridge.tox.node import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxNode, ToxOptions
 
 
 class PlainClient:

@@ -9,12 +9,12 @@ import re
 import time
 
 from .mail import privacy
-from . import wire
+from .tox import wire
 from .address import AddressError
-from .identity import Identity
+from .tox.identity import Identity
 from .contacts.routes import NoRoute, Route, Routes
-from .sender import offline
-from .toxcore.binding import ToxError
+from .tox.outgoing import offline
+from .tox.binding import ToxError
 from .mail.smtpreply import Reply
 
 log = logging.getLogger("toxbridge.bridge")

@@ -11,13 +11,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, profiles, qr, status
+from . import __version__, config as config_mod, qr, status
+from .tox import profile as profiles
 from .contacts import commands as contacts_commands
 from .contacts.book import load as load_contacts
 from .config import Config, ConfigError, User
 from .daemon import StartupError, run
-from .identity import ensure_profile, read_address
-from .toxcore.binding import ToxError
+from .tox.identity import ensure_profile, read_address
+from .tox.binding import ToxError
 
 DEFAULT_CONFIG = "/etc/toxbridge/toxbridge.yaml"
 

@@ -9,17 +9,18 @@ import signal
 import socket
 import time
 
-from . import __version__, control, profiles
+from . import __version__, control
+from .tox import profile as profiles
 from .mail import socketmap
 from .bridge import Bridge
 from .config import Config
 from .contacts.book import ContactsError, load as load_contacts
-from .identity import Identity
+from .tox.identity import Identity
 from .mail.lmtp_in import make_server
-from .receiver import prune_partials
+from .tox.incoming import prune_partials
 from .contacts.roster import Roster
 from .contacts.routes import Routes
-from .store import DeliveryStore
+from .tox.delivered import DeliveryStore
 
 log = logging.getLogger("toxbridge.daemon")
 

@@ -16,7 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import control, profiles
+from . import control
+from .tox import profile as profiles
 from .mail import postqueue, socketmap
 from .config import Config, Endpoint
 from .contacts.book import ContactBook, ContactsError, load as load_contacts

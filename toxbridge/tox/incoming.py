@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable
 
-from .contacts import sender_check as senders
+from ..contacts import sender_check as senders
 from . import wire
-from .mail.lmtp_out import Spooled
-from .contacts.sender_check import Verdict
-from .store import DeliveryStore
-from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError, ToxSendQueueFull
-from .toxcore.node import ToxNode
-from .mail.smtpreply import Reply
+from ..mail.lmtp_out import Spooled
+from ..contacts.sender_check import Verdict
+from .delivered import DeliveryStore
+from .binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError, ToxSendQueueFull
+from .node import ToxNode
+from ..mail.smtpreply import Reply
 
 log = logging.getLogger("toxbridge.receiver")
 

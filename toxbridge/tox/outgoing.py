@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 
 from . import wire
-from .toxcore.binding import FILE_CONTROL_CANCEL, FILE_KIND_DATA, ToxError
-from .toxcore.node import ToxNode
-from .mail.smtpreply import Reply
+from .binding import FILE_CONTROL_CANCEL, FILE_KIND_DATA, ToxError
+from .node import ToxNode
+from ..mail.smtpreply import Reply
 
 log = logging.getLogger("toxbridge.sender")
 

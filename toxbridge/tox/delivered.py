@@ -11,7 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .mail.smtpreply import Reply
+from ..mail.smtpreply import Reply
 
 
 class DeliveryStore:

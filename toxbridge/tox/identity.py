@@ -9,19 +9,19 @@ import random
 import subprocess
 import time
 
-from .mail import lmtp_out, postqueue
-from . import profiles, wire
-from .contacts import sender_check as senders
-from .address import is_tox_address
-from .config import Config, User
-from .contacts.book import Contact
-from .receiver import Receiver
-from .contacts.routes import Routes
-from .sender import Sender
-from .store import DeliveryStore
-from .toxcore.binding import ToxError, ToxLoadError, ToxPortError
-from .toxcore.node import ToxNode, ToxOptions
-from .mail.smtpreply import Reply
+from ..mail import lmtp_out, postqueue
+from . import profile as profiles, wire
+from ..contacts import sender_check as senders
+from ..address import is_tox_address
+from ..config import Config, User
+from ..contacts.book import Contact
+from .incoming import Receiver
+from ..contacts.routes import Routes
+from .outgoing import Sender
+from .delivered import DeliveryStore
+from .binding import ToxError, ToxLoadError, ToxPortError
+from .node import ToxNode, ToxOptions
+from ..mail.smtpreply import Reply
 
 log = logging.getLogger("toxbridge.identity")
 

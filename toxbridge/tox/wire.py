@@ -23,7 +23,7 @@ import json
 import struct
 from dataclasses import dataclass
 
-from .mail.smtpreply import Reply
+from ..mail.smtpreply import Reply
 
 MAGIC = b"TXBM"
 VERSION = 1
