@@ -1,5 +1,5 @@
 """Outgoing mail sheds the household's own Received: lines and the listed headers; every other
-byte stays. Unit tests of toxbridge/privacy.py, the hook in Bridge.send, and one mail across Tox."""
+byte stays. Unit tests of toxbridge/mail/privacy.py, the hook in Outbound.send, and one mail across Tox."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toxbridge.tox import wire
-from toxbridge.bridge import Bridge
+from toxbridge.outbound import Outbound
 from toxbridge.config import Privacy
 from toxbridge.mail.privacy import strip
 from toxbridge.mail.smtpreply import Reply
@@ -254,7 +254,7 @@ def test_switched_off_is_the_identity(message):
     assert strip(raw, OFF).message == raw
 
 
-# --- the hook in Bridge.send ------------------------------------------------------------------
+# --- the hook in Outbound.send ------------------------------------------------------------------
 
 class _Sender:
     def __init__(self) -> None:
@@ -265,7 +265,7 @@ class _Sender:
         return [Reply(250, "2.0.0 Ok")] * len(envelope.recipients)
 
 
-def _bridge(privacy: Privacy) -> tuple[Bridge, _Sender]:
+def _bridge(privacy: Privacy) -> tuple[Outbound, _Sender]:
     sender = _Sender()
     keys = {"bob@tox": b"\x01" * 32, "carol@tox": b"\x02" * 32}
     identity = SimpleNamespace(
@@ -275,7 +275,7 @@ def _bridge(privacy: Privacy) -> tuple[Bridge, _Sender]:
         sender=sender,
     )
     routes = SimpleNamespace(route=lambda mailbox, rcpt: SimpleNamespace(public_key=keys[rcpt]))
-    return Bridge([identity], routes), sender
+    return Outbound([identity], routes), sender
 
 
 def test_bridge_sends_the_stripped_mail_to_every_friend_and_logs_postfix_queue_id(caplog):

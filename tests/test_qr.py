@@ -18,7 +18,8 @@ import png
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from toxbridge import cli, qr
+from toxbridge import cli
+from toxbridge.ops import qr
 from toxbridge.contacts import book as contacts
 from toxbridge.address import tox_checksum
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toxbridge import config as config_mod, status
-from toxbridge.status import ERROR, OK, WARN
+from toxbridge import config as config_mod
+from toxbridge.ops import status
+from toxbridge.ops.status import ERROR, OK, WARN
 
 CONFIG = config_mod.parse(
     "state_dir: /var/lib/toxbridge\nusers: [{mailbox: mom, address: mom@home.example}]\n"

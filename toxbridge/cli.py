@@ -11,7 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, qr, status
+from . import __version__, config as config_mod
+from .ops import qr, status
 from .tox import profile as profiles
 from .contacts import commands as contacts_commands
 from .contacts.book import load as load_contacts

@@ -9,10 +9,11 @@ import signal
 import socket
 import time
 
-from . import __version__, control
+from . import __version__
+from .ops import control
 from .tox import profile as profiles
 from .mail import socketmap
-from .bridge import Bridge
+from .outbound import Outbound
 from .config import Config
 from .contacts.book import ContactsError, load as load_contacts
 from .tox.identity import Identity
@@ -97,8 +98,8 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
         identity.node.start()
         identity.follow_contacts()
         log.info("%s: Tox ID %s", identity.user.mailbox, identity.node.address.hex().upper())
-    bridge = Bridge(identities, routes)
-    factory = make_server(bridge, config.hostname, config.max_message_size)
+    outbound = Outbound(identities, routes)
+    factory = make_server(outbound, config.hostname, config.max_message_size)
     listen = config.lmtp_listen
     if listen.path:
         server = await _listen("lmtp_listen", listen, lambda: loop.create_unix_server(factory, listen.path))
@@ -112,7 +113,7 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
 
     def snapshot() -> dict:
         return {"pid": os.getpid(), "started": started, "version": __version__, "contacts": len(routes.book.contacts),
-                "in_flight": bridge.in_flight, "identities": [i.snapshot() for i in identities]}
+                "in_flight": outbound.in_flight, "identities": [i.snapshot() for i in identities]}
 
     controls = await control.start_server(control.socket_path(config.state_dir), {"status": snapshot})
     stop = asyncio.Event()
@@ -138,7 +139,7 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
         notify("STOPPING=1")
         for listener in (server, tables, controls):  # no new mail, no new questions
             listener.close()
-        cut = await bridge.drain(config.stop_timeout)
+        cut = await outbound.drain(config.stop_timeout)
         if cut:
             log.warning("stopped %d mail(s) on their way after %.0f s (stop_timeout); Postfix retries them", cut, config.stop_timeout)
             await asyncio.sleep(0.2)  # let the LMTP sessions write those 4xx replies

@@ -22,8 +22,8 @@ log = logging.getLogger("toxbridge.bridge")
 _QUEUE_ID = re.compile(rb"\bwith E?SMTPS?A? id ([0-9A-Za-z]+)")
 
 
-class Bridge:
-    """Implements lmtp_in.Outbox over the household's identities."""
+class Outbound:
+    """mail.lmtp_in.Outbox over the household's identities: what Postfix hands the LMTP listener leaves over Tox."""
 
     def __init__(self, identities: list[Identity], routes: Routes) -> None:
         self._by_address = {i.user.address.lower(): i for i in identities}

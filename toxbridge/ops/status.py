@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import control
-from .tox import profile as profiles
-from .mail import postqueue, socketmap
-from .config import Config, Endpoint
-from .contacts.book import ContactBook, ContactsError, load as load_contacts
-from .contacts.roster import Roster
-from .contacts.routes import Routes
+from ..tox import profile as profiles
+from ..mail import postqueue, socketmap
+from ..config import Config, Endpoint
+from ..contacts.book import ContactBook, ContactsError, load as load_contacts
+from ..contacts.roster import Roster
+from ..contacts.routes import Routes
 
 OK, WARN, ERROR = "ok", "warn", "error"
 EXIT = {OK: 0, WARN: 1, ERROR: 2}
