@@ -51,7 +51,7 @@ def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeyp
 
     from toxbridge.tox import incoming as receiver_mod
     from toxbridge.tox.incoming import Receiver
-    from toxbridge.tox.binding import ToxSendQueueFull
+    from toxbridge.tox.errors import ToxSendQueueFull
     from toxbridge.mail.smtpreply import Reply
 
     monkeypatch.setattr(receiver_mod, "ANSWER_RETRY_SECONDS", 0.001)

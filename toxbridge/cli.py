@@ -19,7 +19,7 @@ from .contacts.book import load as load_contacts
 from .config import Config, ConfigError, User
 from .daemon import StartupError, run
 from .tox.identity import ensure_profile, read_address
-from .tox.binding import ToxError
+from .tox.errors import ToxError
 
 DEFAULT_CONFIG = "/etc/toxbridge/toxbridge.yaml"
 

@@ -14,7 +14,7 @@ from .address import AddressError
 from .tox.identity import Identity
 from .contacts.routes import NoRoute, Route, Routes
 from .tox.outgoing import offline
-from .tox.binding import ToxError
+from .tox.errors import ToxError
 from .mail.smtpreply import Reply
 
 log = logging.getLogger("toxbridge.bridge")

@@ -19,7 +19,7 @@ from .incoming import Receiver
 from ..contacts.routes import Routes
 from .outgoing import Sender
 from .delivered import DeliveryStore
-from .binding import ToxError, ToxLoadError, ToxPortError
+from .errors import ToxError, ToxLoadError, ToxPortError
 from .node import ToxNode, ToxOptions
 from ..mail.smtpreply import Reply
 

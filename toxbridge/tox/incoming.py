@@ -24,7 +24,8 @@ from . import wire
 from ..mail.lmtp_out import Spooled
 from ..contacts.sender_check import Verdict
 from .delivered import DeliveryStore
-from .binding import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxError, ToxSendQueueFull
+from .library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
+from .errors import ToxError, ToxSendQueueFull
 from .node import ToxNode
 from ..mail.smtpreply import Reply
 

@@ -39,11 +39,18 @@ import inspect
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
-from . import binding
-from .binding import (
+from .binding import Tox
+from .errors import (
+    ToxError,
+    ToxFriendNotConnected,
+    ToxNotFoundError,
+    ToxPortError,
+    ToxSendQueueFull,
+    ToxValueError,
+)
+from .library import (
     CONNECTION_NONE,
     CONNECTION_TCP,
     CONNECTION_UDP,
@@ -53,56 +60,28 @@ from .binding import (
     FILE_CONTROL_RESUME,
     FILE_KIND_AVATAR,
     FILE_KIND_DATA,
-    ToxError,
-    ToxFriendNotConnected,
-    ToxNotFoundError,
-    ToxSendQueueFull,
-    ToxValueError,
+    LOSSLESS_PACKET_FIRST_BYTES,
+    MESSAGE_ACTION,
+    MESSAGE_NORMAL,
 )
+from .options import ToxOptions, build
 
+# What a node's users need besides the node, in one import.
 __all__ = [
     "ToxOptions", "ToxNode", "ToxError", "ToxFriendNotConnected", "ToxSendQueueFull",
     "ToxNotFoundError", "ToxValueError",
     "CONNECTION_NONE", "CONNECTION_TCP", "CONNECTION_UDP",
     "FILE_KIND_DATA", "FILE_KIND_AVATAR",
-    "FILE_CONTROL_RESUME", "FILE_CONTROL_PAUSE", "FILE_CONTROL_CANCEL",
-    "FILE_CHUNK_SIZE", "max_message_length", "max_custom_packet_size", "file_id_length",
+    "FILE_CONTROL_RESUME", "FILE_CONTROL_PAUSE", "FILE_CONTROL_CANCEL", "FILE_CHUNK_SIZE",
 ]
 
 log = logging.getLogger("toxbridge.tox")
 
-
-def max_message_length() -> int:
-    return binding.MAX_MESSAGE_LENGTH
-
-
-def max_custom_packet_size() -> int:
-    return binding.MAX_CUSTOM_PACKET_SIZE
-
-
-def file_id_length() -> int:
-    return binding.FILE_ID_LENGTH
-
-
-@dataclass(frozen=True)
-class ToxOptions:
-    udp: bool = True
-    ipv6: bool = False
-    local_discovery: bool = False       # LAN discovery broadcasts to 255.255.255.255
-    start_port: int = 0                 # 0,0 = let toxcore choose (33445..33545)
-    end_port: int = 0
-    tcp_port: int = 0                   # >0: also run a TCP relay server
-    proxy_type: str = "none"            # "none" | "http" | "socks5"
-    proxy_host: str = ""
-    proxy_port: int = 0
-    hole_punching: bool = False
-
-
-# event name from binding.Tox -> handler method name
 # After traffic, iterate this often for this long (see the module docstring).
 BUSY_INTERVAL_MS = 2
 BUSY_SECONDS = 1.0
 
+# event name from binding.Tox -> handler method name
 _HANDLER_NAMES = {
     "self_connection_status": "on_self_connection",
     "friend_request": "on_friend_request",
@@ -120,46 +99,8 @@ _HANDLER_NAMES = {
 _OUT, _IN = "out", "in"
 
 
-def _build_options(options: ToxOptions, savedata: bytes | None) -> binding.Options:
-    if options.proxy_type not in binding.PROXY_TYPES:
-        raise ToxValueError(f"proxy_type must be one of {sorted(binding.PROXY_TYPES)}, "
-                            f"got {options.proxy_type!r}")
-    for field in ("start_port", "end_port", "tcp_port", "proxy_port"):
-        value = getattr(options, field)
-        if not 0 <= value <= 0xFFFF:
-            raise ToxValueError(f"{field} must be 0..65535, got {value}")
-    opts = binding.Options()
-    try:
-        opts.set("udp_enabled", options.udp)
-        opts.set("ipv6_enabled", options.ipv6)
-        opts.set("local_discovery_enabled", options.local_discovery)
-        opts.set("hole_punching_enabled", options.hole_punching)
-        opts.set("start_port", options.start_port)
-        opts.set("end_port", options.end_port)
-        opts.set("tcp_port", options.tcp_port)
-        opts.set("proxy_type", binding.PROXY_TYPES[options.proxy_type])
-        if options.proxy_type != "none":
-            opts.set("proxy_host", options.proxy_host)
-            opts.set("proxy_port", options.proxy_port)
-        if savedata:
-            opts.set_savedata(binding.SAVEDATA_TOX_SAVE, savedata)
-    except BaseException:
-        opts.close()
-        raise
-    return opts
-
-
 class ToxNode:
     """One Tox instance, safe to use from one asyncio event loop (see module doc)."""
-
-    CONNECTION_NONE = CONNECTION_NONE
-    CONNECTION_TCP = CONNECTION_TCP
-    CONNECTION_UDP = CONNECTION_UDP
-    FILE_KIND_DATA = FILE_KIND_DATA
-    FILE_CONTROL_RESUME = FILE_CONTROL_RESUME
-    FILE_CONTROL_PAUSE = FILE_CONTROL_PAUSE
-    FILE_CONTROL_CANCEL = FILE_CONTROL_CANCEL
-    file_chunk_size = FILE_CHUNK_SIZE
 
     def __init__(self, options: ToxOptions, savedata: bytes | None = None, name: str = "",
                  *, max_interval_ms: int = 20) -> None:
@@ -175,9 +116,9 @@ class ToxNode:
         self._started = False
         self._waiters: list[asyncio.Future] = []
         self._transfers: dict[int, set[tuple[str, int]]] = {}
-        opts = _build_options(options, savedata)
+        opts = build(options, savedata)
         try:
-            self._tox = binding.Tox(opts, self._on_event)
+            self._tox = Tox(opts, self._on_event)
         finally:
             opts.close()     # tox_new copied what it needs
         try:
@@ -196,7 +137,7 @@ class ToxNode:
     # ------------------------------------------------------------ guard
 
     @property
-    def _t(self) -> binding.Tox:
+    def _t(self) -> Tox:
         if threading.get_ident() != self._owner:
             raise RuntimeError("ToxNode used from a thread that does not own it "
                                "(use loop.call_soon_threadsafe)")
@@ -213,7 +154,7 @@ class ToxNode:
         """Bound UDP port, 0 when UDP is off."""
         try:
             return self._t.udp_port()
-        except binding.ToxPortError:
+        except ToxPortError:
             return 0
 
     @property
@@ -221,7 +162,7 @@ class ToxNode:
         """Port of our TCP relay server, 0 when none runs."""
         try:
             return self._t.tcp_port()
-        except binding.ToxPortError:
+        except ToxPortError:
             return 0
 
     def savedata(self) -> bytes:
@@ -329,11 +270,11 @@ class ToxNode:
         return self._t.friend_list()
 
     def send_message(self, friend: int, text: bytes, action: bool = False) -> int:
-        kind = binding.MESSAGE_ACTION if action else binding.MESSAGE_NORMAL
+        kind = MESSAGE_ACTION if action else MESSAGE_NORMAL
         return self._t.send_message(friend, text, kind)
 
     def send_lossless_packet(self, friend: int, data: bytes) -> None:
-        if not data or data[0] not in binding.LOSSLESS_PACKET_FIRST_BYTES:
+        if not data or data[0] not in LOSSLESS_PACKET_FIRST_BYTES:
             raise ToxValueError(
                 "tox_friend_send_lossless_packet: TOX_ERR_FRIEND_CUSTOM_PACKET_INVALID "
                 "(first byte must be 160..191)", function="tox_friend_send_lossless_packet",

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import wire
-from .binding import FILE_CONTROL_CANCEL, FILE_KIND_DATA, ToxError
+from .library import FILE_CONTROL_CANCEL, FILE_KIND_DATA
+from .errors import ToxError
 from .node import ToxNode
 from ..mail.smtpreply import Reply
 
