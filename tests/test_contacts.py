@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import stat
 
 import pytest
 import yaml
@@ -505,46 +504,7 @@ def test_added_then_removed_property(name, key, full, locals_, users):
     assert contacts_file.removed(grown, "contacts.yaml", MAILBOXES, new) == COMMENTED
 
 
-# ---------------------------------------------------------------- write_atomic, edit, locked
-
-
-def test_write_atomic_creates_new_file_with_default_mode(tmp_path):
-    path = tmp_path / "contacts.yaml"
-    contacts_file.write_atomic(path, "# hi\n")
-    assert path.read_text() == "# hi\n"
-    assert stat.S_IMODE(path.stat().st_mode) == contacts_file.NEW_FILE_MODE
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["contacts.yaml"]  # no temp left
-
-
-def test_write_atomic_keeps_mode_and_owner(tmp_path):
-    path = tmp_path / "contacts.yaml"
-    path.write_text("old\n")
-    path.chmod(0o640)
-    if os.geteuid() == 0:
-        os.chown(path, 1234, 5678)
-    inode = path.stat().st_ino
-    contacts_file.write_atomic(path, "new ✓\n")
-    st_ = path.stat()
-    assert path.read_text(encoding="utf-8") == "new ✓\n"
-    assert stat.S_IMODE(st_.st_mode) == 0o640
-    if os.geteuid() == 0:
-        assert (st_.st_uid, st_.st_gid) == (1234, 5678)
-    assert st_.st_ino != inode  # replaced by rename, not rewritten in place
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["contacts.yaml"]
-
-
-def test_write_atomic_failure_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
-    path = tmp_path / "contacts.yaml"
-    path.write_text("old\n")
-
-    def broken(src, dst):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(contacts_file.os, "replace", broken)
-    with pytest.raises(OSError):
-        contacts_file.write_atomic(path, "new\n")
-    assert path.read_text() == "old\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["contacts.yaml"]
+# ---------------------------------------------------------------- edit, locked
 
 
 def test_edit_applies_change_under_the_lock(tmp_path):

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from . import __version__, config as config_mod
 from .ops import qr, status
-from .tox import profile as profiles
 from .contacts import commands as contacts_commands
 from .contacts.book import load as load_contacts
 from .config import Config, ConfigError, User
+from .files import StateError, state_subdir
 from .daemon import StartupError, run
 from .tox.identity import ensure_profile, read_address
 from .tox.errors import ToxError
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"toxbridge: {e}", file=sys.stderr)
         return EXIT_FAIL
-    except (profiles.ProfileError, ToxError, StartupError) as e:
+    except (StateError, ToxError, StartupError) as e:
         print(f"toxbridge: {e}", file=sys.stderr)
         return EXIT_FAIL
     except OSError as e:  # a file the command must write: permissions, full disk
@@ -90,7 +90,7 @@ def check_config(cfg: Config, args) -> int:
 
 
 def init(cfg: Config, args) -> int:
-    profiles.state_subdir(cfg.state_dir, "profiles")
+    state_subdir(cfg.state_dir, "profiles")
     for user in cfg.users:
         address, created = ensure_profile(cfg, user)
         print(f"{user.mailbox} {address.hex().upper()}")

@@ -11,10 +11,10 @@ import time
 
 from . import __version__
 from .ops import control
-from .tox import profile as profiles
 from .mail import socketmap
 from .outbound import Outbound
 from .config import Config
+from .files import state_subdir
 from .contacts.book import ContactsError, load as load_contacts
 from .tox.identity import Identity
 from .mail.lmtp_in import make_server
@@ -58,7 +58,7 @@ def notify(state: str) -> None:
 
 
 async def run(config: Config) -> None:
-    profiles.state_subdir(config.state_dir, "profiles")
+    state_subdir(config.state_dir, "profiles")
     mailboxes = config.mailboxes
     try:
         book = load_contacts(config.contacts, mailboxes)

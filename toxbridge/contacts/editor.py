@@ -2,8 +2,8 @@
 
 PyYAML cannot write comments back, so edits are made on the text: a new entry is appended, a
 removed entry's lines are cut. The result is parsed again and must hold exactly the entries
-intended, or nothing is written. The file is replaced atomically (temp file, fsync, rename),
-keeping its mode and owner, under a lock so two editors do not interleave.
+intended, or nothing is written. The file is replaced atomically, keeping its mode and owner,
+under a lock so two editors do not interleave.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 import yaml
+
+from ..files import replace_file
 
 from .book import Contact, ContactBook, ContactsError, parse as parse_book
 
@@ -104,37 +106,10 @@ def read_text(path: Path) -> str:
         raise ContactsError(f"{path}: cannot read the contacts file: {e}") from None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step; the old file's mode and owner carry over."""
-    try:
-        stat = path.stat()
-        mode, owner = stat.st_mode & 0o7777, (stat.st_uid, stat.st_gid)
-    except FileNotFoundError:
-        mode, owner = NEW_FILE_MODE, None
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            if owner is not None:
-                os.fchown(out.fileno(), *owner)
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def edit(path: Path, mailboxes: tuple[str, ...], change) -> ContactBook:
     """Apply change(text, source) -> new text to the file, safely; returns the new book."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path):
         text = change(read_text(path), str(path))
-        write_atomic(path, text)
+        replace_file(path, text.encode("utf-8"), NEW_FILE_MODE, keep_owner=True)
     return parse_book(text, str(path), mailboxes)

@@ -8,10 +8,19 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..files import open_database
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS learned (mailbox TEXT NOT NULL, address TEXT NOT NULL,"
+    " public_key BLOB NOT NULL, at REAL NOT NULL, PRIMARY KEY (mailbox, address))",
+    "CREATE TABLE IF NOT EXISTS pending (mailbox TEXT NOT NULL, public_key BLOB NOT NULL,"
+    " message TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,"
+    " PRIMARY KEY (mailbox, public_key))",
+)
 
 
 @dataclass(frozen=True)
@@ -32,16 +41,8 @@ class Pending:
 
 
 class Roster:
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS learned (mailbox TEXT NOT NULL, address TEXT NOT NULL,"
-            " public_key BLOB NOT NULL, at REAL NOT NULL, PRIMARY KEY (mailbox, address))")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS pending (mailbox TEXT NOT NULL, public_key BLOB NOT NULL,"
-            " message TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,"
-            " PRIMARY KEY (mailbox, public_key))")
+    def __init__(self, path: Path | str) -> None:
+        self._db = open_database(path, SCHEMA)
 
     # ---- learned pairings
 

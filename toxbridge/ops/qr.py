@@ -8,12 +8,13 @@ what it scans (and takes a bare ID too), so phones read it as well.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import png
 import qrcode
 import qrcode.constants
+
+from ..files import replace_file
 
 Matrix = list[list[bool]]  # True = dark module, rows top to bottom, no quiet zone
 
@@ -79,18 +80,5 @@ def to_png(modules: Matrix, scale: int = PNG_SCALE) -> bytes:
 
 
 def write_png(path: Path, modules: Matrix, scale: int = PNG_SCALE) -> None:
-    """Write the PNG to path atomically (temp file beside it, fsync, rename); an OSError names path."""
-    data = to_png(modules, scale)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise OSError(e.errno, e.strerror, str(path)) from None
+    """Write the PNG to path atomically; an OSError names path."""
+    replace_file(path, to_png(modules, scale))

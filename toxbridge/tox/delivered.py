@@ -2,30 +2,29 @@
 
 A lost answer makes the sender's Postfix send the same mail again; the receiver finds it here and
 answers from the record instead of delivering a second copy. Records are durable before the answer
-leaves (WAL, synchronous=FULL: fsync on commit) and kept for a configured number of days.
+leaves (files.open_database: fsync on commit) and kept for a configured number of days.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
+from ..files import open_database
 from ..mail.smtpreply import Reply
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS delivered ("
+    " file_id BLOB NOT NULL, mailbox TEXT NOT NULL, code INTEGER NOT NULL, text TEXT NOT NULL,"
+    " at REAL NOT NULL, PRIMARY KEY (file_id, mailbox))",
+    "CREATE INDEX IF NOT EXISTS delivered_at ON delivered (at)",
+)
 
 
 class DeliveryStore:
     def __init__(self, path: Path, keep_seconds: float) -> None:
         self._keep = keep_seconds
-        self._db = sqlite3.connect(path, isolation_level=None)  # autocommit: each write is one transaction
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS delivered ("
-            " file_id BLOB NOT NULL, mailbox TEXT NOT NULL, code INTEGER NOT NULL, text TEXT NOT NULL,"
-            " at REAL NOT NULL, PRIMARY KEY (file_id, mailbox))"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS delivered_at ON delivered (at)")
+        self._db = open_database(path, SCHEMA)
 
     def lookup(self, file_id: bytes, mailbox: str) -> Reply | None:
         row = self._db.execute(

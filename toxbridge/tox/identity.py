@@ -14,6 +14,7 @@ from . import profile as profiles, wire
 from ..contacts import sender_check as senders
 from ..address import is_tox_address
 from ..config import Config, User
+from ..files import state_subdir
 from ..contacts.book import Contact
 from .incoming import Receiver
 from ..contacts.routes import Routes
@@ -90,7 +91,7 @@ class Identity:
     def __init__(self, config: Config, user: User, node: ToxNode, store: DeliveryStore, routes: Routes) -> None:
         self.config, self.user, self.node, self.routes = config, user, node, routes
         self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout)
-        partial_dir = profiles.state_subdir(profiles.state_subdir(config.state_dir, "partial"), user.mailbox)
+        partial_dir = state_subdir(state_subdir(config.state_dir, "partial"), user.mailbox)
         self._dovecot = lmtp_out.LMTPClient(config.dovecot_lmtp, config.hostname)  # one mail at a time
         self.receiver = Receiver(node, config.max_message_size, config.hostname, user.mailbox, user.address,
                                  self._deliver, store, partial_dir, self._vet, config.forged_sender)

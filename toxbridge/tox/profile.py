@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-
-class ProfileError(OSError):
-    """A profile or the state directory cannot be used; the text says which and why."""
+from ..files import StateError, replace_file, state_subdir
 
 
-def state_subdir(state_dir: Path, name: str) -> Path:
-    """A directory under the state directory, created 0700 (with the state directory)."""
-    path = state_dir / name
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.mkdir(mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise ProfileError(f"cannot create {path}: {e.strerror}") from None
-    return path
+class ProfileError(StateError):
+    """A profile cannot be used; the text says which and why."""
 
 
 def profile_path(state_dir: Path, mailbox: str) -> Path:
@@ -37,21 +27,9 @@ def read(path: Path) -> bytes | None:
 
 
 def write(path: Path, data: bytes) -> None:
-    """Replace the profile atomically (temp file, fsync, rename), mode 0600."""
+    """Replace the profile atomically, mode 0600."""
     state_subdir(path.parent.parent, path.parent.name)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(path, data, 0o600)
     except OSError as e:
         raise ProfileError(f"cannot write Tox profile {path}: {e.strerror}") from None
