@@ -44,7 +44,10 @@ import time
 
 import os
 
-from toxbridge.tox.node import FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxNode, ToxOptions, ToxSendQueueFull
+from toxbridge.tox.library import FILE_CONTROL_RESUME, FILE_KIND_DATA
+from toxbridge.tox.node import ToxNode
+from toxbridge.tox.options import ToxOptions
+from toxbridge.tox.errors import ToxSendQueueFull
 
 
 def emit(**event) -> None:

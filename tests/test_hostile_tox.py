@@ -19,7 +19,7 @@ from toxpeer import PlainClient, befriend
 from toxbridge.tox import wire
 from toxbridge.config import load
 from toxbridge.lab.ports import wait_until
-from toxbridge.tox.node import FILE_KIND_AVATAR, FILE_KIND_DATA
+from toxbridge.tox.library import FILE_KIND_AVATAR, FILE_KIND_DATA
 
 pytestmark = pytest.mark.integration
 

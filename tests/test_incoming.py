@@ -70,6 +70,9 @@ def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeyp
         def friend_public_key(self, friend):
             return bytes(32)
 
+        def friend_label(self, friend):
+            return f"#{friend}"
+
     async def answer(node) -> None:
         inbox = Receiver(node, 1000, "h", "mb", "a@b.example", None, None, tmp_path, None)
         inbox._answer(0, bytes(32), Reply(250, "2.0.0 ok"))

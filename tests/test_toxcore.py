@@ -26,16 +26,10 @@ from pathlib import Path
 import pytest
 
 from toxbridge.tox import library
-from toxbridge.tox.node import (
-    CONNECTION_NONE,
-    FILE_CONTROL_CANCEL,
-    FILE_CONTROL_RESUME,
-    FILE_KIND_DATA,
-    ToxError,
-    ToxNode,
-    ToxOptions,
-    ToxValueError,
-)
+from toxbridge.tox.library import CONNECTION_NONE, FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
+from toxbridge.tox.errors import ToxError, ToxValueError
+from toxbridge.tox.node import ToxNode
+from toxbridge.tox.options import ToxOptions
 
 pytestmark = pytest.mark.integration
 

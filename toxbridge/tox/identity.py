@@ -219,7 +219,7 @@ class Identity:
         return verdict
 
     def on_friend_connection(self, node, friend: int, status: int) -> None:
-        key = self._key(friend)
+        key = self.node.friend_label(friend)
         public_key = node.friend_public_key(friend)
         if status == 0:
             log.info("%s: friend %s went offline", self.user.mailbox, key)
@@ -271,7 +271,7 @@ class Identity:
     def offline_text(self, friend: int) -> str:
         """Words for Postfix's deferral (and in the end its bounce): who is offline, since when."""
         since = self.offline_since.get(self.node.friend_public_key(friend)) or self.node.friend_last_online(friend)
-        key = self._key(friend)
+        key = self.node.friend_label(friend)
         if since is None:
             return f"Tox friend {key} has not been online yet (friend request not accepted?)"
         return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
@@ -322,13 +322,13 @@ class Identity:
             except wire.WireError:
                 return
             self.peers[friend] = software
-            log.info("%s: friend %s is a bridge (%s, protocol %d)", self.user.mailbox, self._key(friend), software, version)
+            log.info("%s: friend %s is a bridge (%s, protocol %d)", self.user.mailbox, self.node.friend_label(friend), software, version)
             # A peer bridge that restarted quickly greets us without our side ever seeing it
             # offline (toxcore notices a killed peer only after ~28 s): push its mail now too.
             self._spawn(self._catch_up(node.friend_public_key(friend)))
 
     def on_friend_message(self, node, friend: int, kind: int, text: bytes) -> None:
-        log.info("%s: friend %s sent a chat message (%d bytes); mail bridges do not chat", self.user.mailbox, self._key(friend), len(text))
+        log.info("%s: friend %s sent a chat message (%d bytes); mail bridges do not chat", self.user.mailbox, self.node.friend_label(friend), len(text))
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
         self.receiver.on_file_recv(friend, number, kind, size, filename)
@@ -344,8 +344,3 @@ class Identity:
         self.sender.on_control(friend, number, control)
         self.receiver.on_control(friend, number, control)
 
-    def _key(self, friend: int) -> str:
-        try:
-            return self.node.friend_public_key(friend).hex()[:8]
-        except ToxError:
-            return f"#{friend}"

@@ -114,12 +114,12 @@ class Receiver:
 
     def on_file_recv(self, friend: int, number: int, kind: int, size: int, filename: bytes) -> None:
         if kind != FILE_KIND_DATA or filename != wire.MAIL_FILENAME:
-            log.warning("friend %s offered a file that is not a mail (kind %d); refused", self._peer(friend), kind)
+            log.warning("friend %s offered a file that is not a mail (kind %d); refused", self._node.friend_label(friend), kind)
             self._cancel(friend, number)
             return
         file_id = self._node.file_id(friend, number)
         if size > self._max_payload:
-            log.warning("friend %s offered a mail of %d bytes, over the limit; refused", self._peer(friend), size)
+            log.warning("friend %s offered a mail of %d bytes, over the limit; refused", self._node.friend_label(friend), size)
             self._refuse(friend, number, file_id, Reply(552, f"5.3.4 message too big for this household (limit {self._max_message} bytes)"))
             return
         known = self._store.lookup(file_id, self._mailbox)
@@ -130,14 +130,14 @@ class Receiver:
             return
         arriving = [i for i in self._incoming.values() if i.friend == friend]
         if file_id in self._delivering or any(i.file_id == file_id for i in arriving):
-            log.info("%s: already arriving from friend %s; the repeat is refused for now", file_id.hex()[:12], self._peer(friend))
+            log.info("%s: already arriving from friend %s; the repeat is refused for now", file_id.hex()[:12], self._node.friend_label(friend))
             self._refuse(friend, number, file_id, Reply(451, "4.3.2 this mail is already arriving; try again later"))
             return
         if len(arriving) >= MAX_INCOMING_PER_FRIEND:
             if friend not in self._flooding:  # once per burst, not once per transfer
                 self._flooding.add(friend)
                 log.warning("friend %s sends more than %d mails at once; refusing the rest for now",
-                            self._peer(friend), MAX_INCOMING_PER_FRIEND)
+                            self._node.friend_label(friend), MAX_INCOMING_PER_FRIEND)
             self._refuse(friend, number, file_id, Reply(451, "4.3.2 too many mails arriving at once; try again"))
             return
         self._flooding.discard(friend)
@@ -183,7 +183,7 @@ class Receiver:
             if inc is not None:
                 inc.close()  # the partial file stays for a retry to resume
                 log.info("%s: friend %s stopped the transfer at byte %d; kept for a retry",
-                         inc.file_id.hex()[:12], self._peer(friend), inc.received)
+                         inc.file_id.hex()[:12], self._node.friend_label(friend), inc.received)
 
     def drop_stalled(self, stall_timeout: float) -> None:
         """Give up transfers that made no progress for `stall_timeout` seconds; their partial
@@ -194,7 +194,7 @@ class Receiver:
                 del self._incoming[key]
                 inc.close()
                 log.warning("%s: transfer from friend %s stalled at byte %d; cancelled, kept for a retry",
-                            inc.file_id.hex()[:12], self._peer(inc.friend), inc.received)
+                            inc.file_id.hex()[:12], self._node.friend_label(inc.friend), inc.received)
                 self._cancel(inc.friend, inc.number)
 
     def on_friend_offline(self, friend: int) -> None:
@@ -203,7 +203,7 @@ class Receiver:
 
     def _drop(self, inc: Incoming, reply: Reply, why: str) -> None:
         """A transfer that cannot become a mail: answered, cancelled, its partial file removed."""
-        log.warning("friend %s sent a broken mail transfer: %s", self._peer(inc.friend), why)
+        log.warning("friend %s sent a broken mail transfer: %s", self._node.friend_label(inc.friend), why)
         del self._incoming[(inc.friend, inc.number)]
         inc.close()
         inc.path.unlink(missing_ok=True)
@@ -218,7 +218,7 @@ class Receiver:
         inc.close()
         if inc.received != inc.size or inc.hasher.digest() != inc.file_id:
             inc.path.unlink(missing_ok=True)
-            log.warning("friend %s sent a mail whose length or hash does not match; asked to resend", self._peer(inc.friend))
+            log.warning("friend %s sent a mail whose length or hash does not match; asked to resend", self._node.friend_label(inc.friend))
             self._answer(inc.friend, inc.file_id, Reply(451, "4.6.0 payload damaged in transit (hash mismatch); try again"))
             return
         try:
@@ -227,7 +227,7 @@ class Receiver:
             head = _read(inc.path, offset, min(envelope.size, HEAD_LIMIT))
         except wire.WireError as e:
             inc.path.unlink(missing_ok=True)
-            log.warning("friend %s sent a malformed payload: %s", self._peer(inc.friend), e)
+            log.warning("friend %s sent a malformed payload: %s", self._node.friend_label(inc.friend), e)
             self._answer(inc.friend, inc.file_id, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"))
             return
         except OSError as e:
@@ -302,10 +302,10 @@ class Receiver:
                 asyncio.get_running_loop().call_later(ANSWER_RETRY_SECONDS * (attempt + 1), self._answer,
                                                       friend, file_id, reply, attempt + 1)
                 return
-            log.warning("could not answer friend %s (send queue full); the sender will retry", self._peer(friend))
+            log.warning("could not answer friend %s (send queue full); the sender will retry", self._node.friend_label(friend))
         except ToxError as e:
             # The sender sees no answer, tells its Postfix 4.4.1 and retries; the record answers then.
-            log.warning("could not answer friend %s (%s); the sender will retry", self._peer(friend), e)
+            log.warning("could not answer friend %s (%s); the sender will retry", self._node.friend_label(friend), e)
 
     def _cancel(self, friend: int, number: int) -> None:
         try:
@@ -313,11 +313,6 @@ class Receiver:
         except ToxError:
             pass
 
-    def _peer(self, friend: int) -> str:
-        try:
-            return self._node.friend_public_key(friend).hex()[:8]
-        except ToxError:
-            return f"#{friend}"
 
     async def stop(self) -> None:
         """Let running deliveries finish (bounded by the LMTP client's own timeout)."""

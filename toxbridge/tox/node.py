@@ -42,38 +42,9 @@ import time
 from typing import Callable
 
 from .binding import Tox
-from .errors import (
-    ToxError,
-    ToxFriendNotConnected,
-    ToxNotFoundError,
-    ToxPortError,
-    ToxSendQueueFull,
-    ToxValueError,
-)
-from .library import (
-    CONNECTION_NONE,
-    CONNECTION_TCP,
-    CONNECTION_UDP,
-    FILE_CHUNK_SIZE,
-    FILE_CONTROL_CANCEL,
-    FILE_CONTROL_PAUSE,
-    FILE_CONTROL_RESUME,
-    FILE_KIND_AVATAR,
-    FILE_KIND_DATA,
-    LOSSLESS_PACKET_FIRST_BYTES,
-    MESSAGE_ACTION,
-    MESSAGE_NORMAL,
-)
+from .errors import ToxError, ToxNotFoundError, ToxPortError, ToxValueError
+from .library import CONNECTION_NONE, FILE_CONTROL_CANCEL, LOSSLESS_PACKET_FIRST_BYTES, MESSAGE_ACTION, MESSAGE_NORMAL
 from .options import ToxOptions, build
-
-# What a node's users need besides the node, in one import.
-__all__ = [
-    "ToxOptions", "ToxNode", "ToxError", "ToxFriendNotConnected", "ToxSendQueueFull",
-    "ToxNotFoundError", "ToxValueError",
-    "CONNECTION_NONE", "CONNECTION_TCP", "CONNECTION_UDP",
-    "FILE_KIND_DATA", "FILE_KIND_AVATAR",
-    "FILE_CONTROL_RESUME", "FILE_CONTROL_PAUSE", "FILE_CONTROL_CANCEL", "FILE_CHUNK_SIZE",
-]
 
 log = logging.getLogger("toxbridge.tox")
 
@@ -257,6 +228,13 @@ class ToxNode:
 
     def friend_public_key(self, friend: int) -> bytes:
         return self._t.friend_public_key(friend)
+
+    def friend_label(self, friend: int) -> str:
+        """The friend as log lines name it: its key's first 8 hex digits, or #N once it is gone."""
+        try:
+            return self.friend_public_key(friend).hex()[:8]
+        except ToxError:
+            return f"#{friend}"
 
     def friend_connection(self, friend: int) -> int:
         return self._t.friend_connection_status(friend)

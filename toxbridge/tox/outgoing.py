@@ -143,24 +143,19 @@ class Sender:
         try:
             file_id, replies = wire.decode_result(packet)
         except wire.WireError as e:
-            log.warning("friend %s sent a malformed result packet: %s", self._key(friend), e)
+            log.warning("friend %s sent a malformed result packet: %s", self._node.friend_label(friend), e)
             return
         out = self._by_id.get((friend, file_id))
         if out is None:
-            log.info("friend %s answered for a mail no longer waiting (late or repeated answer)", self._key(friend))
+            log.info("friend %s answered for a mail no longer waiting (late or repeated answer)", self._node.friend_label(friend))
             return
         if len(replies) == 1:
             replies = replies * out.recipients
         elif len(replies) != out.recipients:
-            log.warning("friend %s answered %d replies for %d recipients", self._key(friend), len(replies), out.recipients)
+            log.warning("friend %s answered %d replies for %d recipients", self._node.friend_label(friend), len(replies), out.recipients)
             replies = [offline("the peer bridge answered for the wrong number of recipients")] * out.recipients
         self._finish(out, replies)
 
-    def _key(self, friend: int) -> str:
-        try:
-            return self._node.friend_public_key(friend).hex()[:8]
-        except ToxError:
-            return f"#{friend}"
 
     def on_friend_offline(self, friend: int) -> None:
         """Every transfer dies with the friend's connection (toxcore gives no callback for it)."""
