@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxbridge.contacts import book as contacts, editor as contacts_file
+from toxbridge.contacts import book as contacts, editor
 from toxbridge.address import AddressError, tox_checksum
 from toxbridge.contacts.book import Contact, ContactBook, ContactsError
 
@@ -287,7 +287,7 @@ def test_as_yaml_round_trips():
         assert parse(yaml.safe_dump([entry])).contacts == (c,)
 
 
-# ---------------------------------------------------------------- contacts_file.added / removed
+# ---------------------------------------------------------------- editor.added / removed
 
 COMMENTED = f"""\
 # Contacts of the Example household.
@@ -322,7 +322,7 @@ def comment_lines(text: str) -> list[str]:
 
 def test_added_keeps_every_comment_and_appends_the_entry():
     new = contact("Dora", ID_D, "dora@example.org", users=("dad", "kid"))
-    result = contacts_file.added(COMMENTED, "contacts.yaml", MAILBOXES, new)
+    result = editor.added(COMMENTED, "contacts.yaml", MAILBOXES, new)
     assert result.startswith(COMMENTED)  # untouched byte for byte, the entry goes at the end
     assert comment_lines(result) == comment_lines(COMMENTED)
     assert parse(result).contacts == parse(COMMENTED).contacts + (new,)
@@ -332,7 +332,7 @@ def test_added_keeps_every_comment_and_appends_the_entry():
 def test_added_to_text_without_final_newline():
     text = COMMENTED.rstrip("\n")
     new = contact("Dora", ID_D)
-    result = contacts_file.added(text, "contacts.yaml", MAILBOXES, new)
+    result = editor.added(text, "contacts.yaml", MAILBOXES, new)
     assert result.startswith(text + "\n- name: Dora\n")
     assert parse(result).contacts == parse(text).contacts + (new,)
 
@@ -340,21 +340,21 @@ def test_added_to_text_without_final_newline():
 @pytest.mark.parametrize("text", ["", "\n\n", "   \n"])
 def test_added_to_empty_file_writes_the_header(text):
     new = contact("Tarek", ID_A, "tarek@example.org")
-    result = contacts_file.added(text, "contacts.yaml", MAILBOXES, new)
-    assert result.startswith(contacts_file.NEW_FILE_HEADER)
+    result = editor.added(text, "contacts.yaml", MAILBOXES, new)
+    assert result.startswith(editor.NEW_FILE_HEADER)
     assert parse(result).contacts == (new,)
 
 
 def test_added_to_comment_only_file_keeps_the_comments():
     text = "# my own header\n# nobody yet"
-    result = contacts_file.added(text, "contacts.yaml", MAILBOXES, contact("A", ID_A))
-    assert result.startswith(text + "\n") and contacts_file.NEW_FILE_HEADER not in result
+    result = editor.added(text, "contacts.yaml", MAILBOXES, contact("A", ID_A))
+    assert result.startswith(text + "\n") and editor.NEW_FILE_HEADER not in result
 
 
 def test_removed_of_a_middle_entry_keeps_every_comment_outside_it():
     book = parse(COMMENTED)
     tarek, grandma, zoe = book.contacts
-    result = contacts_file.removed(COMMENTED, "contacts.yaml", MAILBOXES, grandma)
+    result = editor.removed(COMMENTED, "contacts.yaml", MAILBOXES, grandma)
     assert parse(result).contacts == (tarek, zoe)
     assert "name: Grandma" not in result and ID_B.hex() not in result
     # its trailing comment is filler before the next entry, so it stays too
@@ -363,7 +363,7 @@ def test_removed_of_a_middle_entry_keeps_every_comment_outside_it():
 
 def test_removed_of_the_first_entry():
     tarek, grandma, zoe = parse(COMMENTED).contacts
-    result = contacts_file.removed(COMMENTED, "contacts.yaml", MAILBOXES, tarek)
+    result = editor.removed(COMMENTED, "contacts.yaml", MAILBOXES, tarek)
     assert parse(result).contacts == (grandma, zoe)
     # comments above it and after its last key stay; the ones inside it go
     kept = comment_lines(result)
@@ -374,7 +374,7 @@ def test_removed_of_the_first_entry():
 
 def test_removed_of_the_last_entry_keeps_the_trailing_comment():
     tarek, grandma, zoe = parse(COMMENTED).contacts
-    result = contacts_file.removed(COMMENTED, "contacts.yaml", MAILBOXES, zoe)
+    result = editor.removed(COMMENTED, "contacts.yaml", MAILBOXES, zoe)
     assert parse(result).contacts == (tarek, grandma)
     assert result.endswith("# --- friends ---\n# trailing comment at the end of the file\n")
     assert comment_lines(result) == comment_lines(COMMENTED)
@@ -384,7 +384,7 @@ def test_removed_of_the_last_entry_keeps_the_trailing_comment():
 def test_removed_cuts_only_that_entrys_lines(index):
     """At every entry: what is left is the original minus one contiguous block of lines."""
     before = parse(COMMENTED).contacts
-    result = contacts_file.removed(COMMENTED, "contacts.yaml", MAILBOXES, before[index])
+    result = editor.removed(COMMENTED, "contacts.yaml", MAILBOXES, before[index])
     assert parse(result).contacts == before[:index] + before[index + 1:]
     old, new = COMMENTED.splitlines(keepends=True), result.splitlines(keepends=True)
     head = next(i for i, (a, b) in enumerate(zip(old + [None], new + [None])) if a != b)
@@ -394,22 +394,22 @@ def test_removed_cuts_only_that_entrys_lines(index):
 
 def test_removed_the_only_entry_leaves_the_comments():
     text = f"# header\n- name: A\n  tox_id: {ID_A.hex()}\n# footer\n"
-    result = contacts_file.removed(text, "contacts.yaml", MAILBOXES, parse(text).contacts[0])
+    result = editor.removed(text, "contacts.yaml", MAILBOXES, parse(text).contacts[0])
     assert result == "# header\n# footer\n"
     assert parse(result).contacts == ()
 
 
 def test_add_then_remove_gives_back_the_file():
     new = contact("Dora", ID_D, "dora@example.org")
-    grown = contacts_file.added(COMMENTED, "contacts.yaml", MAILBOXES, new)
-    assert contacts_file.removed(grown, "contacts.yaml", MAILBOXES, new) == COMMENTED
+    grown = editor.added(COMMENTED, "contacts.yaml", MAILBOXES, new)
+    assert editor.removed(grown, "contacts.yaml", MAILBOXES, new) == COMMENTED
 
 
 def test_add_after_remove_of_another_entry_keeps_every_comment():
     tarek, grandma, zoe = parse(COMMENTED).contacts
-    text = contacts_file.removed(COMMENTED, "contacts.yaml", MAILBOXES, grandma)
+    text = editor.removed(COMMENTED, "contacts.yaml", MAILBOXES, grandma)
     new = contact("Dora", ID_D, "dora@example.org")
-    text = contacts_file.added(text, "contacts.yaml", MAILBOXES, new)
+    text = editor.added(text, "contacts.yaml", MAILBOXES, new)
     assert parse(text).contacts == (tarek, zoe, new)
     assert comment_lines(text) == comment_lines(COMMENTED)
 
@@ -420,18 +420,18 @@ def test_unicode_names_added_and_removed():
     added = []
     for i, name in enumerate(names):
         c = contact(name, full_id(0xA0 + i), f"p{i}@example.org")
-        text = contacts_file.added(text, "contacts.yaml", MAILBOXES, c)
+        text = editor.added(text, "contacts.yaml", MAILBOXES, c)
         added.append(c)
     assert "山田 太郎" in text  # written as the person typed it, not escaped
     assert parse(text).contacts == tuple(added)
-    text = contacts_file.removed(text, "contacts.yaml", MAILBOXES, added[2])
+    text = editor.removed(text, "contacts.yaml", MAILBOXES, added[2])
     assert [c.name for c in parse(text).contacts] == ["Zoë", "Ŝtefan Łukasz", "Ελένη", "👵 Granny"]
 
 
 def test_names_yaml_would_misread_are_quoted():
     for i, name in enumerate(["yes", "null", "123", "- dash", "# hash", "a: b", "[x]", "'quoted'"]):
         c = contact(name, full_id(0xA0 + i))
-        assert parse(contacts_file.added("", "contacts.yaml", MAILBOXES, c)).contacts == (c,)
+        assert parse(editor.added("", "contacts.yaml", MAILBOXES, c)).contacts == (c,)
 
 
 FLOW = f"[ {{name: A, tox_id: {ID_A.hex()}}},\n  {{name: B, tox_id: {ID_B.hex()}}} ]\n"
@@ -439,14 +439,14 @@ FLOW = f"[ {{name: A, tox_id: {ID_A.hex()}}},\n  {{name: B, tox_id: {ID_B.hex()}
 
 def test_flow_style_file_is_refused_for_add():
     with pytest.raises(ContactsError, match="contacts.yaml: .*edit it by hand"):
-        contacts_file.added(FLOW, "contacts.yaml", MAILBOXES, contact("C", ID_C, "c@example.org"))
+        editor.added(FLOW, "contacts.yaml", MAILBOXES, contact("C", ID_C, "c@example.org"))
 
 
 @pytest.mark.parametrize("index", range(2))
 def test_flow_style_file_is_refused_for_remove(index):
     gone = parse(FLOW).contacts[index]
     with pytest.raises(ContactsError, match="edit it by hand"):
-        contacts_file.removed(FLOW, "contacts.yaml", MAILBOXES, gone)
+        editor.removed(FLOW, "contacts.yaml", MAILBOXES, gone)
 
 
 @pytest.mark.parametrize("text", [
@@ -456,21 +456,21 @@ def test_flow_style_file_is_refused_for_remove(index):
 ])
 def test_unusual_layouts_are_refused_for_add(text):
     with pytest.raises(ContactsError, match="edit it by hand"):
-        contacts_file.added(text, "contacts.yaml", MAILBOXES, contact("C", ID_C))
+        editor.added(text, "contacts.yaml", MAILBOXES, contact("C", ID_C))
 
 
 def test_dash_on_its_own_line_is_refused_for_remove():
     text = f"-\n  name: A\n  tox_id: {ID_A.hex()}\n- name: B\n  tox_id: {ID_B.hex()}\n"
     a, b = parse(text).contacts
     with pytest.raises(ContactsError, match="edit it by hand"):  # the cut would leave a bare "-"
-        contacts_file.removed(text, "contacts.yaml", MAILBOXES, a)
-    assert contacts_file.removed(text, "contacts.yaml", MAILBOXES, b) == f"-\n  name: A\n  tox_id: {ID_A.hex()}\n"
+        editor.removed(text, "contacts.yaml", MAILBOXES, a)
+    assert editor.removed(text, "contacts.yaml", MAILBOXES, b) == f"-\n  name: A\n  tox_id: {ID_A.hex()}\n"
 
 
 def test_duplicate_address_gives_the_duplicate_error_not_the_layout_one():
     dup = contact("Impostor", ID_D, "someone@example.org", "TAREK@example.org")
     with pytest.raises(ContactsError) as caught:
-        contacts_file.added(COMMENTED, "contacts.yaml", MAILBOXES, dup)
+        editor.added(COMMENTED, "contacts.yaml", MAILBOXES, dup)
     message = str(caught.value)
     assert "tarek@example.org is already the address of 'Tarek' (line 5)" in message
     assert "by hand" not in message
@@ -478,13 +478,13 @@ def test_duplicate_address_gives_the_duplicate_error_not_the_layout_one():
 
 def test_added_refuses_when_the_file_is_already_broken():
     with pytest.raises(ContactsError, match="line 2: entry has no tox_id"):
-        contacts_file.added("# x\n- name: A\n", "contacts.yaml", MAILBOXES, contact("C", ID_C))
+        editor.added("# x\n- name: A\n", "contacts.yaml", MAILBOXES, contact("C", ID_C))
 
 
 def test_added_refuses_an_entry_the_book_cannot_hold():
     stranger = contact("C", ID_C, users=("grandpa",))
     with pytest.raises(ContactsError, match="'grandpa' is not a user"):
-        contacts_file.added("", "contacts.yaml", MAILBOXES, stranger)
+        editor.added("", "contacts.yaml", MAILBOXES, stranger)
 
 
 _names = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=20) \
@@ -499,9 +499,9 @@ _local = st.from_regex(r"[a-z0-9+_-]{1,5}(\.[a-z0-9+_-]{1,4})?", fullmatch=True)
 def test_added_then_removed_property(name, key, full, locals_, users):
     tox_id = key + b"\0\0\0\0" + tox_checksum(key + b"\0\0\0\0") if full else None
     new = Contact(name, tuple(f"{lp}@new.example" for lp in locals_), key, tox_id, tuple(users))
-    grown = contacts_file.added(COMMENTED, "contacts.yaml", MAILBOXES, new)
+    grown = editor.added(COMMENTED, "contacts.yaml", MAILBOXES, new)
     assert parse(grown).contacts == parse(COMMENTED).contacts + (new,)
-    assert contacts_file.removed(grown, "contacts.yaml", MAILBOXES, new) == COMMENTED
+    assert editor.removed(grown, "contacts.yaml", MAILBOXES, new) == COMMENTED
 
 
 # ---------------------------------------------------------------- edit, locked
@@ -520,9 +520,9 @@ def test_edit_applies_change_under_the_lock(tmp_path):
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(other)
-        return contacts_file.added(text, source, MAILBOXES, new)
+        return editor.added(text, source, MAILBOXES, new)
 
-    book = contacts_file.edit(path, MAILBOXES, change)
+    book = editor.edit(path, MAILBOXES, change)
     assert seen == [("", str(path))]
     assert book.contacts == (new,) and book.source == str(path)
     assert contacts.load(path, MAILBOXES).contacts == (new,)
@@ -540,17 +540,17 @@ def test_edit_writes_nothing_when_the_change_is_refused(tmp_path):
     path.chmod(0o600)
     before = path.stat()
     with pytest.raises(ContactsError, match="edit it by hand"):
-        contacts_file.edit(path, MAILBOXES,
-                           lambda text, source: contacts_file.added(text, source, MAILBOXES, contact("C", ID_C)))
+        editor.edit(path, MAILBOXES,
+                           lambda text, source: editor.added(text, source, MAILBOXES, contact("C", ID_C)))
     assert path.read_text() == FLOW
     assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
     assert sorted(p.name for p in tmp_path.iterdir()) == ["contacts.yaml"]
 
 
 def test_read_text(tmp_path):
-    assert contacts_file.read_text(tmp_path / "none.yaml") == ""
+    assert editor.read_text(tmp_path / "none.yaml") == ""
     path = tmp_path / "c.yaml"
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ContactsError, match="cannot read the contacts file"):
-        contacts_file.read_text(path)
+        editor.read_text(path)
 

@@ -200,19 +200,18 @@ def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(ro
     still needs bob's own pairing (seen as a race in the full suite)."""
     from types import SimpleNamespace
 
-    from toxbridge.tox import wire
     from toxbridge.config import User
     from toxbridge.contacts.book import ContactBook
-    from toxbridge.tox.identity import Identity
+    from toxbridge.tox import wire
+    from toxbridge.tox.friends import Friends
 
     alice_key = b"\x05" * 32
     routes = Routes(ContactBook(), roster, ("bob@bob.test",))
     routes.learn("ghost", "alice@alice.test", alice_key)
-    bob = Identity.__new__(Identity)
-    bob.routes, bob.user, bob.config = routes, User("bob", "bob@bob.test"), SimpleNamespace(learn_senders=True)
+    bob = Friends(SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None)
     envelope = wire.Envelope("alice@alice.test", ("bob@bob.test",), 10)
-    assert bob._vet(alice_key, envelope, b"From: Alice <alice@alice.test>\r\n").ok
+    assert bob.vet(alice_key, envelope, b"From: Alice <alice@alice.test>\r\n").ok
     assert routes.route("bob", "alice@alice.test").public_key == alice_key
     bob.config = SimpleNamespace(learn_senders=False)  # off: nothing is learned, for nobody
     envelope = wire.Envelope("alice2@alice.test", ("bob@bob.test",), 10)
-    assert not bob._vet(alice_key, envelope, b"").ok and roster.learned_key("bob", "alice2@alice.test") is None
+    assert not bob.vet(alice_key, envelope, b"").ok and roster.learned_key("bob", "alice2@alice.test") is None

@@ -7,19 +7,19 @@ import asyncio
 import json
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 
 from . import __version__, config as config_mod
-from .ops import qr, status
+from .config import Config, ConfigError, User
 from .contacts import commands as contacts_commands
 from .contacts.book import load as load_contacts
-from .config import Config, ConfigError, User
-from .files import StateError, state_subdir
 from .daemon import StartupError, run
-from .tox.identity import ensure_profile, read_address
+from .files import StateError, state_subdir
+from .ops import qr, status
+from .ops.invite import invitation
 from .tox.errors import ToxError
+from .tox.profile import ensure_profile, read_address
 
 DEFAULT_CONFIG = "/etc/toxbridge/toxbridge.yaml"
 
@@ -135,23 +135,6 @@ def invite(cfg: Config, args) -> int:
         return EXIT_FAIL
     sys.stdout.write(invitation(user.address, address.hex().upper()))
     return EXIT_OK
-
-
-def invitation(address: str, tox_id: str) -> str:
-    """What `toxbridge invite` prints: a text the user sends a friend, by mail or on paper."""
-    name = address.partition("@")[0]
-    return (
-        "Let's exchange e-mail over Tox: mail then goes from my household's server straight\n"
-        "to yours, encrypted on the way, with no mail provider in between.\n\n"
-        f"My address: {address}\n"
-        f"My Tox ID:  {tox_id}\n\n"
-        f"If your household runs toxbridge, add me as a contact (any name will do for {name}):\n\n"
-        f"    toxbridge contacts add {shlex.quote(name)} {tox_id} {shlex.quote(address)}\n\n"
-        f"Your mail to {address} then goes over Tox. Send me your own invitation\n"
-        "(toxbridge invite YOUR-MAILBOX) and I will add you too.\n\n"
-        "In a Tox app (qTox, aTox, Toxic, ...) you can add my Tox ID as a friend. That makes us\n"
-        "Tox friends, but a Tox app does not carry e-mail: for that your household needs toxbridge.\n"
-    )
 
 
 def _one_user(cfg: Config, name: str | None, command: str) -> User | int:

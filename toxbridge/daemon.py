@@ -9,19 +9,18 @@ import signal
 import socket
 import time
 
-from . import __version__
-from .ops import control
-from .mail import socketmap
-from .outbound import Outbound
 from .config import Config
-from .files import state_subdir
 from .contacts.book import ContactsError, load as load_contacts
-from .tox.identity import Identity
-from .mail.lmtp_in import make_server
-from .tox.incoming import prune_partials
 from .contacts.roster import Roster
 from .contacts.routes import Routes
+from .files import state_subdir
+from .mail import socketmap
+from .mail.lmtp_in import make_server
+from .ops import control, snapshot
+from .outbound import Outbound
 from .tox.delivered import DeliveryStore
+from .tox.identity import Identity
+from .tox.incoming import prune_partials
 
 log = logging.getLogger("toxbridge.daemon")
 
@@ -96,7 +95,7 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
     for identity in identities:
         identity.bootstrap()
         identity.node.start()
-        identity.follow_contacts()
+        identity.friends.follow_contacts()
         log.info("%s: Tox ID %s", identity.user.mailbox, identity.node.address.hex().upper())
     outbound = Outbound(identities, routes)
     factory = make_server(outbound, config.hostname, config.max_message_size)
@@ -111,11 +110,8 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
                            lambda: socketmap.start_server(config.socketmap_listen, transport))
     started = time.time()
 
-    def snapshot() -> dict:
-        return {"pid": os.getpid(), "started": started, "version": __version__, "contacts": len(routes.book.contacts),
-                "in_flight": outbound.in_flight, "identities": [i.snapshot() for i in identities]}
-
-    controls = await control.start_server(control.socket_path(config.state_dir), {"status": snapshot})
+    controls = await control.start_server(control.socket_path(config.state_dir), {
+        "status": lambda: snapshot.of_daemon(started, routes, outbound, identities)})
     stop = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -191,7 +187,7 @@ async def _follow_contacts_file(config: Config, routes: Routes, identities: list
         routes.book = book
         log.info("contacts reloaded from %s: %d entries", config.contacts, len(book.contacts))
         for identity in identities:
-            identity.follow_contacts()
+            identity.friends.follow_contacts()
 
 
 def _file_state(path) -> tuple | None:

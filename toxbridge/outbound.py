@@ -8,14 +8,14 @@ import logging
 import re
 import time
 
-from .mail import privacy
-from .tox import wire
 from .address import AddressError
-from .tox.identity import Identity
 from .contacts.routes import NoRoute, Route, Routes
-from .tox.outgoing import offline
-from .tox.errors import ToxError
+from .mail import privacy
 from .mail.smtpreply import Reply
+from .tox import wire
+from .tox.errors import ToxError
+from .tox.identity import Identity
+from .tox.outgoing import offline
 
 log = logging.getLogger("toxbridge.bridge")
 
@@ -66,7 +66,7 @@ class Outbound:
             return Reply(550, f"5.1.1 <{address}>: not a Tox friend; write to the full 76-digit Tox ID "
                               "(or give the contact its full Tox ID) to send a friend request")
         try:
-            identity.node.friend_add(route.tox_id, identity.request_text())
+            identity.node.friend_add(route.tox_id, identity.friends.request_text())
         except ToxError as e:
             return offline(f"<{address}>: cannot send a Tox friend request ({e})")
         identity.save()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import time
 
-from . import editor
 from ..address import AddressError
 from ..config import Config
+from . import editor
 from .book import Contact, check_address, load as load_contacts, parse_tox_id
 from .roster import Roster
 

@@ -17,7 +17,6 @@ from typing import Iterator
 import yaml
 
 from ..files import replace_file
-
 from .book import Contact, ContactBook, ContactsError, parse as parse_book
 
 NEW_FILE_HEADER = """\

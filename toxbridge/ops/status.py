@@ -16,13 +16,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import control
-from ..tox import profile as profiles
-from ..mail import postqueue, socketmap
 from ..config import Config, Endpoint
 from ..contacts.book import ContactBook, ContactsError, load as load_contacts
 from ..contacts.roster import Roster
 from ..contacts.routes import Routes
+from ..mail import postqueue, socketmap
+from ..tox.profile import profile_path
+from . import control
 
 OK, WARN, ERROR = "ok", "warn", "error"
 EXIT = {OK: 0, WARN: 1, ERROR: 2}
@@ -231,7 +231,7 @@ def run(config: Config) -> list[Check]:
     checks.append(disk_check(config.state_dir, free, config.max_message_size))
     owner = _owner(config.state_dir)
     for user in config.users:
-        path = profiles.profile_path(config.state_dir, user.mailbox)
+        path = profile_path(config.state_dir, user.mailbox)
         try:
             st = path.stat()
             checks.append(profile_check(user.mailbox, path, stat.S_IMODE(st.st_mode), st.st_uid == owner))

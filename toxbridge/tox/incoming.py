@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable
 
 from ..contacts import sender_check as senders
-from . import wire
-from ..mail.lmtp_out import Spooled
 from ..contacts.sender_check import Verdict
-from .delivered import DeliveryStore
-from .library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
-from .errors import ToxError, ToxSendQueueFull
-from .node import ToxNode
+from ..mail.lmtp_out import Spooled
 from ..mail.smtpreply import Reply
+from . import wire
+from .delivered import DeliveryStore
+from .errors import ToxError, ToxSendQueueFull
+from .library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
+from .node import ToxNode
 
 log = logging.getLogger("toxbridge.receiver")
 

@@ -12,11 +12,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from . import wire
-from .library import FILE_CONTROL_CANCEL, FILE_KIND_DATA
-from .errors import ToxError
-from .node import ToxNode
 from ..mail.smtpreply import Reply
+from . import wire
+from .errors import ToxError
+from .library import FILE_CONTROL_CANCEL, FILE_KIND_DATA
+from .node import ToxNode
 
 log = logging.getLogger("toxbridge.sender")
 
