@@ -14,6 +14,7 @@ import re
 import uuid
 
 import pytest
+from payloads import encode_payload
 from toxpeer import PlainClient, befriend
 
 from toxbridge.tox import wire
@@ -45,7 +46,7 @@ def mail_for_alice(client: PlainClient, network, size: int = 2000) -> tuple[byte
     body = b"Subject: hostile " + token + b"\r\n\r\n" + (b"x" * 76 + b"\r\n") * (size // 78 + 1)
     sender = client.node.public_key.hex() + "@tox"
     rcpt = network["alice"].tox_address("alice")
-    return wire.encode_payload(wire.Envelope(sender, (rcpt,), len(body)), body), token
+    return encode_payload(wire.Envelope(sender, (rcpt,), len(body)), body), token
 
 
 def landed(home, token: bytes) -> bool:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
+from payloads import encode_payload
 from toxbridge.tox import wire
 from toxbridge.tox.incoming import Incoming
 
 MESSAGE = b"Subject: resume\r\n\r\n" + b"x" * 5000
-PAYLOAD = wire.encode_payload(wire.Envelope("a@b.example", ("c@d.example",), len(MESSAGE)), MESSAGE)
+PAYLOAD = encode_payload(wire.Envelope("a@b.example", ("c@d.example",), len(MESSAGE)), MESSAGE)
 
 
 def incoming(tmp_path, kept: bytes) -> Incoming:

@@ -42,7 +42,6 @@ def check(envelope: str, from_: list[str], learn: bool = True) -> senders.Verdic
 def test_own_tox_address_passes(address):
     verdict = check(address, [address])
     assert verdict.ok and verdict.result == senders.PASS
-    assert verdict.learn == ()
     assert "is the key itself" in verdict.reason
 
 
@@ -56,8 +55,7 @@ def test_another_or_malformed_tox_address_fails(address):
         verdict = check(envelope, from_)
         assert not verdict.ok and verdict.result == senders.FAIL
         assert "is not the sending friend's own Tox address" in verdict.reason
-        assert verdict.learn == ()
-
+    
 
 @pytest.mark.parametrize("address, how", [
     ("tarek@example.org", "contact 'Tarek'"),
@@ -66,7 +64,7 @@ def test_another_or_malformed_tox_address_fails(address):
 ])
 def test_address_tied_to_this_key_passes(address, how):
     verdict = check(address, [address], learn=False)
-    assert verdict.ok and verdict.learn == ()
+    assert verdict.ok
     assert verdict.reason == f"{address.lower()} by {how}"
 
 
@@ -80,8 +78,7 @@ def test_address_of_another_key_fails(address, how):
             verdict = check(envelope, from_, learn)
             assert not verdict.ok
             assert verdict.reason == f"{address} belongs to another Tox {how}, not to the sending friend"
-            assert verdict.learn == ()
-
+        
 
 def test_address_of_another_key_without_how_says_contact():
     verdict = senders.check(KEY, "x@example.org", [], lambda a: ("", {OTHER}), True)
@@ -91,26 +88,25 @@ def test_address_of_another_key_without_how_says_contact():
 def test_unclaimed_address_is_learned_when_allowed():
     verdict = check("New@Example.org", ["new@example.org", "other-new@example.org"], learn=True)
     assert verdict.ok
-    assert verdict.learn == ("new@example.org", "other-new@example.org")
     assert verdict.reason == ("new@example.org first seen from this key, learned; "
                               "other-new@example.org first seen from this key, learned")
 
 
 def test_unclaimed_address_mixed_with_tied_ones():
     verdict = check(f"{KEY.hex()}@tox", ["tarek@example.org", "new@example.org"], learn=True)
-    assert verdict.ok and verdict.learn == ("new@example.org",)
+    assert verdict.ok and verdict.reason.endswith("; new@example.org first seen from this key, learned")
     assert verdict.reason.startswith(f"{KEY.hex()}@tox is the key itself; tarek@example.org by contact 'Tarek'; ")
 
 
 def test_unclaimed_address_fails_when_learning_is_off():
     verdict = check("tarek@example.org", ["new@example.org"], learn=False)
-    assert not verdict.ok and verdict.learn == ()
+    assert not verdict.ok
     assert verdict.reason == "new@example.org is not tied to the sending friend's Tox key by any contact"
 
 
 def test_nothing_is_learned_when_another_address_fails():
     verdict = check("new@example.org", ["grandma@example.org"], learn=True)
-    assert not verdict.ok and verdict.learn == ()
+    assert not verdict.ok
 
 
 def test_no_sender_at_all_fails():

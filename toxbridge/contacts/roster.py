@@ -63,11 +63,6 @@ class Roster:
         rows = self._db.execute("SELECT public_key FROM learned WHERE address = ?", (address.lower(),))
         return {row[0] for row in rows}
 
-    def addresses_of(self, mailbox: str, public_key: bytes) -> list[str]:
-        rows = self._db.execute("SELECT address FROM learned WHERE mailbox = ? AND public_key = ?",
-                                (mailbox, public_key))
-        return [row[0] for row in rows]
-
     def learned(self) -> list[Learned]:
         rows = self._db.execute("SELECT mailbox, address, public_key, at FROM learned ORDER BY address, mailbox")
         return [Learned(*row) for row in rows]

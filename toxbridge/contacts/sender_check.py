@@ -24,7 +24,6 @@ PASS, FAIL = "pass", "fail"
 class Verdict:
     result: str  # pass | fail
     reason: str  # words for the Authentication-Results comment, the warning or the 550
-    learn: tuple[str, ...] = ()  # unclaimed addresses to tie to the sender's key
 
     @property
     def ok(self) -> bool:
@@ -66,7 +65,7 @@ def check(public_key: bytes, envelope_sender: str, from_header: list[str],
         else:
             return Verdict(FAIL, f"{address} is not tied to the sending friend's Tox key by any contact")
     reason = "; ".join(how_tied + [f"{a} first seen from this key, learned" for a in new])
-    return Verdict(PASS, reason, tuple(new))
+    return Verdict(PASS, reason)
 
 
 OWN_HEADERS = (b"x-toxbridge-id", b"x-toxbridge-warning")

@@ -37,10 +37,6 @@ class Stripped:
     def parts(self) -> tuple:
         return (self.head, self.rest) if self.head else (self.rest,)
 
-    @property
-    def message(self) -> bytes:
-        return self.head + self.rest
-
     def summary(self) -> str:
         """For a log line: names and counts only, never a value."""
         return ", ".join(f"{name} x{count}" for name, count in self.removed) or "nothing"

@@ -84,8 +84,3 @@ class DotStuffer:
             line = line[:-1]
         return (b"." + line if line.startswith(b".") else line) + b"\r\n"
 
-
-def dot_stuff(message: bytes) -> bytes:
-    """The DATA section for `message` in one piece."""
-    stuffer = DotStuffer()
-    return stuffer.feed(message) + stuffer.finish()

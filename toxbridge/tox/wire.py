@@ -97,11 +97,6 @@ def payload_of(envelope: Envelope, *message) -> Payload:
     return Payload((head, *message), digest.digest())
 
 
-def encode_payload(envelope: Envelope, message: bytes) -> bytes:
-    """The payload in one buffer (the format's definition; the sender uses payload_of)."""
-    return b"".join(payload_of(envelope, message).parts)
-
-
 class PayloadParser:
     """Reads a payload fed in pieces of any size, in order.
 
@@ -189,14 +184,6 @@ def _is_clean(address: str, allow_empty: bool = False) -> bool:
     if not address:
         return allow_empty
     return len(address) <= 998 and not any(c <= " " or c in "<>\x7f" for c in address)
-
-
-def decode_payload(payload: bytes, max_message: int) -> tuple[Envelope, bytes]:
-    """A complete payload → (envelope, message bytes). Raises WireError."""
-    parser = PayloadParser(max_message)
-    parser.feed(payload)
-    envelope = parser.finish()
-    return envelope, payload[len(payload) - envelope.size :]
 
 
 def encode_result(file_id: bytes, replies: list[Reply]) -> bytes:
