@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 WAIT = 30.0
 FLOOD = 40
-MAX_INCOMING_PER_FRIEND = 16  # toxbridge/receiver.py: more at once are refused with 4.3.2
+MAX_INCOMING_PER_FRIEND = 16  # toxbridge/tox/incoming.py: more at once are refused with 4.3.2
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """What the running daemon tells `toxbridge status` over the control socket: itself, and each
-identity with its network and friends (status.py judges it)."""
+identity with its network and friends (ops/status.py judges it)."""
 
 from __future__ import annotations
 
