@@ -202,6 +202,7 @@ def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(ro
 
     from toxbridge.config import User
     from toxbridge.contacts.book import ContactBook
+    from toxbridge.mail.headers import scan
     from toxbridge.tox import wire
     from toxbridge.tox.friends import Friends
 
@@ -210,8 +211,29 @@ def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(ro
     routes.learn("ghost", "alice@alice.test", alice_key)
     bob = Friends(SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None)
     envelope = wire.Envelope("alice@alice.test", ("bob@bob.test",), 10)
-    assert bob.vet(alice_key, envelope, b"From: Alice <alice@alice.test>\r\n").ok
+    assert bob.vet(alice_key, envelope, scan(b"From: Alice <alice@alice.test>\r\n")).ok
     assert routes.route("bob", "alice@alice.test").public_key == alice_key
     bob.config = SimpleNamespace(learn_senders=False)  # off: nothing is learned, for nobody
     envelope = wire.Envelope("alice2@alice.test", ("bob@bob.test",), 10)
-    assert not bob.vet(alice_key, envelope, b"").ok and roster.learned_key("bob", "alice2@alice.test") is None
+    assert not bob.vet(alice_key, envelope, scan(b"")).ok and roster.learned_key("bob", "alice2@alice.test") is None
+
+
+def test_a_header_longer_than_what_was_read_fails_and_nothing_is_learned(roster):
+    """What lies beyond the bytes read is not seen, so not judged: Dovecot would show it."""
+    from types import SimpleNamespace
+
+    from toxbridge.config import User
+    from toxbridge.contacts.book import ContactBook
+    from toxbridge.mail.headers import scan
+    from toxbridge.tox import wire
+    from toxbridge.tox.friends import Friends
+
+    routes = Routes(ContactBook(), roster, ("bob@bob.test",))
+    bob = Friends(SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None)
+    head = b"From: alice@alice.test\r\nX-Padding: " + b"x" * 2000  # no end of the header in sight
+    verdict = bob.vet(b"\x05" * 32, wire.Envelope("alice@alice.test", ("bob@bob.test",), len(head) + 5000),
+                      scan(head))
+    assert not verdict.ok and "longer than the 1 KiB the bridge reads" in verdict.reason
+    assert roster.learned_key("bob", "alice@alice.test") is None
+    whole = bob.vet(b"\x05" * 32, wire.Envelope("alice@alice.test", ("bob@bob.test",), len(head)), scan(head))
+    assert whole.ok  # all of the mail was read: a header without a body is whole

@@ -59,7 +59,7 @@ class Routes:
                 or bool(self.roster.keys_of(address)))
 
     def claims(self, address: str) -> tuple[str, set[bytes]]:
-        """Which keys an ordinary address is tied to, and how (for senders.check)."""
+        """Which keys an ordinary address is tied to, and how (for sender_check.check)."""
         if normalise_address(address) in self.own:
             return "user of this household", {OWN_USER}
         contact = self.book.owner(address)

@@ -15,7 +15,8 @@ from ..address import is_tox_address
 from ..config import Config, User
 from ..contacts.book import Contact
 from ..contacts.routes import Routes
-from ..contacts.sender_check import Verdict, check, from_addresses
+from ..contacts.sender_check import FAIL, Verdict, check
+from ..mail.headers import Header, from_addresses
 from .errors import ToxError
 from .node import ToxNode
 from .wire import Envelope
@@ -83,10 +84,13 @@ class Friends:
             log.info("%s: ignored friend request from %s (%r); friend_requests is 'ignore'",
                      self.user.mailbox, public_key.hex(), text)
 
-    def vet(self, public_key: bytes, envelope: Envelope, header: bytes) -> Verdict:
+    def vet(self, public_key: bytes, envelope: Envelope, header: Header) -> Verdict:
         """May this friend send as the addresses the mail claims? Learns them for this mailbox:
         unclaimed ones, and those another local identity learned for the same key (pairings are
-        kept per mailbox: without its own, this user's reply would find no route)."""
+        kept per mailbox: without its own, this user's reply would find no route). A header
+        that goes on beyond the bytes read (`header.data`) cannot be judged: it fails."""
+        if not header.complete and len(header.data) < envelope.size:
+            return Verdict(FAIL, f"the header is longer than the {len(header.data) // 1024} KiB the bridge reads")
         from_header = from_addresses(header)
         verdict = check(public_key, envelope.sender, from_header, self.routes.claims, self.config.learn_senders)
         if not (verdict.ok and self.config.learn_senders):

@@ -3,15 +3,14 @@
 An arriving transfer is written to a partial file in the state directory (so a broken transfer
 resumes where it stopped when the sender retries: same file_id, toxcore seek), then checked
 (length, SHA-256 = file_id, envelope) and delivered to the mailbox of the identity that received
-it, streamed from that file (a big mail is never whole in memory). The outcome is recorded (so a repeat is answered from the record, not delivered twice) and
-sent back as a result packet. Anything a friend sends that does not fit is cancelled and logged
+it, streamed from that file (a big mail is never whole in memory). The outcome is recorded (so
+a repeat is answered from the record, not delivered twice) and sent back as a result packet. Anything a friend sends that does not fit is cancelled and logged
 once; nothing of it reaches a mailbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import logging
 import time
@@ -19,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable
 
-from ..contacts import sender_check as senders
 from ..contacts.sender_check import Verdict
+from ..mail import headers, trust_headers
 from ..mail.lmtp_out import Spooled
 from ..mail.smtpreply import Reply
 from . import wire
@@ -36,11 +35,12 @@ MAX_INCOMING_PER_FRIEND = 16
 READ_SIZE = 1 << 20
 ANSWER_RETRIES, ANSWER_RETRY_SECONDS = 5, 0.2  # a full send queue: tries after 0.2, 0.4, ... 1 s
 # The message's header is read into memory up to this much (Postfix's header_size_limit is
-# 100 KiB: beyond it Postfix itself treats the rest as body); the body is streamed from the file.
+# 100 KiB); the body is streamed from the file. A header that goes on beyond it is not seen
+# whole, and fails the sender check (Friends.vet).
 HEAD_LIMIT = 256 * 1024
 
 Deliver = Callable[[str, Spooled], Awaitable[Reply]]  # (envelope sender, message) -> Dovecot's reply
-Vet = Callable[[bytes, wire.Envelope, bytes], Verdict]  # (friend's key, envelope, message) -> may they send it?
+Vet = Callable[[bytes, wire.Envelope, headers.Header], Verdict]  # (friend's key, envelope, header) -> may they send it?
 
 
 @dataclass(eq=False)
@@ -242,21 +242,21 @@ class Receiver:
     async def _deliver_and_answer(self, inc: Incoming, envelope: wire.Envelope, head: bytes, offset: int) -> None:
         public_key = self._node.friend_public_key(inc.friend)
         peer_key = public_key.hex()
-        fields = head[:senders.header_end(head)]  # the message's header fields; the rest stays in the file
+        header = headers.scan(head)  # the message's header fields; the rest stays in the file
         try:
-            verdict = self._vet(public_key, envelope, fields)
+            verdict = self._vet(public_key, envelope, header)
             if not verdict.ok:
                 log.warning("%s: friend %s sent a mail with a sender it may not use: %s (%s)",
                             inc.file_id.hex()[:12], peer_key[:8], verdict.reason,
                             "rejected" if self._forged_sender == "reject" else "delivered with a warning")
             if verdict.ok or self._forged_sender == "flag":
-                new_head = self._trace_headers(peer_key, envelope, inc.file_id, verdict) + \
-                    senders.strip_trust_headers(fields, self._hostname)
-                rest = len(fields)
+                new_head = trust_headers.stamp(self._hostname, self._address, peer_key, inc.file_id, envelope.sender,
+                                               verdict.result, verdict.reason) + trust_headers.strip(header, self._hostname)
+                rest = header.end
                 message = Spooled(new_head, inc.path, offset + rest, envelope.size - rest, inc.eight_bit)
                 reply = await self._deliver(envelope.sender, message)
             else:
-                reply = Reply(550, f"5.7.1 sender not allowed for your Tox key: {_header_text(verdict.reason)}")
+                reply = Reply(550, f"5.7.1 sender not allowed for your Tox key: {trust_headers.one_line(verdict.reason)}")
             self._store.record(inc.file_id, self._mailbox, reply)  # durable before the answer leaves
         except Exception:
             log.exception("delivery to Dovecot failed unexpectedly")
@@ -271,26 +271,6 @@ class Receiver:
             time.monotonic() - inc.started, status, reply,
         )
         self._answer(inc.friend, inc.file_id, reply)
-
-    def _trace_headers(self, peer_key: str, envelope: wire.Envelope, file_id: bytes, verdict: Verdict) -> bytes:
-        """Received: and Authentication-Results: recording the friend's verified Tox key and whether
-        the sender addresses are theirs; a warning when not; the payload's hash, by which Dovecot's
-        Sieve drops a second copy (deploy/dovecot)."""
-        date = email.utils.formatdate(localtime=True)
-        sender = envelope.sender or "<>"
-        warning = "" if verdict.ok else (
-            f"X-Toxbridge-Warning: the sender is NOT verified: {_header_text(verdict.reason)}"
-            f" (sent by Tox key {peer_key})\r\n")
-        return (
-            f"X-Toxbridge-Id: {file_id.hex()}\r\n"
-            f"{warning}"
-            f"Received: from tox (Tox key {peer_key})\r\n"
-            f"\tby {self._hostname} (toxbridge) with TOX\r\n"
-            f"\tfor <{self._address}>; {date}\r\n"
-            f"Authentication-Results: {self._hostname}; x-tox={verdict.result}\r\n"
-            f"\t({_header_text(verdict.reason)})\r\n"
-            f"\tsmtp.mailfrom={sender} x-tox.key={peer_key}\r\n"
-        ).encode("utf-8")
 
     def _answer(self, friend: int, file_id: bytes, reply: Reply, attempt: int = 0) -> None:
         try:
@@ -326,11 +306,6 @@ def _read(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as spool:
         spool.seek(offset)
         return spool.read(length)
-
-
-def _header_text(text: str) -> str:
-    """Friend-supplied words made safe for one header line: no line breaks, no parentheses."""
-    return " ".join(text.replace("(", "[").replace(")", "]").split())[:300]
 
 
 def prune_partials(directory: Path, max_age: float) -> int:
