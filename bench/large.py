@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from toxbridge import lmtp_out
+from toxbridge.mail import lmtp_out
 from toxbridge.config import Endpoint
 
 from . import mail as mails

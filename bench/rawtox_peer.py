@@ -25,7 +25,7 @@ time.monotonic() (CLOCK_MONOTONIC: the same clock in every process of the machin
 
 Modes. default: toxcore's own loop, tox_iterate then sleep tox_iteration_interval() (50 ms idle,
 1 ms while a transfer runs), as a plain Tox client does. bridge: ToxNode's own loop, the one the
-bridge runs (whatever toxbridge/toxcore/node.py does now). fast: while a transfer runs, iterate
+bridge runs (whatever toxbridge/tox/node.py does now). fast: while a transfer runs, iterate
 again as soon as the event loop is free (no sleep), so every chunk toxcore asks for is filled at
 once and acknowledgements go out without waiting; idle it sleeps as in default. In both modes a
 chunk is handed over inside the chunk-request callback.
@@ -44,13 +44,10 @@ import time
 
 import os
 
-from toxbridge.toxcore.node import (
-    FILE_CONTROL_RESUME,
-    FILE_KIND_DATA,
-    ToxNode,
-    ToxOptions,
-    ToxSendQueueFull,
-)
+from toxbridge.tox.library import FILE_CONTROL_RESUME, FILE_KIND_DATA
+from toxbridge.tox.node import ToxNode
+from toxbridge.tox.options import ToxOptions
+from toxbridge.tox.errors import ToxSendQueueFull
 
 
 def emit(**event) -> None:

@@ -36,8 +36,8 @@ def machine() -> dict:
     except (OSError, ValueError, IndexError):
         mem = 0
     try:
-        from toxbridge.toxcore import binding
-        toxcore = ".".join(map(str, binding.version()))
+        from toxbridge.tox import library
+        toxcore = ".".join(map(str, library.version()))
     except Exception:  # noqa: BLE001 — informational only
         toxcore = "?"
     return {

@@ -183,7 +183,7 @@ def run_lmtp(lmtp_port: int, imap_port: int, user: str, password: str, count: in
     import asyncio
     import os
 
-    from toxbridge import lmtp_out
+    from toxbridge.mail import lmtp_out
     from toxbridge.config import Endpoint
 
     kind = "with X-Toxbridge-Id" if dedup_header else "plain"

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from toxbridge import cli, contacts
+from toxbridge import cli
+from toxbridge.contacts import book as contacts
 from toxbridge.address import tox_checksum
-from toxbridge.roster import Roster
+from toxbridge.contacts.roster import Roster
 
 MAILBOXES = ("mom", "dad")
 

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from toxbridge import lmtp_out
+from toxbridge.mail import lmtp_out
 from toxbridge.config import Endpoint
 from toxbridge.lab.ports import wait_until
 

@@ -18,7 +18,7 @@ import pytest
 
 from toxbridge.config import load
 from toxbridge.lab.ports import wait_until
-from toxbridge.smtpreply import ReplyReader
+from toxbridge.mail.smtpreply import ReplyReader
 
 pytestmark = pytest.mark.integration
 

@@ -14,18 +14,19 @@ import re
 import uuid
 
 import pytest
+from payloads import encode_payload
 from toxpeer import PlainClient, befriend
 
-from toxbridge import wire
+from toxbridge.tox import wire
 from toxbridge.config import load
 from toxbridge.lab.ports import wait_until
-from toxbridge.toxcore.node import FILE_KIND_AVATAR, FILE_KIND_DATA
+from toxbridge.tox.library import FILE_KIND_AVATAR, FILE_KIND_DATA
 
 pytestmark = pytest.mark.integration
 
 WAIT = 30.0
 FLOOD = 40
-MAX_INCOMING_PER_FRIEND = 16  # toxbridge/receiver.py: more at once are refused with 4.3.2
+MAX_INCOMING_PER_FRIEND = 16  # toxbridge/tox/incoming.py: more at once are refused with 4.3.2
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def mail_for_alice(client: PlainClient, network, size: int = 2000) -> tuple[byte
     body = b"Subject: hostile " + token + b"\r\n\r\n" + (b"x" * 76 + b"\r\n") * (size // 78 + 1)
     sender = client.node.public_key.hex() + "@tox"
     rcpt = network["alice"].tox_address("alice")
-    return wire.encode_payload(wire.Envelope(sender, (rcpt,), len(body)), body), token
+    return encode_payload(wire.Envelope(sender, (rcpt,), len(body)), body), token
 
 
 def landed(home, token: bytes) -> bool:

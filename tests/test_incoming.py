@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-from toxbridge import wire
-from toxbridge.receiver import Incoming
+from payloads import encode_payload
+from toxbridge.tox import wire
+from toxbridge.tox.incoming import Incoming
 
 MESSAGE = b"Subject: resume\r\n\r\n" + b"x" * 5000
-PAYLOAD = wire.encode_payload(wire.Envelope("a@b.example", ("c@d.example",), len(MESSAGE)), MESSAGE)
+PAYLOAD = encode_payload(wire.Envelope("a@b.example", ("c@d.example",), len(MESSAGE)), MESSAGE)
 
 
 def incoming(tmp_path, kept: bytes) -> Incoming:
@@ -49,10 +50,10 @@ def test_a_file_that_is_not_a_payload_starts_over(tmp_path):
 def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeypatch):
     import asyncio
 
-    from toxbridge import receiver as receiver_mod
-    from toxbridge.receiver import Receiver
-    from toxbridge.toxcore.binding import ToxSendQueueFull
-    from toxbridge.wire import Reply
+    from toxbridge.tox import incoming as receiver_mod
+    from toxbridge.tox.incoming import Receiver
+    from toxbridge.tox.errors import ToxSendQueueFull
+    from toxbridge.mail.smtpreply import Reply
 
     monkeypatch.setattr(receiver_mod, "ANSWER_RETRY_SECONDS", 0.001)
 
@@ -69,6 +70,9 @@ def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeyp
 
         def friend_public_key(self, friend):
             return bytes(32)
+
+        def friend_label(self, friend):
+            return f"#{friend}"
 
     async def answer(node) -> None:
         inbox = Receiver(node, 1000, "h", "mb", "a@b.example", None, None, tmp_path, None)

@@ -7,9 +7,8 @@ import asyncio
 
 import pytest
 
-from toxbridge.lmtp_in import make_server
-from toxbridge.smtpreply import ReplyReader
-from toxbridge.wire import Reply
+from toxbridge.mail.lmtp_in import make_server
+from toxbridge.mail.smtpreply import Reply, ReplyReader
 
 SENDER = "alice@alice.test"
 GOOD = "a" * 64 + "@tox"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from toxbridge.config import Endpoint
-from toxbridge.lmtp_out import LMTPClient
+from toxbridge.mail.lmtp_out import LMTPClient
 
 
 class Server:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from payloads import decode_payload, encode_payload
 from toxpeer import PlainClient
 
-from toxbridge import wire
+from toxbridge.tox import wire
 from toxbridge.lab.ports import wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def test_peer_that_never_answers_leaves_the_mail_deferred(network, mallory):
     alice.postfix.flush()
     # The plain client receives the whole mail as one transfer: envelope + the raw message bytes.
     assert wait_until(lambda: bool(client.complete), 60)
-    envelope, message = wire.decode_payload(client.complete[0], 1 << 20)
+    envelope, message = decode_payload(client.complete[0], 1 << 20)
     assert envelope.sender == alice.address("alice") and envelope.recipients == (f"{tox_id}@tox",)
     assert b"Subject: hi mallory\r\n" in message and message.endswith(b"\r\n\r\nhello\r\n")
 
@@ -56,7 +57,7 @@ def test_peer_that_never_answers_leaves_the_mail_deferred(network, mallory):
 @pytest.mark.parametrize(
     "name, payload, file_id, code",
     [
-        ("hash mismatch", wire.encode_payload(wire.Envelope("m@tox", ("a@tox",), 5), b"hello"), b"\x07" * 32, 451),
+        ("hash mismatch", encode_payload(wire.Envelope("m@tox", ("a@tox",), 5), b"hello"), b"\x07" * 32, 451),
         ("not a payload", b"GET / HTTP/1.0\r\n\r\n" * 10, None, 554),
         ("lying size", wire.PREFIX.pack(wire.MAGIC, 1, 38) + b'{"from":"m","to":["a"],"size":99999999}', None, 554),
     ],

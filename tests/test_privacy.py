@@ -1,5 +1,5 @@
 """Outgoing mail sheds the household's own Received: lines and the listed headers; every other
-byte stays. Unit tests of toxbridge/privacy.py, the hook in Bridge.send, and one mail across Tox."""
+byte stays. Unit tests of toxbridge/mail/privacy.py, the hook in Outbound.send, and one mail across Tox."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxbridge import wire
-from toxbridge.bridge import Bridge
+from toxbridge.tox import wire
+from toxbridge.outbound import Outbound
 from toxbridge.config import Privacy
-from toxbridge.privacy import strip
-from toxbridge.wire import Reply
+from toxbridge.mail.privacy import strip
+from toxbridge.mail.smtpreply import Reply
 
 DEFAULT = Privacy()
 OFF = Privacy(strip_received=False, strip_headers=())
@@ -36,9 +36,13 @@ REST = (b"From: Alice <alice@alice.test>\r\n"
         + "Grüße — the body stays.\r\nUser-Agent: this is body text\r\n".encode())
 
 
+def joined(got) -> bytes:
+    return b"".join(got.parts)
+
+
 def test_postfix_received_and_listed_headers_go_the_rest_stays():
     got = strip(POSTFIX_RECEIVED + AMAVIS_RECEIVED + REST, DEFAULT)
-    assert got.message == (b"From: Alice <alice@alice.test>\r\n"
+    assert joined(got) == (b"From: Alice <alice@alice.test>\r\n"
                            b"To: bob@tox\r\n"
                            b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
                            b"Content-Type: text/plain; charset=utf-8\r\n"
@@ -58,20 +62,20 @@ def test_only_the_leading_block_of_received_fields():
     message = (POSTFIX_RECEIVED + b"X-Spam: no\r\n" + AMAVIS_RECEIVED
                + b"Received: from elsewhere\r\nSubject: s\r\n\r\nbody\r\n")
     got = strip(message, DEFAULT)
-    assert got.message == b"X-Spam: no\r\n" + AMAVIS_RECEIVED + b"Received: from elsewhere\r\nSubject: s\r\n\r\nbody\r\n"
+    assert joined(got) == b"X-Spam: no\r\n" + AMAVIS_RECEIVED + b"Received: from elsewhere\r\nSubject: s\r\n\r\nbody\r\n"
     assert got.removed == (("Received", 1),)
 
 
 def test_no_received_at_the_top_none_removed():
     message = b"Subject: s\r\n" + POSTFIX_RECEIVED + b"\r\nbody\r\n"
-    assert strip(message, DEFAULT).message == message
+    assert joined(strip(message, DEFAULT)) == message
 
 
 def test_names_match_whole_and_in_any_case():
     message = (b"user-agent: a\r\nUSER-AGENT: b\r\nUser-Agent-X: kept\r\nX-User-Agent: kept\r\n"
                b"X-Mailer2: kept\r\nx-MAILER: c\r\nReceived-SPF: kept\r\nSubject: s\r\n\r\n")
     got = strip(message, DEFAULT)
-    assert got.message == (b"User-Agent-X: kept\r\nX-User-Agent: kept\r\nX-Mailer2: kept\r\n"
+    assert joined(got) == (b"User-Agent-X: kept\r\nX-User-Agent: kept\r\nX-Mailer2: kept\r\n"
                            b"Received-SPF: kept\r\nSubject: s\r\n\r\n")
     assert got.removed == (("User-Agent", 2), ("X-Mailer", 1))
 
@@ -85,7 +89,7 @@ def test_folded_lines_go_with_their_field_obs_folding_included():
                b"X-Originating-IP:\r\n [10.0.0.1]\r\n"
                b"\r\n body\r\n")
     got = strip(message, DEFAULT)
-    assert got.message == b"Subject: keep\r\n folded too\r\n\r\n body\r\n"
+    assert joined(got) == b"Subject: keep\r\n folded too\r\n\r\n body\r\n"
     assert got.removed == (("X-Mailer", 1), ("User-Agent", 1), ("X-Originating-IP", 1))
 
 
@@ -97,7 +101,7 @@ def test_lf_and_mixed_line_ends_and_8bit_bytes_kept():
                b"\n"
                b"\x00\xff\xfe body\r\nX-Mailer: not a header here\n")
     got = strip(message, DEFAULT)
-    assert got.message == (b"Subject: \xc3\xa4\xff\r\n"
+    assert joined(got) == (b"Subject: \xc3\xa4\xff\r\n"
                            b"X-Raw: bare\rcarriage return\n"
                            b"\n"
                            b"\x00\xff\xfe body\r\nX-Mailer: not a header here\n")
@@ -114,7 +118,7 @@ def test_lf_and_mixed_line_ends_and_8bit_bytes_kept():
     (b"Subject: s\r\n\r\n", b"Subject: s\r\n\r\n"),
 ])
 def test_messages_without_a_body_or_a_blank_line(message, expected):
-    assert strip(message, DEFAULT).message == expected
+    assert joined(strip(message, DEFAULT)) == expected
 
 
 @pytest.mark.parametrize("line", [
@@ -123,17 +127,25 @@ def test_messages_without_a_body_or_a_blank_line(message, expected):
     b": no name\r\n",
     b"N\xc3\xa4me: 8-bit name\r\n",
 ])
-def test_a_line_that_is_no_field_begins_the_body_which_is_never_touched(line):
-    """As for Postfix and Python's parser: what follows such a line is body, even `User-Agent:`."""
-    message = b"X-Mailer: m\r\nSubject: s\r\n" + line + b"User-Agent: body text\r\n\r\nmore\r\n"
+def test_a_line_that_is_no_proper_field_does_not_end_the_header(line):
+    """As for Dovecot on the far side: the header goes on to the empty line, so a listed field
+    after such a line goes too; the line itself stays, and the body is never touched."""
+    message = b"X-Mailer: m\r\nSubject: s\r\n" + line + b"User-Agent: x\r\n\r\nUser-Agent: body text\r\n"
     got = strip(message, DEFAULT)
-    assert got.message == message[len(b"X-Mailer: m\r\n"):]
-    assert got.removed == (("X-Mailer", 1),)
+    assert joined(got) == b"Subject: s\r\n" + line + b"\r\nUser-Agent: body text\r\n"
+    assert got.removed == (("X-Mailer", 1), ("User-Agent", 1))
+
+
+def test_whitespace_before_the_colon_still_names_the_field():
+    message = b"User-Agent : x\r\nX-Mailer\t: y\r\nSubject: s\r\n\r\nbody\r\n"
+    got = strip(message, DEFAULT)
+    assert joined(got) == b"Subject: s\r\n\r\nbody\r\n"
+    assert got.removed == (("User-Agent", 1), ("X-Mailer", 1))
 
 
 def test_a_body_starting_with_whitespace_after_the_blank_line_is_kept():
     message = b"Subject: s\r\n\r\n User-Agent: x\r\n"
-    assert strip(message, DEFAULT).message == message
+    assert joined(strip(message, DEFAULT)) == message
 
 
 def test_switched_off_nothing_is_stripped():
@@ -144,21 +156,21 @@ def test_switched_off_nothing_is_stripped():
 
 def test_strip_received_off_keeps_received_strips_listed():
     got = strip(POSTFIX_RECEIVED + REST, Privacy(strip_received=False))
-    assert got.message.startswith(POSTFIX_RECEIVED)
-    assert b"User-Agent: Mozilla" not in got.message and b"X-Originating-IP" not in got.message
+    assert joined(got).startswith(POSTFIX_RECEIVED)
+    assert b"User-Agent: Mozilla" not in joined(got) and b"X-Originating-IP" not in joined(got)
     assert got.removed == (("User-Agent", 1), ("X-Originating-IP", 1))
 
 
 def test_no_listed_headers_strips_only_received():
     got = strip(POSTFIX_RECEIVED + REST, Privacy(strip_headers=()))
-    assert got.message == REST
+    assert joined(got) == REST
     assert got.removed == (("Received", 1),)
 
 
 def test_listed_received_means_every_received():
     message = POSTFIX_RECEIVED + b"Subject: s\r\n" + AMAVIS_RECEIVED + b"\r\n"
     got = strip(message, Privacy(strip_received=False, strip_headers=("received",)))
-    assert got.message == b"Subject: s\r\n\r\n"
+    assert joined(got) == b"Subject: s\r\n\r\n"
     assert got.removed == (("received", 2),)
 
 
@@ -171,7 +183,7 @@ def test_nothing_to_remove_sends_the_same_bytes_uncopied():
 def test_the_body_is_a_view_of_the_original_not_a_copy():
     got = strip(POSTFIX_RECEIVED + REST, DEFAULT)
     head, rest = got.parts
-    assert isinstance(rest, memoryview) and head + rest == got.message
+    assert isinstance(rest, memoryview) and head + rest == joined(got)
 
 
 # --- property: the output is the input minus exactly the removed fields ----------------------
@@ -242,7 +254,7 @@ def test_output_is_input_minus_exactly_the_removed_fields(message, privacy):
     raw = b"".join(f for _, f in header) + tail
     got = strip(raw, privacy)
     want, removed = expected(header, tail, privacy)
-    assert got.message == want
+    assert joined(got) == want
     assert sum(count for _, count in got.removed) == sum(removed.values())
     assert {name.lower() for name, _ in got.removed} == set(removed)
 
@@ -251,10 +263,10 @@ def test_output_is_input_minus_exactly_the_removed_fields(message, privacy):
 def test_switched_off_is_the_identity(message):
     header, tail = message
     raw = b"".join(f for _, f in header) + tail
-    assert strip(raw, OFF).message == raw
+    assert joined(strip(raw, OFF)) == raw
 
 
-# --- the hook in Bridge.send ------------------------------------------------------------------
+# --- the hook in Outbound.send ------------------------------------------------------------------
 
 class _Sender:
     def __init__(self) -> None:
@@ -265,7 +277,7 @@ class _Sender:
         return [Reply(250, "2.0.0 Ok")] * len(envelope.recipients)
 
 
-def _bridge(privacy: Privacy) -> tuple[Bridge, _Sender]:
+def _bridge(privacy: Privacy) -> tuple[Outbound, _Sender]:
     sender = _Sender()
     keys = {"bob@tox": b"\x01" * 32, "carol@tox": b"\x02" * 32}
     identity = SimpleNamespace(
@@ -275,7 +287,7 @@ def _bridge(privacy: Privacy) -> tuple[Bridge, _Sender]:
         sender=sender,
     )
     routes = SimpleNamespace(route=lambda mailbox, rcpt: SimpleNamespace(public_key=keys[rcpt]))
-    return Bridge([identity], routes), sender
+    return Outbound([identity], routes), sender
 
 
 def test_bridge_sends_the_stripped_mail_to_every_friend_and_logs_postfix_queue_id(caplog):
@@ -283,7 +295,7 @@ def test_bridge_sends_the_stripped_mail_to_every_friend_and_logs_postfix_queue_i
     with caplog.at_level(logging.DEBUG, logger="toxbridge.bridge"):
         replies = asyncio.run(bridge.send("alice@alice.test", ["bob@tox", "carol@tox"], POSTFIX_RECEIVED + REST))
     assert [r.code for r in replies] == [250, 250]
-    want = strip(POSTFIX_RECEIVED + REST, DEFAULT).message
+    want = joined(strip(POSTFIX_RECEIVED + REST, DEFAULT))
     assert [(f, b"".join(m)) for f, _, m in sender.sent] == [(1, want), (2, want)]
     assert all(e.size == len(want) for _, e, _ in sender.sent)
     lines = [r.getMessage() for r in caplog.records]

@@ -18,7 +18,9 @@ import png
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from toxbridge import cli, contacts, qr
+from toxbridge import cli
+from toxbridge.ops import invite, qr
+from toxbridge.contacts import book as contacts
 from toxbridge.address import tox_checksum
 
 # Light upper half, light lower half for each character of the drawing; anything else is an error.
@@ -254,6 +256,6 @@ def test_invite_says_who_and_how_and_its_command_adds_the_contact(two, one):
 
 
 def test_invitation_quotes_what_a_shell_would_split():
-    text = cli.invitation("o'brien@x.test", ALICE.hex().upper())
+    text = invite.invitation("o'brien@x.test", ALICE.hex().upper())
     line = next(line for line in text.splitlines() if "contacts add" in line)
     assert shlex.split(line)[3:] == ["o'brien", ALICE.hex().upper(), "o'brien@x.test"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from toxbridge import contacts
+from toxbridge.contacts import book as contacts
 from toxbridge.address import AddressError, tox_checksum
-from toxbridge.roster import Roster
-from toxbridge.routes import NoRoute, Route, Routes
+from toxbridge.contacts.roster import Roster
+from toxbridge.contacts.routes import NoRoute, Route, Routes
 
 MAILBOXES = ("mom", "dad")
 NOSPAM = b"\x01\x02\x03\x04"
@@ -200,19 +200,40 @@ def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(ro
     still needs bob's own pairing (seen as a race in the full suite)."""
     from types import SimpleNamespace
 
-    from toxbridge import wire
     from toxbridge.config import User
-    from toxbridge.contacts import ContactBook
-    from toxbridge.identity import Identity
+    from toxbridge.contacts.book import ContactBook
+    from toxbridge.mail.headers import scan
+    from toxbridge.tox import wire
+    from toxbridge.tox.friends import Friends
 
     alice_key = b"\x05" * 32
     routes = Routes(ContactBook(), roster, ("bob@bob.test",))
     routes.learn("ghost", "alice@alice.test", alice_key)
-    bob = Identity.__new__(Identity)
-    bob.routes, bob.user, bob.config = routes, User("bob", "bob@bob.test"), SimpleNamespace(learn_senders=True)
+    bob = Friends(SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None)
     envelope = wire.Envelope("alice@alice.test", ("bob@bob.test",), 10)
-    assert bob._vet(alice_key, envelope, b"From: Alice <alice@alice.test>\r\n").ok
+    assert bob.vet(alice_key, envelope, scan(b"From: Alice <alice@alice.test>\r\n")).ok
     assert routes.route("bob", "alice@alice.test").public_key == alice_key
     bob.config = SimpleNamespace(learn_senders=False)  # off: nothing is learned, for nobody
     envelope = wire.Envelope("alice2@alice.test", ("bob@bob.test",), 10)
-    assert not bob._vet(alice_key, envelope, b"").ok and roster.learned_key("bob", "alice2@alice.test") is None
+    assert not bob.vet(alice_key, envelope, scan(b"")).ok and roster.learned_key("bob", "alice2@alice.test") is None
+
+
+def test_a_header_longer_than_what_was_read_fails_and_nothing_is_learned(roster):
+    """What lies beyond the bytes read is not seen, so not judged: Dovecot would show it."""
+    from types import SimpleNamespace
+
+    from toxbridge.config import User
+    from toxbridge.contacts.book import ContactBook
+    from toxbridge.mail.headers import scan
+    from toxbridge.tox import wire
+    from toxbridge.tox.friends import Friends
+
+    routes = Routes(ContactBook(), roster, ("bob@bob.test",))
+    bob = Friends(SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None)
+    head = b"From: alice@alice.test\r\nX-Padding: " + b"x" * 2000  # no end of the header in sight
+    verdict = bob.vet(b"\x05" * 32, wire.Envelope("alice@alice.test", ("bob@bob.test",), len(head) + 5000),
+                      scan(head))
+    assert not verdict.ok and "longer than the 1 KiB the bridge reads" in verdict.reason
+    assert roster.learned_key("bob", "alice@alice.test") is None
+    whole = bob.vet(b"\x05" * 32, wire.Envelope("alice@alice.test", ("bob@bob.test",), len(head)), scan(head))
+    assert whole.ok  # all of the mail was read: a header without a body is whole

@@ -4,10 +4,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toxbridge.smtpreply import ReplyError, ReplyReader, dot_stuff
-from toxbridge.wire import Reply
+from toxbridge.mail.smtpreply import DotStuffer, Reply, ReplyError, ReplyReader
 
 STREAM = b"250-mx.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n550 5.1.1 <x> unknown\r\n250 2.0.0 ok\n"
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """The DATA section for `message` in one piece."""
+    stuffer = DotStuffer()
+    return stuffer.feed(message) + stuffer.finish()
 
 
 @pytest.mark.parametrize("piece", [4096, 16, 1])
@@ -45,8 +50,6 @@ def test_bare_newlines_become_crlf_and_last_line_is_ended():
 
 
 def test_dot_stuffing_fed_at_every_split_point_equals_one_piece():
-    from toxbridge.smtpreply import DotStuffer
-
     message = b"Subject: x\r\n\r\n.leading dot\n..two\r\nbare\rcr\r\n.\r\nlast line without end"
     whole = dot_stuff(message)
     for cut in range(len(message) + 1):

@@ -44,11 +44,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxbridge import socketmap
+from toxbridge.mail import socketmap
 from toxbridge.config import Endpoint
 from toxbridge.lab import _fs
 from toxbridge.lab.ports import free_port, port_accepts, wait_until
-from toxbridge.socketmap import Decoder, SocketmapError
+from toxbridge.mail.socketmap import Decoder, SocketmapError
 
 # --- codec ------------------------------------------------------------------------------------
 

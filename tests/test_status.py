@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toxbridge import config as config_mod, status
-from toxbridge.status import ERROR, OK, WARN
+from toxbridge import config as config_mod
+from toxbridge.ops import status
+from toxbridge.ops.status import ERROR, OK, WARN
 
 CONFIG = config_mod.parse(
     "state_dir: /var/lib/toxbridge\nusers: [{mailbox: mom, address: mom@home.example}]\n"
@@ -88,3 +89,29 @@ def test_worst_level_decides_the_exit_code_and_text_shows_actions_for_problems_o
     text = status.as_text(checks)
     assert "never shown" not in text and "-> do this" in text
     assert status.as_json(checks)["status"] == WARN
+
+
+def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
+    from types import SimpleNamespace
+
+    from toxbridge.ops import snapshot
+
+    keys = {0: b"\x01" * 32, 1: b"\x02" * 32, 2: b"\x03" * 32}
+    connection = {0: 2, 1: 0, 2: 0}
+    node = SimpleNamespace(friends=lambda: [0, 1, 2], friend_public_key=keys.__getitem__,
+                           friend_connection=connection.__getitem__, address=b"\xab" * 38, self_connection=lambda: 1)
+    tarek = SimpleNamespace(name="Tarek")
+    last = {1: NOW - 600, 2: None}
+    mom = SimpleNamespace(
+        node=node, user=SimpleNamespace(mailbox="mom", address="mom@home.example"),
+        friends=SimpleNamespace(contact=lambda key: tarek if key == keys[0] else None),
+        online_since={keys[0]: NOW - 60}, last_online=last.__getitem__, peers={0: "toxbridge"},
+        network_since=NOW - 3600)
+    got = snapshot.of_identity(mom)
+    assert got == {"mailbox": "mom", "address": "mom@home.example", "tox_id": "AB" * 38, "network": "TCP",
+                   "network_since": NOW - 3600, "friends": [
+                       {"key": "01" * 32, "name": "Tarek", "online": True, "via": "UDP", "since": NOW - 60, "bridge": True},
+                       {"key": "02" * 32, "name": None, "online": False, "via": "", "since": NOW - 600, "bridge": False},
+                       {"key": "03" * 32, "name": None, "online": False, "via": "", "since": None, "bridge": False}]}
+    checks = status.identity_checks(got, CONFIG, NOW)
+    assert [c.level for c in checks] == [OK, OK, WARN, WARN]

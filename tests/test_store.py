@@ -3,13 +3,13 @@
 import os
 import time
 
-from toxbridge.contacts import Contact, ContactBook
-from toxbridge.postqueue import deferred_for, parse_queue
-from toxbridge.roster import Roster
-from toxbridge.routes import Routes
-from toxbridge.receiver import prune_partials
-from toxbridge.store import DeliveryStore
-from toxbridge.wire import Reply
+from toxbridge.contacts.book import Contact, ContactBook
+from toxbridge.mail.postqueue import deferred_for, parse_queue
+from toxbridge.contacts.roster import Roster
+from toxbridge.contacts.routes import Routes
+from toxbridge.tox.incoming import prune_partials
+from toxbridge.tox.delivered import DeliveryStore
+from toxbridge.mail.smtpreply import Reply
 
 KEY = bytes(range(32))
 OTHER = bytes(32)

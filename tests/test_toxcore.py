@@ -25,17 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from toxbridge.toxcore import binding
-from toxbridge.toxcore.node import (
-    CONNECTION_NONE,
-    FILE_CONTROL_CANCEL,
-    FILE_CONTROL_RESUME,
-    FILE_KIND_DATA,
-    ToxError,
-    ToxNode,
-    ToxOptions,
-    ToxValueError,
-)
+from toxbridge.tox import library
+from toxbridge.tox.library import CONNECTION_NONE, FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
+from toxbridge.tox.errors import ToxError, ToxValueError
+from toxbridge.tox.node import ToxNode
+from toxbridge.tox.options import ToxOptions
 
 pytestmark = pytest.mark.integration
 
@@ -252,7 +246,7 @@ def lab():
 
 def test_identity_and_friendship(lab):
     a, b = lab.a, lab.b
-    assert len(a.address) == binding.ADDRESS_SIZE == 38
+    assert len(a.address) == library.ADDRESS_SIZE == 38
     assert a.address[:32] == a.public_key and len(a.public_key) == 32
     assert lab.call(lambda: a.friends()) == [lab.fa]
     assert lab.call(a.friend_public_key, lab.fa) == b.public_key
@@ -292,7 +286,7 @@ def test_messages_both_ways(lab):
         rtt_half = time.monotonic() - t0
         b.send_message(lab.fb, b"pong", action=True)
         await a.handler.wait_for(lambda ev: ev == ("message", lab.fa, 1, b"pong"))
-        big = b"x" * binding.MAX_MESSAGE_LENGTH
+        big = b"x" * library.MAX_MESSAGE_LENGTH
         a.send_message(lab.fa, big)
         await b.handler.wait_for(lambda ev: ev == ("message", lab.fb, 0, big))
         with pytest.raises(ToxValueError, match="TOX_ERR_FRIEND_SEND_MESSAGE_TOO_LONG"):
@@ -306,7 +300,7 @@ def test_messages_both_ways(lab):
 
 def test_lossless_packet(lab):
     a, b = lab.a, lab.b
-    payload = b"\xa0" + os.urandom(binding.MAX_CUSTOM_PACKET_SIZE - 1)
+    payload = b"\xa0" + os.urandom(library.MAX_CUSTOM_PACKET_SIZE - 1)
 
     async def send():
         a.send_lossless_packet(lab.fa, payload)
@@ -433,7 +427,7 @@ def test_bad_savedata_and_proxy(lab):
         lab.make_node(ToxOptions(proxy_type="socks4"), start=False, bootstrap=False)
 
     async def long_name():
-        ToxNode(ToxOptions(udp=False), name="x" * (binding.MAX_NAME_LENGTH + 1))
+        ToxNode(ToxOptions(udp=False), name="x" * (library.MAX_NAME_LENGTH + 1))
     with pytest.raises(ToxValueError, match="TOX_ERR_SET_INFO_TOO_LONG"):
         lab.run(long_name())
 

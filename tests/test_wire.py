@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxbridge import wire
-from toxbridge.wire import Envelope, PayloadParser, Reply, WireError
+from payloads import decode_payload, encode_payload
+from toxbridge.tox import wire
+from toxbridge.mail.smtpreply import Reply
+from toxbridge.tox.wire import Envelope, PayloadParser, WireError
 
 LIMIT = 1 << 20
 
@@ -19,13 +21,13 @@ addresses = st.text(
 
 
 def payload_of(message: bytes, sender="alice@alice.test", rcpts=("b" * 64 + "@tox",)) -> bytes:
-    return wire.encode_payload(Envelope(sender, tuple(rcpts), len(message)), message)
+    return encode_payload(Envelope(sender, tuple(rcpts), len(message)), message)
 
 
 @given(sender=addresses, rcpts=st.lists(addresses, min_size=1, max_size=5), message=st.binary(max_size=3000))
 def test_payload_round_trip(sender, rcpts, message):
     payload = payload_of(message, sender, rcpts)
-    envelope, body = wire.decode_payload(payload, LIMIT)
+    envelope, body = decode_payload(payload, LIMIT)
     assert (envelope.sender, list(envelope.recipients), body) == (sender, rcpts, message)
 
 
@@ -79,7 +81,7 @@ def test_garbage_never_crashes(data):
 )
 def test_broken_payloads(mangle, error):
     with pytest.raises(WireError, match=error):
-        wire.decode_payload(mangle(payload_of(b"hello")), LIMIT)
+        decode_payload(mangle(payload_of(b"hello")), LIMIT)
 
 
 def header_payload(header: bytes) -> bytes:
@@ -101,7 +103,7 @@ def header_payload(header: bytes) -> bytes:
 )
 def test_hostile_headers(header, error):
     with pytest.raises(WireError, match=error):
-        wire.decode_payload(header_payload(header), LIMIT)
+        decode_payload(header_payload(header), LIMIT)
 
 
 def test_oversized_header_refused_before_it_arrives():
@@ -215,7 +217,7 @@ def test_result_packet_over_the_size_limit_is_refused():
 def test_payload_parts_equal_the_encoded_payload_at_every_chunk_boundary():
     message = b"Subject: parts\r\n\r\n" + bytes(range(256)) * 3
     envelope = wire.Envelope("a@b.example", ("c@d.example",), len(message))
-    whole = wire.encode_payload(envelope, message)
+    whole = encode_payload(envelope, message)
     for pieces in ([message], [message[:5], memoryview(message)[5:]], [b"", message[:100], message[100:]]):
         parts = wire.payload_of(envelope, *pieces)
         assert len(parts) == len(whole) and parts.file_id == wire.file_id_of(whole)

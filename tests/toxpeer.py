@@ -12,9 +12,11 @@ import hashlib
 import random
 import threading
 
-from toxbridge import wire
+from toxbridge.tox import wire
 from toxbridge.lab.ports import wait_until
-from toxbridge.toxcore.node import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA, ToxNode, ToxOptions
+from toxbridge.tox.library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
+from toxbridge.tox.node import ToxNode
+from toxbridge.tox.options import ToxOptions
 
 
 class PlainClient:

@@ -7,15 +7,19 @@ import asyncio
 import json
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, contacts, contacts_cli, profiles, qr, status
+from . import __version__, config as config_mod
 from .config import Config, ConfigError, User
+from .contacts import commands as contacts_commands
+from .contacts.book import load as load_contacts
 from .daemon import StartupError, run
-from .identity import ensure_profile, read_address
-from .toxcore.binding import ToxError
+from .files import StateError, state_subdir
+from .ops import qr, status
+from .ops.invite import invitation
+from .tox.errors import ToxError
+from .tox.profile import ensure_profile, read_address
 
 DEFAULT_CONFIG = "/etc/toxbridge/toxbridge.yaml"
 
@@ -45,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
-        command = COMMANDS[args.command] if args.command != "contacts" else contacts_cli.COMMANDS[args.action]
+        command = COMMANDS[args.command] if args.command != "contacts" else contacts_commands.COMMANDS[args.action]
         return command(cfg, args)
     except ConfigError as e:
         print(f"toxbridge: {e}", file=sys.stderr)
         return EXIT_FAIL
-    except (profiles.ProfileError, ToxError, StartupError) as e:
+    except (StateError, ToxError, StartupError) as e:
         print(f"toxbridge: {e}", file=sys.stderr)
         return EXIT_FAIL
     except OSError as e:  # a file the command must write: permissions, full disk
@@ -79,14 +83,14 @@ def _contacts_parser(sub) -> None:
 
 def check_config(cfg: Config, args) -> int:
     # The contacts too: the daemon refuses to start with a broken book (ExecStartPre runs this).
-    book = contacts.load(args.contacts or cfg.contacts, cfg.mailboxes)
+    book = load_contacts(args.contacts or cfg.contacts, cfg.mailboxes)
     print(f"{cfg.source}: ok ({len(cfg.users)} users, LMTP on {cfg.lmtp_listen}, Dovecot at {cfg.dovecot_lmtp})")
     print(f"{book.source}: ok ({len(book.contacts)} contacts)")
     return EXIT_OK
 
 
 def init(cfg: Config, args) -> int:
-    profiles.state_subdir(cfg.state_dir, "profiles")
+    state_subdir(cfg.state_dir, "profiles")
     for user in cfg.users:
         address, created = ensure_profile(cfg, user)
         print(f"{user.mailbox} {address.hex().upper()}")
@@ -131,23 +135,6 @@ def invite(cfg: Config, args) -> int:
         return EXIT_FAIL
     sys.stdout.write(invitation(user.address, address.hex().upper()))
     return EXIT_OK
-
-
-def invitation(address: str, tox_id: str) -> str:
-    """What `toxbridge invite` prints: a text the user sends a friend, by mail or on paper."""
-    name = address.partition("@")[0]
-    return (
-        "Let's exchange e-mail over Tox: mail then goes from my household's server straight\n"
-        "to yours, encrypted on the way, with no mail provider in between.\n\n"
-        f"My address: {address}\n"
-        f"My Tox ID:  {tox_id}\n\n"
-        f"If your household runs toxbridge, add me as a contact (any name will do for {name}):\n\n"
-        f"    toxbridge contacts add {shlex.quote(name)} {tox_id} {shlex.quote(address)}\n\n"
-        f"Your mail to {address} then goes over Tox. Send me your own invitation\n"
-        "(toxbridge invite YOUR-MAILBOX) and I will add you too.\n\n"
-        "In a Tox app (qTox, aTox, Toxic, ...) you can add my Tox ID as a friend. That makes us\n"
-        "Tox friends, but a Tox app does not carry e-mail: for that your household needs toxbridge.\n"
-    )
 
 
 def _one_user(cfg: Config, name: str | None, command: str) -> User | int:

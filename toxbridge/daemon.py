@@ -9,16 +9,18 @@ import signal
 import socket
 import time
 
-from . import __version__, contacts, control, profiles, socketmap
-from .bridge import Bridge
 from .config import Config
-from .contacts import ContactsError
-from .identity import Identity
-from .lmtp_in import make_server
-from .receiver import prune_partials
-from .roster import Roster
-from .routes import Routes
-from .store import DeliveryStore
+from .contacts.book import ContactsError, load as load_contacts
+from .contacts.roster import Roster
+from .contacts.routes import Routes
+from .files import state_subdir
+from .mail import socketmap
+from .mail.lmtp_in import make_server
+from .ops import control, snapshot
+from .outbound import Outbound
+from .tox.delivered import DeliveryStore
+from .tox.identity import Identity
+from .tox.incoming import prune_partials
 
 log = logging.getLogger("toxbridge.daemon")
 
@@ -55,10 +57,10 @@ def notify(state: str) -> None:
 
 
 async def run(config: Config) -> None:
-    profiles.state_subdir(config.state_dir, "profiles")
+    state_subdir(config.state_dir, "profiles")
     mailboxes = config.mailboxes
     try:
-        book = contacts.load(config.contacts, mailboxes)
+        book = load_contacts(config.contacts, mailboxes)
     except ContactsError as e:
         # Not an empty book instead: Postfix would route contacts' mail the normal way, off Tox.
         raise StartupError(f"{e} (fix the contacts file; toxbridge does not start without its contacts)") from None
@@ -93,10 +95,10 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
     for identity in identities:
         identity.bootstrap()
         identity.node.start()
-        identity.follow_contacts()
+        identity.friends.follow_contacts()
         log.info("%s: Tox ID %s", identity.user.mailbox, identity.node.address.hex().upper())
-    bridge = Bridge(identities, routes)
-    factory = make_server(bridge, config.hostname, config.max_message_size)
+    outbound = Outbound(identities, routes)
+    factory = make_server(outbound, config.hostname, config.max_message_size)
     listen = config.lmtp_listen
     if listen.path:
         server = await _listen("lmtp_listen", listen, lambda: loop.create_unix_server(factory, listen.path))
@@ -108,11 +110,8 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
                            lambda: socketmap.start_server(config.socketmap_listen, transport))
     started = time.time()
 
-    def snapshot() -> dict:
-        return {"pid": os.getpid(), "started": started, "version": __version__, "contacts": len(routes.book.contacts),
-                "in_flight": bridge.in_flight, "identities": [i.snapshot() for i in identities]}
-
-    controls = await control.start_server(control.socket_path(config.state_dir), {"status": snapshot})
+    controls = await control.start_server(control.socket_path(config.state_dir), {
+        "status": lambda: snapshot.of_daemon(started, routes, outbound, identities)})
     stop = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -136,7 +135,7 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
         notify("STOPPING=1")
         for listener in (server, tables, controls):  # no new mail, no new questions
             listener.close()
-        cut = await bridge.drain(config.stop_timeout)
+        cut = await outbound.drain(config.stop_timeout)
         if cut:
             log.warning("stopped %d mail(s) on their way after %.0f s (stop_timeout); Postfix retries them", cut, config.stop_timeout)
             await asyncio.sleep(0.2)  # let the LMTP sessions write those 4xx replies
@@ -181,14 +180,14 @@ async def _follow_contacts_file(config: Config, routes: Routes, identities: list
             continue
         seen = state
         try:
-            book = contacts.load(config.contacts, mailboxes)
+            book = load_contacts(config.contacts, mailboxes)
         except ContactsError as e:
             log.error("contacts not reloaded, the previous ones stay in use: %s", e)
             continue
         routes.book = book
         log.info("contacts reloaded from %s: %d entries", config.contacts, len(book.contacts))
         for identity in identities:
-            identity.follow_contacts()
+            identity.friends.follow_contacts()
 
 
 def _file_state(path) -> tuple | None:

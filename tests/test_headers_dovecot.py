@@ -1,0 +1,93 @@
+"""The header scanner against the real Dovecot: for awkward headers delivered over LMTP, the From
+that IMAP shows (ENVELOPE) is the one mail/headers.py reads."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from toxbridge.config import Endpoint
+from toxbridge.lab.dovecot import Dovecot
+from toxbridge.lab.ports import free_port
+from toxbridge.mail import lmtp_out
+from toxbridge.mail.headers import from_addresses, scan
+
+pytestmark = pytest.mark.integration
+
+CORPUS = [
+    b"From: plain@home.example\r\n",
+    b"From : space-before-colon@home.example\r\n",  # issue 15, point 1
+    b"From \t: tabs@home.example\r\n",
+    b"no colon on this line\r\nFrom: after-a-line-without-colon@home.example\r\n",
+    b"From\x00junk: nul-in-name@home.example\r\n",
+    b"From: first@home.example\r\nFrom: second@home.example\r\n",
+    b"From:\r\n  folded@home.example\r\n",
+    b"X-A: a\rFrom: lone-cr@home.example\r\n",  # one field: X-A
+    b" From: leading-space@home.example\r\n",
+    b"Foo\r\n From: continuation@home.example\r\n",
+    b"X-A: a\n\r\nFrom: after-mixed-empty-line@home.example\r\n",  # body
+    b"X-A: a\r\n\r\r\nFrom: after-cr-cr-lf@home.example\r\n",  # body: the LMTP drops a CR
+    b"X-A: a\r\n\r\r\r\nFrom: after-cr-cr-cr-lf@home.example\r\n",  # header
+    b"X-A: a\r\n\r \r\nFrom: after-cr-space@home.example\r\n",
+    b"X-A: a\r\r\nFrom: value-ends-in-cr@home.example\r\n",
+]
+
+
+@pytest.fixture(scope="module")
+def dovecot():
+    root = Path(tempfile.mkdtemp(prefix="toxbridge-headers-", dir="/tmp"))
+    root.chmod(0o755)  # the lab's users must reach it
+    server = Dovecot(root, "headers", {"mom": "mom-pw"}, lmtp_port=free_port(), imap_port=free_port(),
+                     pop3_port=free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_TOKEN = re.compile(rb'\(|\)|NIL|"(?:[^"\\]|\\.)*"')
+
+
+def envelope_from(response: bytes) -> list[str]:
+    """The From addresses of an IMAP ENVELOPE (the third item), as mailbox@host, lower case."""
+    stack: list[list] = [[]]
+    for token in _TOKEN.findall(response[response.index(b"ENVELOPE") + len(b"ENVELOPE"):]):
+        if token == b"(":
+            stack.append([])
+        elif token == b")":
+            done = stack.pop()
+            stack[-1].append(done)
+            if len(stack) == 1:
+                break
+        else:
+            stack[-1].append(None if token == b"NIL" else token[1:-1].decode())
+    addresses = stack[0][0][2] or []
+    return [f"{mailbox}@{host}".lower() for _, _, mailbox, host in addresses]
+
+
+def test_the_from_imap_shows_is_the_from_the_scanner_reads(dovecot):
+    messages = [header + f"Subject: case {i}\r\n\r\nbody\r\n".encode() for i, header in enumerate(CORPUS)]
+    for message in messages:
+        replies = asyncio.run(lmtp_out.deliver(Endpoint("127.0.0.1", dovecot.lmtp_port), "s@x.example", ["mom"],
+                                               message, "test"))
+        assert replies[0].code == 250, replies
+    imap = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
+    try:
+        imap.login("mom", "mom-pw")
+        imap.select("INBOX", readonly=True)
+        _, data = imap.fetch("1:*", "(ENVELOPE)")
+    finally:
+        imap.logout()
+    shown = [envelope_from(item) for item in data if isinstance(item, bytes) and b"ENVELOPE" in item]
+    assert len(shown) == len(messages)
+    read = [from_addresses(scan(message)) for message in messages]
+    assert read == shown
+    assert shown[1] == ["space-before-colon@home.example"] and shown[3] == ["after-a-line-without-colon@home.example"]

@@ -1,0 +1,108 @@
+"""The one reader of a mail's header: raw bytes in, fields with their exact offsets out. Pure.
+
+Every check that reads a header reads it here (privacy, the sender check, the receiving bridge's
+trust headers), and it reads the header as Dovecot's message-header-parser (lib-mail) does:
+Dovecot stores the mail and IMAP shows its header as Dovecot read it, so a check that reads it
+otherwise judges a header no one sees (DESIGN.md, decision 9).
+
+- A line ends at LF; up to two CRs just before the LF belong to the line end, any other CR is
+  a byte (message-header-parser takes one; Dovecot's LMTP had already dropped a CR before a
+  CRLF on the way in: measured with Dovecot 2.3.19 on maildir, so `\r\r\n` is an empty line).
+- The header ends at the first empty line (CRLF, or LF alone), or where the bytes end.
+- A line that begins with SP or HTAB continues the field before it.
+- Every other line begins a field, with a colon or without: a line without one does not end the
+  header (its whole text is the field's name, and it has no value).
+- The name is what comes before the first colon, minus the SP and HTAB just before it (obsolete
+  syntax, RFC 5322 4.5.3: `From : x` is a From field); nothing else is taken off.
+- Names compare case-insensitively, up to a NUL (Dovecot compares them as C strings).
+
+Fields are contiguous: the header's bytes are exactly its fields', one after the other, so
+`Header.without` cuts fields out byte for byte and leaves every other byte as it was.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field, continuation lines included, as offsets into the scanned bytes."""
+
+    start: int  # its first byte
+    name_end: int  # the name is data[start:name_end]
+    value_start: int  # just after the colon (without a colon: name_end)
+    value_end: int  # before the line end (LF and the CRs before it) of its last line
+    end: int  # after that line end: data[start:end] is the whole field
+    name: bytes
+    value: bytes  # data[value_start:value_end]: raw, folding line ends kept
+    colon: bool
+
+    @property
+    def key(self) -> bytes:
+        """The name as Dovecot compares it: lower case, cut at a NUL."""
+        return self.name.split(b"\0", 1)[0].lower()
+
+    def is_named(self, name: str) -> bool:
+        return self.key == name.lower().encode("ascii")
+
+
+@dataclass(frozen=True)
+class Header:
+    data: bytes  # what was scanned: the header and whatever followed it
+    fields: tuple[Field, ...]
+    end: int  # where the header ends: the empty line's offset, or len(data)
+    complete: bool  # an empty line ended it (False: the data ended inside the header)
+
+    def named(self, name: str) -> list[Field]:
+        return [f for f in self.fields if f.is_named(name)]
+
+    def without(self, drop: Iterable[Field]) -> bytes:
+        """The header's bytes without the fields in `drop` (the empty line not included)."""
+        gone = {f.start for f in drop}
+        return b"".join(self.data[f.start:f.end] for f in self.fields if f.start not in gone)
+
+
+def scan(data: bytes) -> Header:
+    fields: list[Field] = []
+    pos, size = 0, len(data)
+    while pos < size:
+        newline = data.find(b"\n", pos)
+        end = size if newline < 0 else newline + 1
+        content_end = end if newline < 0 else newline
+        for _ in range(2 if newline >= 0 else 0):  # the line end's CRs
+            if content_end > pos and data[content_end - 1] == 0x0D:
+                content_end -= 1
+        if data[pos] in b" \t" and fields:
+            last = fields[-1]
+            fields[-1] = Field(last.start, last.name_end, last.value_start, content_end, end, last.name,
+                               data[last.value_start:content_end], last.colon)
+        elif content_end == pos:  # a line end alone, and not a continuation: the empty line
+            return Header(data, tuple(fields), pos, True)
+        else:
+            colon = data.find(b":", pos, content_end)
+            if colon < 0:
+                fields.append(Field(pos, content_end, content_end, content_end, end, data[pos:content_end], b"", False))
+            else:
+                name = data[pos:colon].rstrip(b" \t")
+                fields.append(Field(pos, pos + len(name), colon + 1, content_end, end, name,
+                                    data[colon + 1:content_end], True))
+        pos = end
+    return Header(data, tuple(fields), size, False)
+
+
+def unfold(value: bytes) -> bytes:
+    """A value on one line: the line ends of its folding taken out (RFC 5322 3.2.2)."""
+    return _FOLD.sub(b"", value)
+
+
+def from_addresses(header: Header) -> list[str]:
+    """The addresses in the header's From: fields, lower case, in order; [] when there is none.
+    Raw UTF-8 (SMTPUTF8) is read as such; bytes that are not UTF-8 become U+FFFD."""
+    values = [unfold(f.value).decode("utf-8", "replace") for f in header.named("From")]
+    return [a.lower() for _, a in email.utils.getaddresses(values) if "@" in a]

@@ -1,0 +1,155 @@
+"""The bridge's outbound side as Postfix sees it: who may send, where each recipient goes,
+and one reply per recipient from the far end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from .address import AddressError
+from .contacts.routes import NoRoute, Route, Routes
+from .mail import privacy
+from .mail.smtpreply import Reply
+from .tox import wire
+from .tox.errors import ToxError
+from .tox.identity import Identity
+from .tox.outgoing import offline
+
+log = logging.getLogger("toxbridge.bridge")
+
+_QUEUE_ID = re.compile(rb"\bwith E?SMTPS?A? id ([0-9A-Za-z]+)")
+
+
+class Outbound:
+    """mail.lmtp_in.Outbox over the household's identities: what Postfix hands the LMTP listener leaves over Tox."""
+
+    def __init__(self, identities: list[Identity], routes: Routes) -> None:
+        self._by_address = {i.user.address.lower(): i for i in identities}
+        self._routes = routes
+        self.in_flight = 0  # mails being carried now (for a graceful stop and status)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._abort = asyncio.Event()
+
+    def _identity(self, sender: str) -> Identity | None:
+        return self._by_address.get(sender.lower())
+
+    def check_sender(self, address: str) -> Reply:
+        if self._identity(address) is None:
+            return Reply(550, f"5.7.1 <{address}>: not a sender of this bridge (only its users' own addresses)")
+        return Reply(250, "2.1.0 Ok")
+
+    def check_recipient(self, sender: str, address: str) -> Reply:
+        identity = self._identity(sender)
+        if identity is None:
+            return Reply(503, "5.5.1 MAIL FROM first")
+        try:
+            route = self._routes.route(identity.user.mailbox, address)
+        except AddressError as e:
+            return Reply(550, f"5.1.3 <{address}>: bad Tox address: {e}")
+        except NoRoute as e:
+            return Reply(550, f"5.1.1 <{address}>: {e}")
+        node = identity.node
+        if route.public_key == node.public_key:
+            return Reply(550, f"5.1.1 <{address}>: this is the sender's own Tox ID")
+        friend = node.friend_by_public_key(route.public_key)
+        if friend is None:
+            return self._befriend(identity, address, route)
+        if node.friend_connection(friend) == 0:
+            return offline(f"<{address}>: {identity.offline_text(friend)}")
+        return Reply(250, "2.1.5 Ok")
+
+    def _befriend(self, identity: Identity, address: str, route: Route) -> Reply:
+        if route.tox_id is None:
+            return Reply(550, f"5.1.1 <{address}>: not a Tox friend; write to the full 76-digit Tox ID "
+                              "(or give the contact its full Tox ID) to send a friend request")
+        try:
+            identity.node.friend_add(route.tox_id, identity.friends.request_text())
+        except ToxError as e:
+            return offline(f"<{address}>: cannot send a Tox friend request ({e})")
+        identity.save()
+        log.info("%s: sent a friend request to %s (%s)", identity.user.mailbox, route.tox_id.hex()[:8], route.via)
+        return offline(f"<{address}>: Tox friend request sent; the mail waits until it is accepted")
+
+    async def send(self, sender: str, recipients: list[str], message: bytes) -> list[Reply]:
+        identity = self._identity(sender)
+        if identity is None:  # MAIL FROM was checked; this guards against a changed config only
+            return [Reply(550, "5.7.1 not a sender of this bridge")] * len(recipients)
+        started = time.monotonic()
+        queue_id = _queue_id(message)  # from Postfix's own Received: header, before it is stripped
+        # Once, before any friend: the payload hash (the receiver's dedup key) is over these bytes.
+        stripped = privacy.strip(message, identity.config.privacy)
+        if stripped.removed:
+            log.debug("%s: privacy: removed %s", queue_id, stripped.summary())
+        parts = stripped.parts  # the body is a view of Postfix's bytes, not a copy
+        size = sum(len(part) for part in parts)
+        groups: dict[int, list[int]] = {}
+        replies: list[Reply | None] = [None] * len(recipients)
+        peers = ["-"] * len(recipients)
+        for index, rcpt in enumerate(recipients):
+            try:  # contacts may have changed since RCPT
+                key = self._routes.route(identity.user.mailbox, rcpt).public_key
+            except (NoRoute, AddressError) as e:
+                replies[index] = Reply(550, f"5.1.1 <{rcpt}>: {e}")
+                continue
+            peers[index] = key.hex()[:8]
+            friend = identity.node.friend_by_public_key(key)
+            if friend is None:  # unfriended between RCPT and DATA
+                replies[index] = offline("recipient is no longer a Tox friend")
+            else:
+                groups.setdefault(friend, []).append(index)
+        friends = list(groups)
+        outcomes = await self._unless_stopped(asyncio.gather(*(
+            identity.sender.send(f, wire.Envelope(sender, tuple(recipients[i] for i in groups[f]), size), parts)
+            for f in friends
+        )), [len(groups[f]) for f in friends])
+        for friend, answer in zip(friends, outcomes):
+            for index, reply in zip(groups[friend], answer):
+                replies[index] = reply
+        for rcpt, peer, reply in zip(recipients, peers, replies):
+            status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
+            log.info("%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
+                     queue_id, rcpt, peer, size, time.monotonic() - started, status, reply)
+        return replies  # type: ignore[return-value]
+
+
+    async def _unless_stopped(self, work: asyncio.Future, sizes: list[int]) -> list[list[Reply]]:
+        """The friends' answers, or 4xx for every recipient when the bridge is told to stop first."""
+        self.in_flight += 1
+        self._idle.clear()
+        abort = asyncio.ensure_future(self._abort.wait())
+        try:
+            await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                return work.result()
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            return [[STOPPED] * n for n in sizes]
+        finally:
+            abort.cancel()
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Let mail on its way finish for up to `timeout` seconds, then answer the rest 4xx.
+        Returns how many were cut short."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return 0
+        except asyncio.TimeoutError:
+            cut = self.in_flight
+            self._abort.set()
+            await self._idle.wait()
+            return cut
+
+
+STOPPED = Reply(451, "4.3.0 toxbridge is stopping before the friend answered; Postfix will retry")
+
+
+def _queue_id(message: bytes) -> str:
+    """Postfix's queue id from its own Received: header at the top, for log lines."""
+    match = _QUEUE_ID.search(message[:4096])
+    return match.group(1).decode() if match else "NOQUEUE"

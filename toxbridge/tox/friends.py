@@ -1,0 +1,102 @@
+"""Who may reach one mailbox over Tox, and as whom.
+
+The contacts that serve the mailbox become its Tox friends; a stranger's friend request is
+accepted, kept pending or ignored, as tox.friend_requests says; a friend's mail may claim only
+the sender addresses tied to its key (contacts.sender_check), and addresses nobody claims are
+learned for it when learn_senders is on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from ..address import is_tox_address
+from ..config import Config, User
+from ..contacts.book import Contact
+from ..contacts.routes import Routes
+from ..contacts.sender_check import FAIL, Verdict, check
+from ..mail.headers import Header, from_addresses
+from .errors import ToxError
+from .node import ToxNode
+from .wire import Envelope
+
+log = logging.getLogger("toxbridge.identity")  # the identity's log lines, as before it was split
+
+
+class Friends:
+    """One identity's friends: made from contacts, requested by strangers, vetted as senders."""
+
+    def __init__(self, config: Config, user: User, node: ToxNode, routes: Routes, save: Callable[[], None]) -> None:
+        self.config, self.user, self.node, self.routes = config, user, node, routes
+        self._save = save  # the profile keeps the friend list
+
+    def request_text(self) -> bytes:
+        """What a friend request from this identity says: who is asking, from which household."""
+        return f"{self.user.address} asks to exchange mail over Tox (toxbridge at {self.config.hostname})".encode()
+
+    def contact(self, public_key: bytes) -> Contact | None:
+        """The contact with this key that serves this mailbox, if any."""
+        return next((c for c in self.routes.book.with_key(public_key) if c.serves(self.user.mailbox)), None)
+
+    def follow_contacts(self) -> None:
+        """Make every contact that serves this user a Tox friend: a friend request when the full
+        Tox ID is known, else a friend without request (their side must list us too)."""
+        changed = False
+        for contact in self.routes.book.for_user(self.user.mailbox):
+            if contact.public_key == self.node.public_key or self.node.friend_by_public_key(contact.public_key) is not None:
+                continue
+            try:
+                if contact.tox_id is not None:
+                    self.node.friend_add(contact.tox_id, self.request_text())
+                else:
+                    self.node.friend_add_norequest(contact.public_key)
+            except ToxError as e:
+                log.warning("%s: cannot make contact %r a Tox friend: %s", self.user.mailbox, contact.name, e)
+                continue
+            changed = True
+            self.routes.roster.drop_pending(self.user.mailbox, contact.public_key)
+            log.info("%s: contact %r (%s) is now a Tox friend%s", self.user.mailbox, contact.name,
+                     contact.public_key.hex()[:8], ", request sent" if contact.tox_id else "")
+        if changed:
+            self._save()
+
+    def on_request(self, public_key: bytes, message: bytes) -> None:
+        """A friend request: a contact's is accepted, a stranger's as tox.friend_requests says."""
+        text = message.decode("utf-8", "replace")[:200]
+        contact = self.contact(public_key)
+        policy = "accept" if contact else self.config.tox.friend_requests
+        if policy == "accept":
+            try:
+                self.node.friend_add_norequest(public_key)
+            except ToxError as e:
+                log.warning("%s: cannot accept friend request from %s: %s", self.user.mailbox, public_key.hex()[:8], e)
+                return
+            self._save()
+            self.routes.roster.drop_pending(self.user.mailbox, public_key)
+            who = f"contact {contact.name!r}" if contact else "a stranger (friend_requests: accept)"
+            log.info("%s: accepted friend request from %s, %s (%r)", self.user.mailbox, public_key.hex(), who, text)
+        elif policy == "pending":
+            self.routes.roster.add_pending(self.user.mailbox, public_key, text)
+            log.info("%s: friend request from %s (%r) is pending; see `toxbridge contacts pending`",
+                     self.user.mailbox, public_key.hex(), text)
+        else:
+            log.info("%s: ignored friend request from %s (%r); friend_requests is 'ignore'",
+                     self.user.mailbox, public_key.hex(), text)
+
+    def vet(self, public_key: bytes, envelope: Envelope, header: Header) -> Verdict:
+        """May this friend send as the addresses the mail claims? Learns them for this mailbox:
+        unclaimed ones, and those another local identity learned for the same key (pairings are
+        kept per mailbox: without its own, this user's reply would find no route). A header
+        that goes on beyond the bytes read (`header.data`) cannot be judged: it fails."""
+        if not header.complete and len(header.data) < envelope.size:
+            return Verdict(FAIL, f"the header is longer than the {len(header.data) // 1024} KiB the bridge reads")
+        from_header = from_addresses(header)
+        verdict = check(public_key, envelope.sender, from_header, self.routes.claims, self.config.learn_senders)
+        if not (verdict.ok and self.config.learn_senders):
+            return verdict
+        for address in dict.fromkeys(a.lower() for a in [envelope.sender, *from_header] if a and not is_tox_address(a)):
+            if self.routes.learn(self.user.mailbox, address, public_key):
+                log.info("%s: learned %s -> Tox key %s; replies to it go over Tox",
+                         self.user.mailbox, address, public_key.hex()[:8])
+        return verdict

@@ -1,0 +1,169 @@
+"""One local user's Tox identity: its toxcore node and profile, and where each of the node's
+events goes: to its friends (who may reach the user, and as whom), its outgoing and incoming
+transfers, and the catch-up of mail Postfix deferred for a friend that came online."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from ..config import Config, User
+from ..contacts.routes import Routes
+from ..files import state_subdir
+from ..mail import lmtp_out
+from ..mail.smtpreply import Reply
+from . import profile, wire
+from .catchup import CatchUp
+from .delivered import DeliveryStore
+from .errors import ToxError, ToxPortError
+from .friends import Friends
+from .incoming import Receiver
+from .node import ToxNode
+from .outgoing import Sender
+
+log = logging.getLogger("toxbridge.identity")
+
+SOFTWARE = "toxbridge"
+
+
+class Identity:
+    """Handler of one ToxNode's events; keeps who is online since when."""
+
+    def __init__(self, config: Config, user: User, node: ToxNode, store: DeliveryStore, routes: Routes) -> None:
+        self.config, self.user, self.node = config, user, node
+        self.friends = Friends(config, user, node, routes, self.save)
+        self.catch_up = CatchUp(config, user, node, routes)
+        self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout)
+        partial_dir = state_subdir(state_subdir(config.state_dir, "partial"), user.mailbox)
+        self._dovecot = lmtp_out.LMTPClient(config.dovecot_lmtp, config.hostname)  # one mail at a time
+        self.receiver = Receiver(node, config.max_message_size, config.hostname, user.mailbox, user.address,
+                                 self._deliver, store, partial_dir, self.friends.vet, config.forged_sender)
+        self.peers: dict[int, str] = {}  # friend → software named in its greeting
+        self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
+        self.online_since: dict[bytes, float] = {}  # friend's key → when their connection came up
+        self.network_since: float | None = None  # when this identity last joined the Tox network
+        self.offline_network_since: float | None = time.time()  # since when it is off it (start: now)
+        node.handler = self
+
+    @classmethod
+    def open(cls, config: Config, user: User, store: DeliveryStore, routes: Routes) -> "Identity":
+        path = profile.profile_path(config.state_dir, user.mailbox)
+        savedata = profile.read(path)
+        # Start at a random port of the range: a restart on the port the killed process had
+        # made the peer's toxcore keep talking to the dead session (measured: no reconnect in
+        # minutes); a fresh port reconnected in about 10 s. The whole range is the fallback.
+        low, high = config.tox.port_range
+        try:
+            try:
+                start = random.randint(low, high)
+                node = profile.node_from_profile(path, savedata, profile.tox_options(config, start), name=user.address)
+            except ToxPortError:
+                node = profile.node_from_profile(path, savedata, profile.tox_options(config), name=user.address)
+        except ToxPortError:
+            raise ToxPortError(f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
+                               "(other Tox programs running? widen the range)") from None
+        identity = cls(config, user, node, store, routes)
+        if savedata is None:
+            identity.save()
+        return identity
+
+    def save(self) -> None:
+        profile.write(profile.profile_path(self.config.state_dir, self.user.mailbox), self.node.savedata())
+
+    async def _deliver(self, sender: str, message: lmtp_out.Spooled) -> Reply:
+        replies = await self._dovecot.deliver(sender, [self.user.mailbox], message)
+        return replies[0]
+
+    def bootstrap(self) -> None:
+        for node in self.config.tox.bootstrap:
+            self._try(self.node.bootstrap, node)
+        for node in self.config.tox.tcp_relays:
+            self._try(self.node.add_tcp_relay, node)
+
+    def _try(self, method, node) -> None:
+        try:
+            method(node.host, node.port, bytes.fromhex(node.public_key))
+        except ToxError as e:
+            log.warning("%s: cannot use Tox node %s:%d: %s", self.user.mailbox, node.host, node.port, e)
+
+    def last_online(self, friend: int) -> float | None:
+        """When an offline friend was last seen: by this run, else by toxcore (kept in the profile)."""
+        return self.offline_since.get(self.node.friend_public_key(friend)) or self.node.friend_last_online(friend)
+
+    def offline_text(self, friend: int) -> str:
+        """Words for Postfix's deferral (and in the end its bounce): who is offline, since when."""
+        since = self.last_online(friend)
+        key = self.node.friend_label(friend)
+        if since is None:
+            return f"Tox friend {key} has not been online yet (friend request not accepted?)"
+        return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
+
+    async def stop(self) -> None:
+        self.catch_up.stop()
+        await self.receiver.stop()
+        self._dovecot.close()
+
+    # ---- toxcore events (on the loop thread, inside iterate)
+
+    def on_self_connection(self, node, status: int) -> None:
+        state = ("offline", "online (TCP)", "online (UDP)")[status]
+        self.network_since = time.time() if status else None
+        self.offline_network_since = None if status else time.time()
+        log.info("%s: Tox network %s", self.user.mailbox, state)
+
+    def on_friend_request(self, node, public_key: bytes, message: bytes) -> None:
+        self.friends.on_request(public_key, message)
+
+    def on_friend_connection(self, node, friend: int, status: int) -> None:
+        key = node.friend_label(friend)
+        public_key = node.friend_public_key(friend)
+        if status == 0:
+            log.info("%s: friend %s went offline", self.user.mailbox, key)
+            self.offline_since[public_key] = time.time()
+            self.online_since.pop(public_key, None)
+            self.peers.pop(friend, None)
+            self.sender.on_friend_offline(friend)
+            self.receiver.on_friend_offline(friend)
+            return
+        log.info("%s: friend %s online (%s)", self.user.mailbox, key, "UDP" if status == 2 else "TCP")
+        self.offline_since.pop(public_key, None)
+        self.online_since.setdefault(public_key, time.time())
+        try:
+            node.send_lossless_packet(friend, wire.encode_greeting(SOFTWARE))
+        except ToxError as e:
+            log.debug("greeting to %s not sent: %s", key, e)
+        self.catch_up.now_and_again(friend, public_key)
+
+    def on_lossless_packet(self, node, friend: int, data: bytes) -> None:
+        if data[:1] == bytes([wire.PACKET_RESULT]):
+            self.sender.on_result(friend, data)
+        elif data[:1] == bytes([wire.PACKET_GREETING]):
+            try:
+                version, software = wire.decode_greeting(data)
+            except wire.WireError:
+                return
+            self.peers[friend] = software
+            log.info("%s: friend %s is a bridge (%s, protocol %d)", self.user.mailbox, node.friend_label(friend),
+                     software, version)
+            # A peer bridge that restarted quickly greets us without our side ever seeing it
+            # offline (toxcore notices a killed peer only after ~28 s): push its mail now too.
+            self.catch_up.now(node.friend_public_key(friend))
+
+    def on_friend_message(self, node, friend: int, kind: int, text: bytes) -> None:
+        log.info("%s: friend %s sent a chat message (%d bytes); mail bridges do not chat", self.user.mailbox,
+                 node.friend_label(friend), len(text))
+
+    def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
+        self.receiver.on_file_recv(friend, number, kind, size, filename)
+
+    def on_file_recv_chunk(self, node, friend, number, position, data) -> None:
+        self.receiver.on_chunk(friend, number, position, data)
+
+    def on_file_chunk_request(self, node, friend, number, position, length) -> None:
+        self.sender.on_chunk_request(friend, number, position, length)
+
+    def on_file_recv_control(self, node, friend, number, control) -> None:
+        # Sending and receiving file numbers never collide in toxcore, so both may look.
+        self.sender.on_control(friend, number, control)
+        self.receiver.on_control(friend, number, control)

@@ -1,0 +1,164 @@
+"""Sending one mail to one friend over Tox and waiting for the truth from the far end.
+
+A mail is one file transfer (file_id = SHA-256 of the payload). The answer is the peer bridge's
+result packet, sent after its Dovecot answered. Anything else — friend offline, the transfer
+cancelled or stalled, no answer in time — is a 4.4.1: Postfix keeps the mail and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..mail.smtpreply import Reply
+from . import wire
+from .errors import ToxError
+from .library import FILE_CONTROL_CANCEL, FILE_KIND_DATA
+from .node import ToxNode
+
+log = logging.getLogger("toxbridge.sender")
+
+
+def offline(detail: str) -> Reply:
+    return Reply(451, f"4.4.1 {detail}; Postfix will retry")
+
+
+@dataclass(eq=False)
+class Outgoing:
+    friend: int
+    file_number: int
+    file_id: bytes
+    payload: wire.Payload
+    recipients: int
+    result: asyncio.Future
+    last_progress: float = field(default_factory=time.monotonic)
+    sent_all_at: float | None = None
+    served: int = 0  # bytes handed to toxcore so far
+
+
+class Sender:
+    """Outgoing transfers of one Tox identity."""
+
+    def __init__(self, node: ToxNode, stall_timeout: float, result_timeout: float) -> None:
+        self._node = node
+        self._stall_timeout = stall_timeout
+        self._result_timeout = result_timeout
+        self._by_number: dict[tuple[int, int], Outgoing] = {}
+        self._by_id: dict[tuple[int, bytes], Outgoing] = {}
+
+    async def send(self, friend: int, envelope: wire.Envelope, message: tuple) -> list[Reply]:
+        """Carry the mail (given as pieces) to `friend`; one reply per envelope recipient."""
+        payload = wire.payload_of(envelope, *message)
+        file_id = payload.file_id
+        count = len(envelope.recipients)
+        same = self._by_id.get((friend, file_id))
+        if same is not None:  # the same mail is already on its way: share its outcome
+            return await asyncio.shield(same.result)
+        if self._node.friend_connection(friend) == 0:
+            return [offline("recipient's Tox friend is offline")] * count
+        try:
+            number = self._node.file_send(friend, FILE_KIND_DATA, len(payload), file_id, wire.MAIL_FILENAME)
+        except ToxError as e:
+            return [offline(f"cannot start the Tox transfer ({e})")] * count
+        out = Outgoing(friend, number, file_id, payload, count, asyncio.get_running_loop().create_future())
+        self._by_number[(friend, number)] = out
+        self._by_id[(friend, file_id)] = out
+        try:
+            return await self._wait(out)
+        except asyncio.CancelledError:  # the bridge is stopping: the friend's partial file stays for the retry
+            self._cancel(out)
+            raise
+        finally:
+            self._forget(out)
+
+    async def _wait(self, out: Outgoing) -> list[Reply]:
+        while not out.result.done():
+            now = time.monotonic()
+            if out.sent_all_at is None:
+                deadline, why = out.last_progress + self._stall_timeout, "the Tox transfer stalled"
+            else:
+                deadline, why = out.sent_all_at + self._result_timeout, "no answer from the peer bridge"
+            if now >= deadline:
+                self._cancel(out)
+                return [offline(why)] * out.recipients
+            await asyncio.wait([out.result], timeout=deadline - now)
+        # An answer before the last byte is a refusal, and the refusing receiver cancels the
+        # transfer itself; cancelling here too raced with toxcore reusing the file number.
+        return out.result.result()
+
+    def _finish(self, out: Outgoing, replies: list[Reply]) -> None:
+        if not out.result.done():
+            out.result.set_result(replies)
+
+    def _cancel(self, out: Outgoing) -> None:
+        """Stop a transfer that is still running. Never one whose bytes were all handed over:
+        toxcore ends it by itself, and a cancel that reaches the peer after it finished comes
+        back as toxcore's "no such transfer" kill, which then hits the next transfer on the
+        same file number (seen in a burst: both mails failed, one waited for result_timeout)."""
+        if out.sent_all_at is not None or out.served >= len(out.payload):
+            return
+        try:
+            self._node.file_control(out.friend, out.file_number, FILE_CONTROL_CANCEL)
+        except ToxError:
+            pass  # already gone on toxcore's side
+
+    def _forget(self, out: Outgoing) -> None:
+        # toxcore reuses a file number once its transfer ends: drop only our own entries.
+        for table, key in ((self._by_number, (out.friend, out.file_number)), (self._by_id, (out.friend, out.file_id))):
+            if table.get(key) is out:
+                del table[key]
+
+    # ---- toxcore events, called on the loop thread from the identity's handler
+
+    def on_chunk_request(self, friend: int, number: int, position: int, length: int) -> None:
+        out = self._by_number.get((friend, number))
+        if out is None:
+            return
+        out.last_progress = time.monotonic()
+        if length == 0:  # all sent; toxcore ends the transfer and may reuse its number
+            out.sent_all_at = out.last_progress
+            del self._by_number[(friend, number)]
+            return
+        chunk = out.payload.chunk(position, length)
+        try:
+            self._node.file_send_chunk(friend, number, position, chunk)
+            out.served = max(out.served, position + len(chunk))
+        except ToxError as e:
+            # A full send queue is normal under load: toxcore asks for the chunk again.
+            log.debug("chunk at %d for friend %d not sent: %s", position, friend, e)
+
+    def on_control(self, friend: int, number: int, control: int) -> None:
+        out = self._by_number.get((friend, number))
+        if out is not None:
+            out.last_progress = time.monotonic()
+            if control == FILE_CONTROL_CANCEL:
+                # A refusal comes with a result packet first (packets stay in order);
+                # a bare cancel means the peer gave up without an answer.
+                del self._by_number[(friend, number)]
+                self._finish(out, [offline("the peer cancelled the Tox transfer")] * out.recipients)
+
+    def on_result(self, friend: int, packet: bytes) -> None:
+        try:
+            file_id, replies = wire.decode_result(packet)
+        except wire.WireError as e:
+            log.warning("friend %s sent a malformed result packet: %s", self._node.friend_label(friend), e)
+            return
+        out = self._by_id.get((friend, file_id))
+        if out is None:
+            log.info("friend %s answered for a mail no longer waiting (late or repeated answer)", self._node.friend_label(friend))
+            return
+        if len(replies) == 1:
+            replies = replies * out.recipients
+        elif len(replies) != out.recipients:
+            log.warning("friend %s answered %d replies for %d recipients", self._node.friend_label(friend), len(replies), out.recipients)
+            replies = [offline("the peer bridge answered for the wrong number of recipients")] * out.recipients
+        self._finish(out, replies)
+
+
+    def on_friend_offline(self, friend: int) -> None:
+        """Every transfer dies with the friend's connection (toxcore gives no callback for it)."""
+        for out in [o for o in self._by_id.values() if o.friend == friend]:
+            self._forget(out)
+            self._finish(out, [offline("the Tox link to the peer broke")] * out.recipients)

@@ -1,0 +1,257 @@
+"""The bridge-to-bridge format. Pure: no I/O, every limit enforced while parsing.
+
+One mail travels as one Tox file transfer whose file_id is the SHA-256 of the payload:
+
+    payload = MAGIC "TXBM" | version u8 | header length u16 | header | message bytes
+    header  = UTF-8 JSON {"from": sender, "to": [recipient, ...], "size": len(message)}
+
+The message bytes follow raw (no hex, no base64), so the payload is the mail plus a few dozen
+bytes. The receiver answers with a result packet (a Tox custom lossless packet):
+
+    0xA1 | file_id (32) | count u8 | count × (code u16 | text length u8 | text UTF-8)
+
+one entry per envelope recipient, in envelope order; a single entry answers for all of them
+(used when the payload could not be read at all). On connect, bridges greet each other:
+
+    0xA0 | protocol version u8 | software name UTF-8
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+from ..mail.smtpreply import Reply
+
+MAGIC = b"TXBM"
+VERSION = 1
+PREFIX = struct.Struct(">4sBH")  # magic, version, header length
+MAX_HEADER = 16 * 1024
+MAX_RECIPIENTS = 255
+FILE_ID_SIZE = 32
+MAIL_FILENAME = b"toxbridge-mail.eml"
+
+PACKET_GREETING = 0xA0
+PACKET_RESULT = 0xA1
+MAX_PACKET = 1373  # tox_max_custom_packet_size() in toxcore 0.2.18
+MAX_REPLY_TEXT = 255
+
+
+class WireError(ValueError):
+    """Bytes from a peer that do not follow the format; the text says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipients: tuple[str, ...]
+    size: int  # length of the message bytes that follow the header
+
+
+def file_id_of(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).digest()
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A payload as pieces: the head (prefix and envelope header), then the message in one or
+    more pieces (bytes or memoryviews). Never joined: a 50 MiB mail is not copied to send it."""
+
+    parts: tuple
+    file_id: bytes
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def chunk(self, position: int, length: int) -> bytes:
+        pieces, start, stop = [], 0, position + length
+        for part in self.parts:
+            end = start + len(part)
+            if position < end and stop > start:
+                pieces.append(part[max(position, start) - start : min(stop, end) - start])
+            if end >= stop:
+                break
+            start = end
+        return b"".join(pieces)
+
+
+def payload_of(envelope: Envelope, *message) -> Payload:
+    """The payload for a message given as one or more pieces."""
+    if envelope.size != sum(len(piece) for piece in message):
+        raise ValueError("envelope size does not match the message")
+    if not 1 <= len(envelope.recipients) <= MAX_RECIPIENTS:
+        raise ValueError(f"between 1 and {MAX_RECIPIENTS} recipients per payload")
+    header = json.dumps(
+        {"from": envelope.sender, "to": list(envelope.recipients), "size": envelope.size},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
+    if len(header) > MAX_HEADER:
+        raise ValueError("envelope header too large")
+    head = PREFIX.pack(MAGIC, VERSION, len(header)) + header
+    digest = hashlib.sha256(head)
+    for piece in message:
+        digest.update(piece)
+    return Payload((head, *message), digest.digest())
+
+
+class PayloadParser:
+    """Reads a payload fed in pieces of any size, in order.
+
+    `feed` returns the Envelope as soon as the header is complete (so a receiver can refuse a
+    bad transfer early) and None before; the message bytes are counted, not kept: the caller
+    owns the buffer. `finish` checks that exactly `size` message bytes arrived.
+    """
+
+    def __init__(self, max_message: int) -> None:
+        self.max_message = max_message
+        self._head = bytearray()  # prefix and header only: message bytes are never copied here
+        self._header_end = 0
+        self.envelope: Envelope | None = None
+        self.message_bytes = 0
+
+    def feed(self, data: bytes) -> Envelope | None:
+        if self.envelope is not None:
+            self._count(len(data))
+            return None
+        view = memoryview(data)
+        if not self._header_end:
+            view = self._take(view, PREFIX.size)
+            if not MAGIC.startswith(bytes(self._head[:4])):
+                raise WireError("not a toxbridge payload (bad magic)")
+            if len(self._head) < PREFIX.size:
+                return None
+            _, version, header_len = PREFIX.unpack_from(self._head)
+            if version != VERSION:
+                raise WireError(f"unsupported payload version {version}")
+            if header_len > MAX_HEADER:
+                raise WireError(f"envelope header of {header_len} bytes is over {MAX_HEADER}")
+            self._header_end = PREFIX.size + header_len
+        view = self._take(view, self._header_end)
+        if len(self._head) < self._header_end:
+            return None
+        self.envelope = _parse_header(bytes(self._head[PREFIX.size :]), self.max_message)
+        self._head = bytearray()
+        self._count(len(view))
+        return self.envelope
+
+    def _take(self, view: memoryview, upto: int) -> memoryview:
+        """Move bytes from `view` into the head until it is `upto` long; return the rest."""
+        wanted = max(0, upto - len(self._head))
+        self._head += view[:wanted]
+        return view[wanted:]
+
+    def _count(self, length: int) -> None:
+        self.message_bytes += length
+        if self.message_bytes > self.envelope.size:
+            raise WireError("more message bytes than the envelope announced")
+
+    def finish(self) -> Envelope:
+        if self.envelope is None:
+            raise WireError("payload ended inside the envelope header")
+        if self.message_bytes != self.envelope.size:
+            raise WireError(
+                f"payload ended after {self.message_bytes} of {self.envelope.size} message bytes"
+            )
+        return self.envelope
+
+
+def _parse_header(raw: bytes, max_message: int) -> Envelope:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise WireError("envelope header is not UTF-8 JSON") from None
+    if not isinstance(header, dict) or set(header) != {"from", "to", "size"}:
+        raise WireError("envelope header must have exactly from, to and size")
+    sender, recipients, size = header["from"], header["to"], header["size"]
+    if not isinstance(sender, str) or not _is_clean(sender, allow_empty=True):
+        raise WireError("envelope sender is not a clean address")
+    if not isinstance(recipients, list) or not 1 <= len(recipients) <= MAX_RECIPIENTS:
+        raise WireError(f"envelope needs 1 to {MAX_RECIPIENTS} recipients")
+    if not all(isinstance(r, str) and _is_clean(r) for r in recipients):
+        raise WireError("envelope recipient is not a clean address")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise WireError("envelope size is not a non-negative integer")
+    if size > max_message:
+        raise WireError(f"message of {size} bytes is over the limit of {max_message}")
+    return Envelope(sender=sender, recipients=tuple(recipients), size=size)
+
+
+def _is_clean(address: str, allow_empty: bool = False) -> bool:
+    """No control characters, spaces or angle brackets: safe to put in an LMTP command."""
+    if not address:
+        return allow_empty
+    return len(address) <= 998 and not any(c <= " " or c in "<>\x7f" for c in address)
+
+
+def encode_result(file_id: bytes, replies: list[Reply]) -> bytes:
+    """A result packet; texts are shortened so the packet fits one custom packet."""
+    if len(file_id) != FILE_ID_SIZE:
+        raise ValueError("file_id must be 32 bytes")
+    if not 1 <= len(replies) <= MAX_RECIPIENTS:
+        raise ValueError(f"between 1 and {MAX_RECIPIENTS} replies")
+    head = bytes([PACKET_RESULT]) + file_id + bytes([len(replies)])
+    budget = min(MAX_REPLY_TEXT, (MAX_PACKET - len(head)) // len(replies) - 3)
+    if budget < 0:
+        raise ValueError("too many replies for one packet")
+    out = bytearray(head)
+    for reply in replies:
+        if not 200 <= reply.code <= 599:
+            raise ValueError(f"reply code {reply.code} out of range")
+        text = _shorten(reply.text, budget)
+        out += struct.pack(">HB", reply.code, len(text)) + text
+    return bytes(out)
+
+
+def _shorten(text: str, limit: int) -> bytes:
+    raw = text.encode("utf-8", "replace")  # a stray surrogate must not stop the answer
+    if len(raw) <= limit:
+        return raw
+    return raw[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
+def decode_result(packet: bytes) -> tuple[bytes, list[Reply]]:
+    """A result packet → (file_id, replies). Raises WireError."""
+    if len(packet) > MAX_PACKET:
+        raise WireError("result packet too long")
+    if len(packet) < 2 + FILE_ID_SIZE or packet[0] != PACKET_RESULT:
+        raise WireError("not a result packet")
+    file_id = packet[1 : 1 + FILE_ID_SIZE]
+    count = packet[1 + FILE_ID_SIZE]
+    if count == 0:
+        raise WireError("result packet without replies")
+    pos = 2 + FILE_ID_SIZE
+    replies = []
+    for _ in range(count):
+        if pos + 3 > len(packet):
+            raise WireError("result packet truncated")
+        code, length = struct.unpack_from(">HB", packet, pos)
+        pos += 3
+        if not 200 <= code <= 599:
+            raise WireError(f"reply code {code} out of range")
+        raw = packet[pos : pos + length]
+        if len(raw) != length:
+            raise WireError("result packet truncated")
+        pos += length
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WireError("reply text is not UTF-8") from None
+        if any(c < " " for c in text):
+            raise WireError("reply text has control characters")
+        replies.append(Reply(code, text))
+    if pos != len(packet):
+        raise WireError("trailing bytes after the replies")
+    return file_id, replies
+
+
+def encode_greeting(software: str) -> bytes:
+    return bytes([PACKET_GREETING, VERSION]) + software.encode("utf-8")[:200]
+
+
+def decode_greeting(packet: bytes) -> tuple[int, str]:
+    if len(packet) < 2 or packet[0] != PACKET_GREETING:
+        raise WireError("not a greeting packet")
+    return packet[1], packet[2:].decode("utf-8", "replace")

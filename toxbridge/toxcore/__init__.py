@@ -1,1 +1,0 @@
-"""Thin ctypes binding over Debian's libtoxcore.so.2 and an asyncio-friendly wrapper."""
