@@ -22,15 +22,22 @@ from .small import deferred_by_bridge, queue_id, wait_visible
 TIMEOUT = 120.0
 
 
-def run(lab: BenchLab, count: int = 100, size: int = 10 * 1024, poll: float = 0.005,
-        log: Callable[[str], None] = print) -> dict:
+def run(
+    lab: BenchLab,
+    count: int = 100,
+    size: int = 10 * 1024,
+    poll: float = 0.005,
+    log: Callable[[str], None] = print,
+) -> dict:
     src, dst = lab.src, lab.dst
     mark = src.log_mark()
     dst.stop_bridge()
     wait_log_time(src, rf"ann: friend {lab.ben_key} went offline", mark, TIMEOUT)
     run_id = uuid.uuid4().hex[:8]
-    batch = [mails.compose(f"catchup-{run_id}-{i:04d}", src.address("ann"), dst.tox_address("ben"), size)
-             for i in range(count)]
+    batch = [
+        mails.compose(f"catchup-{run_id}-{i:04d}", src.address("ann"), dst.tox_address("ben"), size)
+        for i in range(count)
+    ]
     mails.inject(src.postfix.smtp_port, batch, 4)
 
     def deferred() -> int:
@@ -52,7 +59,10 @@ def run(lab: BenchLab, count: int = 100, size: int = 10 * 1024, poll: float = 0.
     first_try = [seen[m.bench_id] for m in batch if queue_id(m) not in again and m.bench_id in seen]
     pushes = log_lines(src, r"ann: friend \S+ online: pushed", mark)
     out = {
-        "mails": count, "size": size, **outcome, "deferring_s": deferred_s,
+        "mails": count,
+        "size": size,
+        **outcome,
+        "deferring_s": deferred_s,
         "restart_to_friend_online_s": online - t_start,
         "catch_up_s": (max(seen.values()) - online) if seen else None,
         "first_visible_after_online_s": (min(seen.values()) - online) if seen else None,
@@ -65,7 +75,10 @@ def run(lab: BenchLab, count: int = 100, size: int = 10 * 1024, poll: float = 0.
         "push_log": [line[24:300] for line in pushes],
         "poll": resolution,
     }
-    log(f"  catch-up: {len(seen)} of {count} in IMAP {out['catch_up_s']:.2f} s after the friend connection; "
+    log(
+        f"  catch-up: {len(seen)} of {count} in IMAP {out['catch_up_s']:.2f} s after the friend connection; "
         f"{out['deferred_again']} deferred again, the other {len(first_try)} in {out['first_try_catch_up_s'] or 0:.2f} s"
-        if seen else f"  catch-up failed: {outcome}")
+        if seen
+        else f"  catch-up failed: {outcome}"
+    )
     return out

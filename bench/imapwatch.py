@@ -70,7 +70,9 @@ class ImapWatch:
                 self._changed.notify_all()
 
     def _fetch_new(self, now: float, wall: float) -> None:
-        typ, data = self._imap.uid("FETCH", f"{self._last_uid + 1}:*", "(UID BODY.PEEK[HEADER.FIELDS (X-BENCH-ID)])")
+        typ, data = self._imap.uid(
+            "FETCH", f"{self._last_uid + 1}:*", "(UID BODY.PEEK[HEADER.FIELDS (X-BENCH-ID)])"
+        )
         if typ != "OK":
             raise RuntimeError(f"UID FETCH: {data!r}")
         new = {}
@@ -112,8 +114,12 @@ class ImapWatch:
         return (self.poll_last - self.poll_first) / (self.polls - 1)
 
     def resolution(self) -> dict:
-        return {"interval_s": self.interval, "polls": self.polls, "mean_period_s": self.mean_period,
-                "max_gap_s": self.max_gap}
+        return {
+            "interval_s": self.interval,
+            "polls": self.polls,
+            "mean_period_s": self.mean_period,
+            "max_gap_s": self.max_gap,
+        }
 
     def stop(self) -> None:
         self._stop.set()

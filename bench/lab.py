@@ -66,8 +66,9 @@ def wait_log_time(home: Household, pattern: str, since: int, timeout: float) -> 
 
 
 class BenchLab:
-    def __init__(self, root: Path, identities: int = 5, bridge_concurrency: int | None = None,
-                 lmtp_proxy: bool = False) -> None:
+    def __init__(
+        self, root: Path, identities: int = 5, bridge_concurrency: int | None = None, lmtp_proxy: bool = False
+    ) -> None:
         self.root = Path(root)
         self.identities = identities
         # dst's bridge delivers through a timestamping proxy (bench/lmtpproxy.py): a diagnostic
@@ -91,16 +92,32 @@ class BenchLab:
         t0 = time.monotonic()
         self.start_node()
         extra = max(0, self.identities - 1)
-        self.src = Household(self.root, "src", {"ann": "ann-pw"}, self.bootstrap,
-                             bridge_users=["ann"] + [f"ann{i}" for i in range(2, extra + 2)],
-                             postfix_extra={**SLOW_POSTFIX, **({"toxbridge_destination_concurrency_limit":
-                                                               str(self.bridge_concurrency)}
-                                                              if self.bridge_concurrency else {})},
-                             bridge_settings=SRC_BRIDGE)
-        self.dst = Household(self.root, "dst", {"ben": "ben-pw", "direct": "direct-pw"}, self.bootstrap,
-                             bridge_users=["ben"] + [f"ben{i}" for i in range(2, extra + 2)],
-                             bridge_settings={"dovecot_lmtp": f"127.0.0.1:{self.lmtp_proxy.port}"}
-                             if self.lmtp_proxy else None)
+        self.src = Household(
+            self.root,
+            "src",
+            {"ann": "ann-pw"},
+            self.bootstrap,
+            bridge_users=["ann"] + [f"ann{i}" for i in range(2, extra + 2)],
+            postfix_extra={
+                **SLOW_POSTFIX,
+                **(
+                    {"toxbridge_destination_concurrency_limit": str(self.bridge_concurrency)}
+                    if self.bridge_concurrency
+                    else {}
+                ),
+            },
+            bridge_settings=SRC_BRIDGE,
+        )
+        self.dst = Household(
+            self.root,
+            "dst",
+            {"ben": "ben-pw", "direct": "direct-pw"},
+            self.bootstrap,
+            bridge_users=["ben"] + [f"ben{i}" for i in range(2, extra + 2)],
+            bridge_settings={"dovecot_lmtp": f"127.0.0.1:{self.lmtp_proxy.port}"}
+            if self.lmtp_proxy
+            else None,
+        )
         if self.lmtp_proxy:
             self.lmtp_proxy.upstream = self.dst.dovecot.lmtp_port
         _parallel([self.src.start, self.dst.start])

@@ -21,8 +21,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from toxbridge.mail import lmtp_out
 from toxbridge.config import Endpoint
+from toxbridge.mail import lmtp_out
 
 from . import mail as mails
 from .imapwatch import ImapWatch
@@ -78,12 +78,19 @@ def _mono_of(wall: float) -> float:
     return wall - (time.time() - time.monotonic())
 
 
-def run_bridged(lab: BenchLab, size: int, seed: bytes, poll: float = 0.005,
-                around: Callable[[], contextlib.AbstractContextManager] | None = None,
-                log: Callable[[str], None] = print) -> tuple[dict, bytes]:
+def run_bridged(
+    lab: BenchLab,
+    size: int,
+    seed: bytes,
+    poll: float = 0.005,
+    around: Callable[[], contextlib.AbstractContextManager] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict, bytes]:
     """Returns the result and the message bytes (the raw transfer sends the same bytes)."""
     src, dst = lab.src, lab.dst
-    message = mails.compose_large(f"large-{uuid.uuid4().hex[:8]}", src.address("ann"), dst.tox_address("ben"), size, seed)
+    message = mails.compose_large(
+        f"large-{uuid.uuid4().hex[:8]}", src.address("ann"), dst.tox_address("ben"), size, seed
+    )
     marks = src.log_mark(), dst.log_mark()
     pids = lab.pids()
     partial = PartialWatch(dst.root / "state" / "partial" / "ben")
@@ -91,7 +98,7 @@ def run_bridged(lab: BenchLab, size: int, seed: bytes, poll: float = 0.005,
         sampler = RssSampler(pids).start()
         cpu = CpuMeter(pids).start()
         partial.start()
-        with (around() if around else contextlib.nullcontext()):
+        with around() if around else contextlib.nullcontext():
             mails.inject(src.postfix.smtp_port, [message], 1, timeout=600)
             outcome = wait_visible(watch, [message.bench_id], 600, src.postfix.flush)
             answered = wait_log_time(src, rf"peer={lab.ben_key}, .*status=sent", marks[0], 300)
@@ -107,7 +114,8 @@ def run_bridged(lab: BenchLab, size: int, seed: bytes, poll: float = 0.005,
     rx_done = _mono_of(datetime.datetime.strptime(rx_line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp())
     rx_start = rx_done - float(re.search(r"delay=([0-9.]+)", rx_line).group(1))
     result = {
-        "size": message.size, **outcome,
+        "size": message.size,
+        **outcome,
         "submit_s": message.accepted - message.started,
         "accepted_to_visible_s": visible - message.accepted if visible else None,
         "started_to_visible_s": visible - message.started if visible else None,
@@ -115,7 +123,9 @@ def run_bridged(lab: BenchLab, size: int, seed: bytes, poll: float = 0.005,
             # Postfix queue, LMTP into the src bridge, payload built and hashed, offer over Tox
             "postfix_to_offer": (partial.created or rx_start) - message.accepted,
             # first byte to last byte on the receiving side (partial file created → grown to full size)
-            "tox_transfer": (partial.last_growth - partial.created) if partial.created and partial.last_growth else None,
+            "tox_transfer": (partial.last_growth - partial.created)
+            if partial.created and partial.last_growth
+            else None,
             # complete → read back, hashed, decoded → delivered to Dovecot (log line) ...
             "receiver_after_transfer": (rx_done - partial.last_growth) if partial.last_growth else None,
             # ... → first seen in IMAP (negative: IMAP saw it before the bridge logged its answer)
@@ -130,37 +140,62 @@ def run_bridged(lab: BenchLab, size: int, seed: bytes, poll: float = 0.005,
         result["mib_s"] = message.size / MIB / result["accepted_to_visible_s"]
     if result["stages_s"]["tox_transfer"]:
         result["tox_leg_mib_s"] = message.size / MIB / result["stages_s"]["tox_transfer"]
-    log(f"  bridged {message.size / MIB:.1f} MiB: accepted→IMAP {result['accepted_to_visible_s']:.2f} s"
-        if result["accepted_to_visible_s"] else f"  bridged large mail failed: {outcome}")
+    log(
+        f"  bridged {message.size / MIB:.1f} MiB: accepted→IMAP {result['accepted_to_visible_s']:.2f} s"
+        if result["accepted_to_visible_s"]
+        else f"  bridged large mail failed: {outcome}"
+    )
     return result, message.data
 
 
-def run_direct(lab: BenchLab, size: int, seed: bytes, poll: float = 0.005,
-               log: Callable[[str], None] = print) -> dict:
+def run_direct(
+    lab: BenchLab, size: int, seed: bytes, poll: float = 0.005, log: Callable[[str], None] = print
+) -> dict:
     """The same size the direct way (dst's Postfix → Dovecot), then as a bare LMTP delivery."""
     dst = lab.dst
     out: dict = {}
     with ImapWatch(dst.dovecot.imap_port, "direct", "direct-pw", poll) as watch:
-        message = mails.compose_large(f"large-direct-{uuid.uuid4().hex[:8]}", lab.src.address("ann"),
-                                      dst.address("direct"), size, seed)
+        message = mails.compose_large(
+            f"large-direct-{uuid.uuid4().hex[:8]}", lab.src.address("ann"), dst.address("direct"), size, seed
+        )
         mails.inject(dst.postfix.smtp_port, [message], 1, timeout=600)
         outcome = wait_visible(watch, [message.bench_id], 300, dst.postfix.flush)
         seen = watch.seen.get(message.bench_id, (None,))[0]
-        out["postfix"] = {**outcome, "size": message.size, "submit_s": message.accepted - message.started,
-                          "accepted_to_visible_s": seen - message.accepted if seen else None}
+        out["postfix"] = {
+            **outcome,
+            "size": message.size,
+            "submit_s": message.accepted - message.started,
+            "accepted_to_visible_s": seen - message.accepted if seen else None,
+        }
 
-        bare = mails.compose_large(f"large-lmtp-{uuid.uuid4().hex[:8]}", lab.src.address("ann"),
-                                   dst.address("direct"), size, seed)
+        bare = mails.compose_large(
+            f"large-lmtp-{uuid.uuid4().hex[:8]}", lab.src.address("ann"), dst.address("direct"), size, seed
+        )
         t0 = time.monotonic()
-        replies = asyncio.run(lmtp_out.deliver(Endpoint("127.0.0.1", dst.dovecot.lmtp_port), bare.sender,
-                                               ["direct"], bare.data, "bench.invalid", timeout=300))
+        replies = asyncio.run(
+            lmtp_out.deliver(
+                Endpoint("127.0.0.1", dst.dovecot.lmtp_port),
+                bare.sender,
+                ["direct"],
+                bare.data,
+                "bench.invalid",
+                timeout=300,
+            )
+        )
         answered = time.monotonic() - t0
         missing = watch.wait([bare.bench_id], 60)
         seen = watch.seen.get(bare.bench_id, (None,))[0]
-        out["lmtp_only"] = {"size": bare.size, "reply": str(replies[0]), "answered_s": answered,
-                            "visible_s": seen - t0 if seen else None, "missing": len(missing)}
+        out["lmtp_only"] = {
+            "size": bare.size,
+            "reply": str(replies[0]),
+            "answered_s": answered,
+            "visible_s": seen - t0 if seen else None,
+            "missing": len(missing),
+        }
     if out["postfix"]["accepted_to_visible_s"]:
         out["postfix"]["mib_s"] = size / MIB / out["postfix"]["accepted_to_visible_s"]
-    log(f"  direct {size / MIB:.1f} MiB: accepted→IMAP {out['postfix']['accepted_to_visible_s'] or 0:.2f} s; "
-        f"bare LMTP into Dovecot {answered:.2f} s")
+    log(
+        f"  direct {size / MIB:.1f} MiB: accepted→IMAP {out['postfix']['accepted_to_visible_s'] or 0:.2f} s; "
+        f"bare LMTP into Dovecot {answered:.2f} s"
+    )
     return out

@@ -59,13 +59,15 @@ class LmtpProxy:
                     if b"MAIL FROM:" in data:
                         mails.append({"mail": now})
                         # the previous mail's CRLF.CRLF may still be in the tail: not this one's end
-                        seen = data[data.index(b"MAIL FROM:"):]
+                        seen = data[data.index(b"MAIL FROM:") :]
                     mail = mails[-1] if mails else {}
                     if "message_start" not in mail and b"X-Toxbridge-Id:" in seen:
                         mail["message_start"] = now
                     if "message_end" not in mail and b"\r\n.\r\n" in seen:
                         mail["message_end"] = now
-                elif mails and "message_end" in mails[-1] and "final" not in mails[-1] and b"250 2.0.0" in seen:
+                elif (
+                    mails and "message_end" in mails[-1] and "final" not in mails[-1] and b"250 2.0.0" in seen
+                ):
                     mails[-1]["final"] = now
                 tail = seen[-32:]
         except OSError:
@@ -81,8 +83,12 @@ class LmtpProxy:
         return time.monotonic()
 
     def stats(self, since: float = 0.0) -> dict:
-        done = [m for s in self.sessions for m in s["mails"]
-                if m["mail"] >= since and {"message_start", "message_end", "final"} <= m.keys()]
+        done = [
+            m
+            for s in self.sessions
+            for m in s["mails"]
+            if m["mail"] >= since and {"message_start", "message_end", "final"} <= m.keys()
+        ]
         if not done:
             return {"mails": 0}
         span = max(m["final"] for m in done) - min(m["mail"] for m in done)

@@ -65,7 +65,7 @@ def compose_large(bench_id: str, sender: str, recipient: str, size: int, seed: b
     `seed` (random bytes) repeated: not a run of one byte, and cheap to build."""
     head = _head(bench_id, sender, recipient)
     hexed = seed.hex().encode()
-    block = b"".join(hexed[i:i + 76] + b"\r\n" for i in range(0, len(hexed) - 75, 76))
+    block = b"".join(hexed[i : i + 76] + b"\r\n" for i in range(0, len(hexed) - 75, 76))
     return Mail(bench_id, sender, recipient, head + _fill(block, size - len(head)))
 
 
@@ -126,14 +126,17 @@ async def _session(host: str, port: int, queue: asyncio.Queue, timeout: float) -
             pass
 
 
-async def inject_async(port: int, mails: list[Mail], sessions: int = 4, timeout: float = 120.0,
-                       host: str = "127.0.0.1") -> None:
+async def inject_async(
+    port: int, mails: list[Mail], sessions: int = 4, timeout: float = 120.0, host: str = "127.0.0.1"
+) -> None:
     queue: asyncio.Queue = asyncio.Queue()
     for mail in mails:
         if any(line.startswith(b".") for line in mail.data.split(b"\r\n")):
             raise ValueError("bench mails must not need dot-stuffing")
         queue.put_nowait(mail)
-    await asyncio.gather(*(_session(host, port, queue, timeout) for _ in range(max(1, min(sessions, len(mails))))))
+    await asyncio.gather(
+        *(_session(host, port, queue, timeout) for _ in range(max(1, min(sessions, len(mails)))))
+    )
 
 
 def inject(port: int, mails: list[Mail], sessions: int = 4, timeout: float = 120.0) -> None:

@@ -46,7 +46,11 @@ def udp_counters() -> dict[str, int]:
     with open("/proc/net/snmp") as snmp:
         rows = [line.split() for line in snmp if line.startswith("Udp:")]
     names, values = rows[0][1:], rows[1][1:]
-    return {k: int(v) for k, v in zip(names, values) if k in ("InDatagrams", "OutDatagrams", "RcvbufErrors", "InErrors")}
+    return {
+        k: int(v)
+        for k, v in zip(names, values, strict=False)
+        if k in ("InDatagrams", "OutDatagrams", "RcvbufErrors", "InErrors")
+    }
 
 
 class CpuMeter:
@@ -67,8 +71,12 @@ class CpuMeter:
         busy1, total1 = machine_ticks()
         busy0, total0 = self._machine0
         udp = udp_counters()
-        out = {"wall_s": wall, "machine_busy_share": (busy1 - busy0) / max(1, total1 - total0),
-               "cores": os.cpu_count(), "udp": {k: v - self._udp0.get(k, 0) for k, v in udp.items()}}
+        out = {
+            "wall_s": wall,
+            "machine_busy_share": (busy1 - busy0) / max(1, total1 - total0),
+            "cores": os.cpu_count(),
+            "udp": {k: v - self._udp0.get(k, 0) for k, v in udp.items()},
+        }
         for name, pid in self.pids.items():
             try:
                 out[f"{name}_cpu_s"] = cpu_seconds(pid) - self._cpu0[name]
@@ -125,8 +133,14 @@ class RssSampler:
             # higher it did not move, and the sampled RSS peak is the best there is.
             rose = hwm0 is not None and hwm1 is not None and hwm1 > hwm0
             peak = hwm1 if rose else self.peak[name]
-            out[name] = {"rss_before": self.before[name].get("rss"), "hwm_before": hwm0,
-                         "rss_peak_sampled": self.peak[name], "hwm_after": hwm1, "peak_during": peak,
-                         "peak_source": "VmHWM" if rose else "sampled VmRSS",
-                         "rss_after": after[name].get("rss"), "series": self.series[name]}
+            out[name] = {
+                "rss_before": self.before[name].get("rss"),
+                "hwm_before": hwm0,
+                "rss_peak_sampled": self.peak[name],
+                "hwm_after": hwm1,
+                "peak_during": peak,
+                "peak_source": "VmHWM" if rose else "sampled VmRSS",
+                "rss_after": after[name].get("rss"),
+                "series": self.series[name],
+            }
         return out

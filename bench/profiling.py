@@ -36,8 +36,18 @@ def record(pids: dict[str, int], out_dir: Path, phase: str, rate: int = 250, nat
     out_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for name, pid in pids.items():
-        cmd = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-               "--output", str(out_dir / f"{phase}-{name}.txt")]
+        cmd = [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--output",
+            str(out_dir / f"{phase}-{name}.txt"),
+        ]
         # --native unwinds C stacks and needs the process paused for each sample
         cmd.append("--native" if native else "--nonblocking")
         log = open(out_dir / f"{phase}-{name}.log", "wb")
@@ -82,7 +92,10 @@ def summarize(path: Path, top: int = 15) -> dict:
         self_counts[frames[-1]] += count
         for name in set(frames):
             incl_counts[name] += count
-    share = lambda c: round(c / total, 4) if total else 0
+
+    def share(c):
+        return round(c / total, 4) if total else 0
+
     return {
         "samples": total,
         "self": [(name, share(c)) for name, c in self_counts.most_common(top)],

@@ -48,7 +48,13 @@ class RawPeer:
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.rawtox_peer", "--bootstrap", f"{host}:{port}:{key.hex()}"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO, text=True, bufsize=1)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=REPO,
+            text=True,
+            bufsize=1,
+        )
         self.events: queue.Queue = queue.Queue()
         self.history: list[dict] = []
         threading.Thread(target=self._read, name=f"rawpeer-{name}", daemon=True).start()
@@ -112,7 +118,9 @@ class RawPair:
         return self
 
     def wait_connected(self, timeout: float = 120) -> None:
-        online = lambda e: e["status"] != 0
+        def online(e):
+            return e["status"] != 0
+
         self.sender.wait("friend", timeout, online)
         got = self.receiver.wait("friend", timeout, online)
         self.connected_s = got["t"] - self.started_at
@@ -127,11 +135,16 @@ class RawPair:
         sent = self.sender.wait("sent_all", 30, lambda e: e["id"] == bench_id)
         seconds = got["t_done"] - offered["t"]
         return {
-            "mode": mode, "size": got["size"], "seconds": seconds, "mib_s": got["size"] / MIB / seconds,
+            "mode": mode,
+            "size": got["size"],
+            "seconds": seconds,
+            "mib_s": got["size"] / MIB / seconds,
             "offer_to_first_byte_s": got["t_first"] - offered["t"],
             "first_to_last_byte_s": got["t_done"] - got["t_first"],
-            "intact": got["sha256"] == sha256, "chunks": sent["chunks"],
-            "sender_iterations": sent["iterations"], "receiver_iterations": got["iterations"],
+            "intact": got["sha256"] == sha256,
+            "chunks": sent["chunks"],
+            "sender_iterations": sent["iterations"],
+            "receiver_iterations": got["iterations"],
         }
 
     def burst(self, mode: str, count: int, size: int, inflight: int, timeout: float = 120) -> dict:
@@ -140,9 +153,16 @@ class RawPair:
         time.sleep(0.2)
         self.sender.send(cmd="burst", count=count, size=size, inflight=inflight)
         done = self.sender.wait("burst_done", timeout)
-        return {"mode": mode, "count": done["count"], "size": size, "inflight": inflight, "seconds": done["seconds"],
-                "files_s": done["count"] / done["seconds"], "latency": summary(done["latencies"]),
-                "per_second": per_second(done.get("answered", []), 0.0)}
+        return {
+            "mode": mode,
+            "count": done["count"],
+            "size": size,
+            "inflight": inflight,
+            "seconds": done["seconds"],
+            "files_s": done["count"] / done["seconds"],
+            "latency": summary(done["latencies"]),
+            "per_second": per_second(done.get("answered", []), 0.0),
+        }
 
     def stop(self) -> None:
         for peer in (self.sender, self.receiver):
@@ -150,8 +170,15 @@ class RawPair:
                 peer.stop()
 
 
-def run(pair: RawPair, payload: bytes, workdir: Path, small_count: int = 200, small_size: int = 10 * 1024,
-        preamble: int = 25, log=print) -> dict:
+def run(
+    pair: RawPair,
+    payload: bytes,
+    workdir: Path,
+    small_count: int = 200,
+    small_size: int = 10 * 1024,
+    preamble: int = 25,
+    log=print,
+) -> dict:
     import hashlib
 
     path = Path(workdir) / "raw-payload.bin"
@@ -165,23 +192,37 @@ def run(pair: RawPair, payload: bytes, workdir: Path, small_count: int = 200, sm
         pair.burst("bridge", preamble, small_size, 1)
         result = pair.burst("bridge", small_count, small_size, 4)
         out["small"]["cold_4"] = result
-        log(f"  raw small cold_4: {small_count} x {small_size} B in {result['seconds']:.2f} s = "
-            f"{result['files_s']:.1f} files/s; per second {result['per_second']}")
+        log(
+            f"  raw small cold_4: {small_count} x {small_size} B in {result['seconds']:.2f} s = "
+            f"{result['files_s']:.1f} files/s; per second {result['per_second']}"
+        )
         time.sleep(IDLE_PAUSE)  # the large transfer below is to meet a cold link again
-    for key, mode in (("default_first", "default"), ("default_again", "default"), ("fast_warm", "fast"),
-                      ("default_after_idle", "default")):
+    for key, mode in (
+        ("default_first", "default"),
+        ("default_again", "default"),
+        ("fast_warm", "fast"),
+        ("default_after_idle", "default"),
+    ):
         if key == "default_after_idle":
             time.sleep(IDLE_PAUSE)
         result = pair.transfer(path, mode, len(out["transfers"]) + 1, digest)
         out["transfers"][key] = result
-        log(f"  raw {key}: {result['seconds']:.2f} s = {result['mib_s']:.2f} MiB/s"
-            f"{'' if result['intact'] else ' (BYTES DIFFER)'}")
+        log(
+            f"  raw {key}: {result['seconds']:.2f} s = {result['mib_s']:.2f} MiB/s"
+            f"{'' if result['intact'] else ' (BYTES DIFFER)'}"
+        )
     path.unlink(missing_ok=True)
     if small_count:
-        for key, mode, inflight in (("default_4", "default", 4), ("fast_4", "fast", 4), ("bridge_4", "bridge", 4),
-                                    ("default_16", "default", 16)):
+        for key, mode, inflight in (
+            ("default_4", "default", 4),
+            ("fast_4", "fast", 4),
+            ("bridge_4", "bridge", 4),
+            ("default_16", "default", 16),
+        ):
             result = pair.burst(mode, small_count, small_size, inflight)
             out["small"][key] = result
-            log(f"  raw small {key}: {small_count} x {small_size} B in {result['seconds']:.2f} s = "
-                f"{result['files_s']:.1f} files/s, answered after p50 {result['latency']['p50'] * 1000:.0f} ms")
+            log(
+                f"  raw small {key}: {small_count} x {small_size} B in {result['seconds']:.2f} s = "
+                f"{result['files_s']:.1f} files/s, answered after p50 {result['latency']['p50'] * 1000:.0f} ms"
+            )
     return out

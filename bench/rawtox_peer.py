@@ -37,17 +37,16 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import random
 import sys
 import threading
 import time
 
-import os
-
+from toxbridge.tox.errors import ToxSendQueueFull
 from toxbridge.tox.library import FILE_CONTROL_RESUME, FILE_KIND_DATA
 from toxbridge.tox.node import ToxNode
 from toxbridge.tox.options import ToxOptions
-from toxbridge.tox.errors import ToxSendQueueFull
 
 
 def emit(**event) -> None:
@@ -131,7 +130,9 @@ class Peer:
     def _start_small(self) -> None:
         b = self.burst
         file_id = os.urandom(32)
-        number = self.node.file_send(self.node.friends()[0], FILE_KIND_DATA, len(b["payload"]), file_id, SMALL_NAME)
+        number = self.node.file_send(
+            self.node.friends()[0], FILE_KIND_DATA, len(b["payload"]), file_id, SMALL_NAME
+        )
         self.outgoing[number] = (-1, b["payload"])
         b["started"][file_id] = time.monotonic()
         b["left"] -= 1
@@ -151,8 +152,13 @@ class Peer:
             self._start_small()
         elif not b["started"]:
             self.burst = None
-            emit(event="burst_done", count=len(b["latencies"]), seconds=now - b["t0"], latencies=b["latencies"],
-                 answered=b["answered"])
+            emit(
+                event="burst_done",
+                count=len(b["latencies"]),
+                seconds=now - b["t0"],
+                latencies=b["latencies"],
+                answered=b["answered"],
+            )
 
     # --- commands (on the loop thread)
 
@@ -169,14 +175,21 @@ class Peer:
             self.chunks = 0
             self.node.iterations = 0
             self.node.touch()
-            number = self.node.file_send(friend, FILE_KIND_DATA, len(payload), hashlib.sha256(payload).digest(),
-                                         b"raw.bin")
+            number = self.node.file_send(
+                friend, FILE_KIND_DATA, len(payload), hashlib.sha256(payload).digest(), b"raw.bin"
+            )
             self.outgoing[number] = (cmd["id"], payload)
             emit(event="offered", id=cmd["id"], t=time.monotonic())
         elif kind == "burst":
             self.node.touch()
-            self.burst = {"left": cmd["count"], "payload": os.urandom(cmd["size"]), "started": {},
-                          "latencies": [], "answered": [], "t0": time.monotonic()}
+            self.burst = {
+                "left": cmd["count"],
+                "payload": os.urandom(cmd["size"]),
+                "started": {},
+                "latencies": [],
+                "answered": [],
+                "t0": time.monotonic(),
+            }
             for _ in range(min(cmd["inflight"], cmd["count"])):
                 self._start_small()
         elif kind == "quit":
@@ -199,18 +212,33 @@ class Peer:
         if length == 0:
             del self.outgoing[number]
             if bench_id >= 0:
-                emit(event="sent_all", id=bench_id, t=time.monotonic(), chunks=self.chunks, iterations=node.iterations)
+                emit(
+                    event="sent_all",
+                    id=bench_id,
+                    t=time.monotonic(),
+                    chunks=self.chunks,
+                    iterations=node.iterations,
+                )
             return
-        node.file_send_chunk(friend, number, position, payload[position:position + length])
+        node.file_send_chunk(friend, number, position, payload[position : position + length])
         self.chunks += 1
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
         if filename == SMALL_NAME:
-            self.incoming[number] = {"small": True, "file_id": node.file_id(friend, number), "buf": bytearray(size)}
+            self.incoming[number] = {
+                "small": True,
+                "file_id": node.file_id(friend, number),
+                "buf": bytearray(size),
+            }
             node.touch()
             node.file_control(friend, number, FILE_CONTROL_RESUME)
             return
-        self.incoming[number] = {"buf": bytearray(size), "size": size, "t_offer": time.monotonic(), "t_first": None}
+        self.incoming[number] = {
+            "buf": bytearray(size),
+            "size": size,
+            "t_offer": time.monotonic(),
+            "t_first": None,
+        }
         node.iterations = 0
         node.touch()
         node.file_control(friend, number, FILE_CONTROL_RESUME)
@@ -222,7 +250,7 @@ class Peer:
             return
         if inc.get("small"):
             if data:
-                inc["buf"][position:position + len(data)] = data
+                inc["buf"][position : position + len(data)] = data
                 return
             del self.incoming[number]
             self.answers.append((friend, bytes([ANSWER]) + inc["file_id"]))
@@ -231,23 +259,34 @@ class Peer:
         if data:
             if inc["t_first"] is None:
                 inc["t_first"] = time.monotonic()
-            inc["buf"][position:position + len(data)] = data
+            inc["buf"][position : position + len(data)] = data
             return
         done = time.monotonic()
         del self.incoming[number]
-        emit(event="received", size=inc["size"], t_offer=inc["t_offer"], t_first=inc["t_first"], t_done=done,
-             sha256=hashlib.sha256(inc["buf"]).hexdigest(), iterations=node.iterations)
+        emit(
+            event="received",
+            size=inc["size"],
+            t_offer=inc["t_offer"],
+            t_first=inc["t_first"],
+            t_done=done,
+            sha256=hashlib.sha256(inc["buf"]).hexdigest(),
+            iterations=node.iterations,
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True, help="HOST:PORT:PUBLIC_KEY_HEX of the local tox-bootstrapd")
+    parser.add_argument(
+        "--bootstrap", required=True, help="HOST:PORT:PUBLIC_KEY_HEX of the local tox-bootstrapd"
+    )
     args = parser.parse_args()
     host, port, key = args.bootstrap.split(":")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     start = random.randint(34000, 39000)  # away from the bridges' 33445-33545
-    node = BenchNode(ToxOptions(udp=True, local_discovery=False, ipv6=False, start_port=start, end_port=start + 200))
+    node = BenchNode(
+        ToxOptions(udp=True, local_discovery=False, ipv6=False, start_port=start, end_port=start + 200)
+    )
     peer = Peer(node)
     node.bootstrap(host, int(port), bytes.fromhex(key))
     node.start(loop)

@@ -48,19 +48,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--large-mib", type=float, default=25, help="large mail size in MiB (25)")
     p.add_argument("--catchup-mails", type=int, default=100, help="mails deferred for the catch-up (100)")
     p.add_argument("--identities", type=int, default=5, help="Tox identities per bridge (5)")
-    p.add_argument("--bridge-concurrency", type=int, default=None,
-                   help="an experiment: src Postfix's toxbridge_destination_concurrency_limit (deploy: 4)")
-    p.add_argument("--stages", action="store_true",
-                   help="a diagnostic: split the receiving side of the bridged small mails (partial files "
-                        "watched every ms, dst's bridge delivering through a timestamping LMTP proxy)")
+    p.add_argument(
+        "--bridge-concurrency",
+        type=int,
+        default=None,
+        help="an experiment: src Postfix's toxbridge_destination_concurrency_limit (deploy: 4)",
+    )
+    p.add_argument(
+        "--stages",
+        action="store_true",
+        help="a diagnostic: split the receiving side of the bridged small mails (partial files "
+        "watched every ms, dst's bridge delivering through a timestamping LMTP proxy)",
+    )
     p.add_argument("--poll", type=float, default=0.005, help="IMAP poll interval in seconds (0.005)")
     p.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {','.join(PHASES)}")
-    p.add_argument("--smoke", action="store_true",
-                   help="a quick run: 5 small mails, a 1 MiB mail, idle memory; no startup, raw, catchup")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a quick run: 5 small mails, a 1 MiB mail, idle memory; no startup, raw, catchup",
+    )
     p.add_argument("--json", type=Path, default=HERE / "results.json", help="where to write the results")
     p.add_argument("--table", type=Path, default=None, help="also write the table to this file")
-    p.add_argument("--profile", type=Path, default=None,
-                   help="py-spy the bridges during the bridged burst and the large mail, into this directory")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy the bridges during the bridged burst and the large mail, into this directory",
+    )
     p.add_argument("--native", action="store_true", help="with --profile: C frames too (py-spy --native)")
     p.add_argument("--keep", action="store_true", help="keep the lab directory (logs) afterwards")
     args = p.parse_args(argv)
@@ -85,14 +99,21 @@ def say(line: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not loopback_only():
-        say("bench: this network namespace has more than loopback; run `make bench` "
-            "(it runs inside `unshare -n`) so that nothing leaves this machine")
+        say(
+            "bench: this network namespace has more than loopback; run `make bench` "
+            "(it runs inside `unshare -n`) so that nothing leaves this machine"
+        )
         return 2
     root = Path(tempfile.mkdtemp(prefix="toxbridge-bench-", dir="/tmp"))
     root.chmod(0o755)
-    results: dict = {"machine": report.machine(), "params": {
-        k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
-        for k, v in vars(args).items()}, "errors": {}}
+    results: dict = {
+        "machine": report.machine(),
+        "params": {
+            k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+        },
+        "errors": {},
+    }
     results["params"]["profiled"] = args.profile is not None
     lab = BenchLab(root, args.identities, args.bridge_concurrency, args.stages)
     pair = None
@@ -127,14 +148,34 @@ def main(argv=None) -> int:
 
         results["startup"] = phase("startup", lambda: startup.run(lab, say))
         results["memory_idle"] = startup.idle_memory(lab, settle=1.0 if args.smoke else 5.0)
-        say("  idle RSS: " + ", ".join(f"{k} {v['rss'] / MIB:.1f} MiB" for k, v in results["memory_idle"].items()))
+        say(
+            "  idle RSS: "
+            + ", ".join(f"{k} {v['rss'] / MIB:.1f} MiB" for k, v in results["memory_idle"].items())
+        )
 
         def small_phase() -> dict:
             src, dst = lab.src, lab.dst
-            direct = small.MailPath("direct", dst.postfix.smtp_port, dst.dovecot.imap_port, "direct", "direct-pw",
-                                    src.address("ann"), dst.address("direct"), dst.postfix.flush)
-            bridged = small.MailPath("bridged", src.postfix.smtp_port, dst.dovecot.imap_port, "ben", "ben-pw",
-                                     src.address("ann"), dst.tox_address("ben"), src.postfix.flush, src)
+            direct = small.MailPath(
+                "direct",
+                dst.postfix.smtp_port,
+                dst.dovecot.imap_port,
+                "direct",
+                "direct-pw",
+                src.address("ann"),
+                dst.address("direct"),
+                dst.postfix.flush,
+            )
+            bridged = small.MailPath(
+                "bridged",
+                src.postfix.smtp_port,
+                dst.dovecot.imap_port,
+                "ben",
+                "ben-pw",
+                src.address("ann"),
+                dst.tox_address("ben"),
+                src.postfix.flush,
+                src,
+            )
             out = {}
             for path, around in ((direct, None), (bridged, profiled("small-bridged"))):
                 watching = args.stages and path is bridged
@@ -142,23 +183,49 @@ def main(argv=None) -> int:
                     burst_start = {}
 
                     @contextlib.contextmanager
-                    def marked(inner=around):  # the Dovecot leg's figures cover the burst only
+                    def marked(
+                        inner=around, burst_start=burst_start
+                    ):  # the Dovecot leg's figures cover the burst only
                         burst_start["t"] = lab.lmtp_proxy.mark()
                         with inner() if inner else contextlib.nullcontext():
                             yield
 
                     around = marked
                     partials = stages.PartialFiles(dst.root / "state" / "partial" / "ben").start()
-                out[path.name] = small.run(path, args.small, args.latency_mails, args.sessions, args.size,
-                                           args.warmup, args.poll, lab.pids(), around, say)
+                out[path.name] = small.run(
+                    path,
+                    args.small,
+                    args.latency_mails,
+                    args.sessions,
+                    args.size,
+                    args.warmup,
+                    args.poll,
+                    lab.pids(),
+                    around,
+                    say,
+                )
                 if watching:
-                    out[path.name]["stages"] = {"receiving_bridge": partials.stop(),
-                                                "dovecot_leg": lab.lmtp_proxy.stats(burst_start.get("t", 0.0))}
+                    out[path.name]["stages"] = {
+                        "receiving_bridge": partials.stop(),
+                        "dovecot_leg": lab.lmtp_proxy.stats(burst_start.get("t", 0.0)),
+                    }
             # the bridge's last leg alone, as the receiving bridge delivers (into ben's mailbox,
             # after the bridged mails, so Dovecot's dedup database is as full as it was for them)
-            out["dovecot"] = {kind: small.run_lmtp(dst.dovecot.lmtp_port, dst.dovecot.imap_port, "ben", "ben-pw",
-                                                   args.small, args.sessions, args.size, kind == "dedup", args.poll, say)
-                              for kind in ("dedup", "plain")}
+            out["dovecot"] = {
+                kind: small.run_lmtp(
+                    dst.dovecot.lmtp_port,
+                    dst.dovecot.imap_port,
+                    "ben",
+                    "ben-pw",
+                    args.small,
+                    args.sessions,
+                    args.size,
+                    kind == "dedup",
+                    args.poll,
+                    say,
+                )
+                for kind in ("dedup", "plain")
+            }
             return out
 
         results["small"] = phase("small", small_phase)
@@ -166,15 +233,32 @@ def main(argv=None) -> int:
         def large_phase() -> dict:
             nonlocal large_bytes
             size = int(args.large_mib * MIB)
-            bridged, large_bytes = large.run_bridged(lab, size, seed, args.poll, profiled("large-bridged"), say)
+            bridged, large_bytes = large.run_bridged(
+                lab, size, seed, args.poll, profiled("large-bridged"), say
+            )
             return {"bridged": bridged, "direct": large.run_direct(lab, size, seed, args.poll, say)}
 
         results["large"] = phase("large", large_phase)
         if pair is not None:
-            payload = large_bytes or large.mails.compose_large("raw", "a@b", "c@d", int(args.large_mib * MIB), seed).data
-            results["raw"] = phase("raw", lambda: rawtox.run(pair, payload, root, args.small, args.size,
-                                                             preamble=args.warmup + args.latency_mails, log=say))
-        results["catchup"] = phase("catchup", lambda: catchup.run(lab, args.catchup_mails, args.size, args.poll, say))
+            payload = (
+                large_bytes
+                or large.mails.compose_large("raw", "a@b", "c@d", int(args.large_mib * MIB), seed).data
+            )
+            results["raw"] = phase(
+                "raw",
+                lambda: rawtox.run(
+                    pair,
+                    payload,
+                    root,
+                    args.small,
+                    args.size,
+                    preamble=args.warmup + args.latency_mails,
+                    log=say,
+                ),
+            )
+        results["catchup"] = phase(
+            "catchup", lambda: catchup.run(lab, args.catchup_mails, args.size, args.poll, say)
+        )
     except Exception:
         results["errors"]["setup"] = traceback.format_exc()
         say(results["errors"]["setup"])

@@ -67,8 +67,14 @@ def _ids(prefix: str, count: int) -> list[str]:
     return [f"{prefix}-{run}-{i:05d}" for i in range(count)]
 
 
-def wait_visible(watch: ImapWatch, ids: list[str], timeout: float, flush: Callable[[], None],
-                 stall: float = STALL, on_stall: Callable[[], None] | None = None) -> dict:
+def wait_visible(
+    watch: ImapWatch,
+    ids: list[str],
+    timeout: float,
+    flush: Callable[[], None],
+    stall: float = STALL,
+    on_stall: Callable[[], None] | None = None,
+) -> dict:
     """Wait for all ids; whenever none arrives for `stall` seconds, flush the sending Postfix's
     queue (a mail was deferred; Postfix would wait its backoff) and count it in the result.
     `on_stall` is called before the first flush."""
@@ -92,14 +98,24 @@ def wait_visible(watch: ImapWatch, ids: list[str], timeout: float, flush: Callab
             return {"missing": len(missing), "flushed": flushed}
 
 
-def run(path: MailPath, burst: int, latency_mails: int, sessions: int = 4, size: int = 10 * 1024,
-        warmup: int = 5, poll: float = 0.005, cpu_pids: dict[str, int] | None = None,
-        around_burst: Callable[[], contextlib.AbstractContextManager] | None = None,
-        log: Callable[[str], None] = print) -> dict:
+def run(
+    path: MailPath,
+    burst: int,
+    latency_mails: int,
+    sessions: int = 4,
+    size: int = 10 * 1024,
+    warmup: int = 5,
+    poll: float = 0.005,
+    cpu_pids: dict[str, int] | None = None,
+    around_burst: Callable[[], contextlib.AbstractContextManager] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     result: dict = {"path": path.name, "size": size, "sessions": sessions}
     with ImapWatch(path.imap_port, path.user, path.password, poll) as watch:
         # warm-up
-        batch = [mails.compose(i, path.sender, path.recipient, size) for i in _ids(f"{path.name}-warm", warmup)]
+        batch = [
+            mails.compose(i, path.sender, path.recipient, size) for i in _ids(f"{path.name}-warm", warmup)
+        ]
         if batch:
             mails.inject(path.smtp_port, batch, sessions)
             result["warmup"] = wait_visible(watch, [m.bench_id for m in batch], 120, path.flush)
@@ -116,12 +132,17 @@ def run(path: MailPath, burst: int, latency_mails: int, sessions: int = 4, size:
             if bench_id in watch.seen:
                 latencies.append(watch.seen[bench_id][0] - one.accepted)
             time.sleep(0.05)
-        result["latency_unloaded"] = {**summary(latencies), **problems,
-                                      "deferred": len(deferred_by_bridge(path.bridge, mark)) if path.bridge else 0}
+        result["latency_unloaded"] = {
+            **summary(latencies),
+            **problems,
+            "deferred": len(deferred_by_bridge(path.bridge, mark)) if path.bridge else 0,
+        }
         log(f"  {path.name}: latency unloaded p50 {_ms(result['latency_unloaded'].get('p50'))}")
 
         # burst
-        batch = [mails.compose(i, path.sender, path.recipient, size) for i in _ids(f"{path.name}-burst", burst)]
+        batch = [
+            mails.compose(i, path.sender, path.recipient, size) for i in _ids(f"{path.name}-burst", burst)
+        ]
         mark = path.bridge.log_mark() if path.bridge else 0
         cpu = CpuMeter(cpu_pids or {}).start()
         cpu_used: dict = {}
@@ -130,10 +151,11 @@ def run(path: MailPath, burst: int, latency_mails: int, sessions: int = 4, size:
             if not cpu_used:
                 cpu_used.update(cpu.stop())
 
-        with (around_burst() if around_burst else contextlib.nullcontext()):
+        with around_burst() if around_burst else contextlib.nullcontext():
             mails.inject(path.smtp_port, batch, sessions)
-            outcome = wait_visible(watch, [m.bench_id for m in batch], max(60.0, burst * 0.3), path.flush,
-                                   on_stall=take_cpu)
+            outcome = wait_visible(
+                watch, [m.bench_id for m in batch], max(60.0, burst * 0.3), path.flush, on_stall=take_cpu
+            )
             take_cpu()
         result["cpu"] = cpu_used
         deferred = deferred_by_bridge(path.bridge, mark) if path.bridge else {}
@@ -141,10 +163,14 @@ def run(path: MailPath, burst: int, latency_mails: int, sessions: int = 4, size:
         first_try = [m for m in batch if m not in retried]
         first = min(m.started for m in batch)
         accepted_last = max(m.accepted for m in batch)
-        seen = lambda group: [watch.seen[m.bench_id][0] for m in group if m.bench_id in watch.seen]
+
+        def seen(group):
+            return [watch.seen[m.bench_id][0] for m in group if m.bench_id in watch.seen]
+
         visible, visible_first_try = seen(batch), seen(first_try)
         result["burst"] = {
-            "mails": burst, **outcome,
+            "mails": burst,
+            **outcome,
             "deferred_by_bridge": len(retried),
             "deferral_reasons": sorted(set(deferred.values())),
             "inject_s": accepted_last - first,
@@ -155,18 +181,26 @@ def run(path: MailPath, burst: int, latency_mails: int, sessions: int = 4, size:
             "first_try_mails": len(visible_first_try),
             "first_try_elapsed_s": (max(visible_first_try) - first) if visible_first_try else None,
             "first_try_throughput_msg_s": (len(visible_first_try) / (max(visible_first_try) - first))
-            if visible_first_try else None,
+            if visible_first_try
+            else None,
             # arrivals in each second of the burst: does the path speed up as the burst goes on?
             "per_second": per_second(visible, first),
-            "latency_loaded": summary([watch.seen[m.bench_id][0] - m.accepted for m in batch if m.bench_id in watch.seen]),
-            "latency_loaded_first_try": summary([watch.seen[m.bench_id][0] - m.accepted for m in first_try
-                                                 if m.bench_id in watch.seen]),
+            "latency_loaded": summary(
+                [watch.seen[m.bench_id][0] - m.accepted for m in batch if m.bench_id in watch.seen]
+            ),
+            "latency_loaded_first_try": summary(
+                [watch.seen[m.bench_id][0] - m.accepted for m in first_try if m.bench_id in watch.seen]
+            ),
         }
         result["poll"] = watch.resolution()
     b = result["burst"]
-    log(f"  {path.name}: {burst} mails in {b['elapsed_s']:.2f} s = {b['throughput_msg_s']:.1f} msg/s; "
+    log(
+        f"  {path.name}: {burst} mails in {b['elapsed_s']:.2f} s = {b['throughput_msg_s']:.1f} msg/s; "
         f"{b['deferred_by_bridge']} deferred by the bridge, the other {b['first_try_mails']} "
-        f"at {b['first_try_throughput_msg_s'] or 0:.1f} msg/s" if b["elapsed_s"] else f"  {path.name}: burst failed: {b}")
+        f"at {b['first_try_throughput_msg_s'] or 0:.1f} msg/s"
+        if b["elapsed_s"]
+        else f"  {path.name}: burst failed: {b}"
+    )
     return result
 
 
@@ -174,17 +208,26 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-def run_lmtp(lmtp_port: int, imap_port: int, user: str, password: str, count: int, concurrency: int = 4,
-             size: int = 10 * 1024, dedup_header: bool = True, poll: float = 0.005,
-             log: Callable[[str], None] = print) -> dict:
+def run_lmtp(
+    lmtp_port: int,
+    imap_port: int,
+    user: str,
+    password: str,
+    count: int,
+    concurrency: int = 4,
+    size: int = 10 * 1024,
+    dedup_header: bool = True,
+    poll: float = 0.005,
+    log: Callable[[str], None] = print,
+) -> dict:
     """The receiving bridge's last leg alone: `count` mails straight into Dovecot's LMTP the way
     the bridge delivers them (a new connection per mail, `concurrency` at a time), with the
     X-Toxbridge-Id header that Dovecot's dedup Sieve script looks up, or without it."""
     import asyncio
     import os
 
-    from toxbridge.mail import lmtp_out
     from toxbridge.config import Endpoint
+    from toxbridge.mail import lmtp_out
 
     kind = "with X-Toxbridge-Id" if dedup_header else "plain"
     batch = [mails.compose(i, "bench@bench.invalid", user, size) for i in _ids("lmtp", count)]
@@ -201,8 +244,9 @@ def run_lmtp(lmtp_port: int, imap_port: int, user: str, password: str, count: in
             while not queue.empty():
                 mail = queue.get_nowait()
                 mail.started = time.monotonic()
-                replies = await lmtp_out.deliver(Endpoint("127.0.0.1", lmtp_port), mail.sender, [user],
-                                                 mail.data, "bench.invalid")
+                replies = await lmtp_out.deliver(
+                    Endpoint("127.0.0.1", lmtp_port), mail.sender, [user], mail.data, "bench.invalid"
+                )
                 mail.accepted, mail.reply = time.monotonic(), str(replies[0])
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -212,9 +256,14 @@ def run_lmtp(lmtp_port: int, imap_port: int, user: str, password: str, count: in
         missing = watch.wait([m.bench_id for m in batch], 60)
     visible = [watch.seen[m.bench_id][0] for m in batch if m.bench_id in watch.seen]
     first = min(m.started for m in batch)
-    out = {"kind": kind, "mails": count, "concurrency": concurrency, "missing": len(missing),
-           "refused": sum(1 for m in batch if not m.reply.startswith("250")),
-           "throughput_msg_s": len(visible) / (max(visible) - first) if visible else None,
-           "answered_msg_s": count / (max(m.accepted for m in batch) - first)}
+    out = {
+        "kind": kind,
+        "mails": count,
+        "concurrency": concurrency,
+        "missing": len(missing),
+        "refused": sum(1 for m in batch if not m.reply.startswith("250")),
+        "throughput_msg_s": len(visible) / (max(visible) - first) if visible else None,
+        "answered_msg_s": count / (max(m.accepted for m in batch) - first),
+    }
     log(f"  Dovecot LMTP alone, {kind}: {out['throughput_msg_s'] or 0:.1f} msg/s")
     return out

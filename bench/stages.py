@@ -26,7 +26,7 @@ class PartialFiles:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="partial-files", daemon=True)
 
-    def start(self) -> "PartialFiles":
+    def start(self) -> PartialFiles:
         self._thread.start()
         return self
 

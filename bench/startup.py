@@ -32,8 +32,10 @@ def run(lab: BenchLab, log: Callable[[str], None] = print) -> dict:
     out = {"listening_s": listening, **{f"{k}_s": v - t0 for k, v in times.items()}}
     out["friend_connection_s"] = max(out["src_friend_online_s"], out["dst_friend_online_s"])
     out["greeting_s"] = max(out["src_greeting_s"], out["dst_greeting_s"])
-    log(f"  friend connection {out['friend_connection_s']:.2f} s after starting both bridges "
-        f"(Tox network joined after {max(out['src_network_s'], out['dst_network_s']):.2f} s)")
+    log(
+        f"  friend connection {out['friend_connection_s']:.2f} s after starting both bridges "
+        f"(Tox network joined after {max(out['src_network_s'], out['dst_network_s']):.2f} s)"
+    )
     return out
 
 
@@ -50,8 +52,11 @@ def idle_memory(lab: BenchLab, settle: float = 5.0, samples: int = 10) -> dict:
         for _ in range(samples):
             readings.append(memory(pid))
             time.sleep(0.1)
-        out[name] = {"rss": max(r["rss"] for r in readings), "hwm": readings[-1]["hwm"],
-                     "identities": lab.identities}
+        out[name] = {
+            "rss": max(r["rss"] for r in readings),
+            "hwm": readings[-1]["hwm"],
+            "identities": lab.identities,
+        }
     wall = time.monotonic() - t0
     for name, pid in pids.items():
         out[name]["idle_cpu_share"] = (cpu_seconds(pid) - cpu0[name]) / wall

@@ -59,11 +59,19 @@ def network(lab_root, bootstrap_node):
     """
     boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
     # alice waits only briefly for a peer that never answers (a plain Tox client, test_plain_peer).
-    alice = Household(lab_root, "alice", {"alice": "alice-pw", "alan": "alan-pw"}, boot, bridge_users=["alice"],
-                      bridge_settings={"result_timeout": 5, "transfer_stall_timeout": 10})
+    alice = Household(
+        lab_root,
+        "alice",
+        {"alice": "alice-pw", "alan": "alan-pw"},
+        boot,
+        bridge_users=["alice"],
+        bridge_settings={"result_timeout": 5, "transfer_stall_timeout": 10},
+    )
     bob = Household(lab_root, "bob", {"bob": "bob-pw"}, boot, bridge_users=["bob", "ghost"])
     # carol's household delivers mail with a forged sender, flagged, instead of rejecting it.
-    carol = Household(lab_root, "carol", {"carol": "carol-pw"}, boot, bridge_settings={"forged_sender": "flag"})
+    carol = Household(
+        lab_root, "carol", {"carol": "carol-pw"}, boot, bridge_settings={"forged_sender": "flag"}
+    )
     homes = [alice, bob, carol]
     try:
         for home in homes:

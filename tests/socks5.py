@@ -39,12 +39,12 @@ class Socks5Proxy:
             raise ValueError(f"{host} is not a loopback address")
         self.host = host
         self.port = 0
-        self.connections = 0          # CONNECT requests that reached their destination
+        self.connections = 0  # CONNECT requests that reached their destination
         self.refused: list[str] = []  # requests answered with an error, and why
         self.targets: Counter = Counter()  # "host:port" → connections made to it
         self.address_types: Counter = Counter()  # how clients named destinations: ipv4, ipv6, domain
-        self.bytes_up = 0             # client → destination
-        self.bytes_down = 0           # destination → client
+        self.bytes_up = 0  # client → destination
+        self.bytes_down = 0  # destination → client
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="socks5", daemon=True)
@@ -53,10 +53,11 @@ class Socks5Proxy:
 
     # ---- life cycle (called from the test's thread)
 
-    def start(self) -> "Socks5Proxy":
+    def start(self) -> Socks5Proxy:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, self.host, 0), self._loop).result(10)
+            asyncio.start_server(self._serve, self.host, 0), self._loop
+        ).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -81,7 +82,7 @@ class Socks5Proxy:
         self._thread.join(10)
         self._loop.close()
 
-    def __enter__(self) -> "Socks5Proxy":
+    def __enter__(self) -> Socks5Proxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -112,8 +113,9 @@ class Socks5Proxy:
             with self._lock:
                 self.connections += 1
                 self.targets[f"{host}:{port}"] += 1
-            await asyncio.gather(self._pump(reader, upstream, "bytes_up"),
-                                 self._pump(up_reader, writer, "bytes_down"))
+            await asyncio.gather(
+                self._pump(reader, upstream, "bytes_up"), self._pump(up_reader, writer, "bytes_down")
+            )
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -179,4 +181,3 @@ def _address(host: str, port: int) -> bytes:
     ip = ipaddress.ip_address(host)
     atyp = ATYP_IPV4 if ip.version == 4 else ATYP_IPV6
     return bytes([atyp]) + ip.packed + struct.pack("!H", port)
-

@@ -45,12 +45,19 @@ PASSWORDS = {"alice": "alice-secret", "carol": "carol-secret", "bob": "bob-secre
 
 
 def ansible_env(root: Path) -> dict[str, str]:
-    return {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_HOME": str(root / "ansible-home"),
-            "ANSIBLE_LOCAL_TEMP": str(root / "ansible-tmp"), "ANSIBLE_REMOTE_TEMP": str(root / "ansible-tmp"),
-            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1",
-            # Both households are this machine: one at a time, or both would create the same
-            # system users at once (useradd takes a lock on /etc/passwd).
-            "ANSIBLE_FORKS": "1"}
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+        "ANSIBLE_HOME": str(root / "ansible-home"),
+        "ANSIBLE_LOCAL_TEMP": str(root / "ansible-tmp"),
+        "ANSIBLE_REMOTE_TEMP": str(root / "ansible-tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "NO_COLOR": "1",
+        # Both households are this machine: one at a time, or both would create the same
+        # system users at once (useradd takes a lock on /etc/passwd).
+        "ANSIBLE_FORKS": "1",
+    }
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
@@ -100,16 +107,20 @@ class Home:
 
     def host_vars(self) -> dict:
         d, p = self.dir, self.ports
-        no_apt_update = {f"{role}_apt_update_cache": False for role in (
-            "postfix", "dovecot", "toxbridge", "tox_bootstrapd")}
+        no_apt_update = {
+            f"{role}_apt_update_cache": False
+            for role in ("postfix", "dovecot", "toxbridge", "tox_bootstrapd")
+        }
         return {
             "ansible_connection": "local",
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_become": False,
             "household_domain": self.domain,
             "household_hostname": f"mail.{self.domain}",
-            "household_users": [{"mailbox": u, "name": u.title(), "password_hash": password_hash(PASSWORDS[u])}
-                                for u in self.users],
+            "household_users": [
+                {"mailbox": u, "name": u.title(), "password_hash": password_hash(PASSWORDS[u])}
+                for u in self.users
+            ],
             **no_apt_update,
             "tls_cert_file": str(d / "tls" / "mail.crt"),
             "tls_key_file": str(d / "tls" / "mail.key"),
@@ -154,24 +165,42 @@ class Home:
 
     def _spawn(self, user: str, cmd: list[str], log: str) -> subprocess.Popen:
         with open(self.dir / log, "ab") as out:
-            process = subprocess.Popen(["runuser", "-u", user, "--", *cmd], stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=out, start_new_session=True)
+            process = subprocess.Popen(
+                ["runuser", "-u", user, "--", *cmd],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 
     def start(self) -> None:
         log = self.dir / "start.log"
         if self.node:  # as its unit would: the family's DHT node and TCP relay
-            self._spawn(NODE_USER, ["tox-bootstrapd", "--foreground", "--log-backend=stdout",
-                                    f"--config={self.dir / 'tox-bootstrapd.conf'}"], "tox-bootstrapd.log")
-        assert _fs.run_daemon_start(["postfix", "-c", str(self.postfix_dir), "start"], log) == 0, _fs.tail(log)
+            self._spawn(
+                NODE_USER,
+                [
+                    "tox-bootstrapd",
+                    "--foreground",
+                    "--log-backend=stdout",
+                    f"--config={self.dir / 'tox-bootstrapd.conf'}",
+                ],
+                "tox-bootstrapd.log",
+            )
+        assert _fs.run_daemon_start(["postfix", "-c", str(self.postfix_dir), "start"], log) == 0, _fs.tail(
+            log
+        )
         assert _fs.run_daemon_start(["dovecot", "-c", str(self.dovecot_conf)], log) == 0, _fs.tail(log)
-        bridge = self._spawn(SYSTEM_USER, [str(self.toxbridge), "--config", str(self.toxbridge_config), "run"],
-                             "toxbridge.log")
-        ports = [self.ports[k] for k in ("smtp", "submission", "lmtp", "imap", "bridge")] + \
-            ([self.ports["relay"]] if self.node else [])
-        assert wait_until(lambda: all(port_accepts(p) for p in ports) or bridge.poll() is not None, 60), \
+        bridge = self._spawn(
+            SYSTEM_USER, [str(self.toxbridge), "--config", str(self.toxbridge_config), "run"], "toxbridge.log"
+        )
+        ports = [self.ports[k] for k in ("smtp", "submission", "lmtp", "imap", "bridge")] + (
+            [self.ports["relay"]] if self.node else []
+        )
+        assert wait_until(lambda: all(port_accepts(p) for p in ports) or bridge.poll() is not None, 60), (
             f"{self.name}: not all of {ports} accept\n{_fs.tail(self.dir / 'toxbridge.log')}"
+        )
 
     def stop(self) -> None:
         for process in self.processes:  # runuser and what it runs: one process group each
@@ -226,7 +255,19 @@ class Home:
 
 
 def home(root: Path, name: str, users: list[str], tox_only: bool, node: bool) -> Home:
-    keys = ("smtp", "submission", "lmtp", "imap", "pop3", "imaps", "pop3s", "bridge", "socketmap", "dht", "relay")
+    keys = (
+        "smtp",
+        "submission",
+        "lmtp",
+        "imap",
+        "pop3",
+        "imaps",
+        "pop3s",
+        "bridge",
+        "socketmap",
+        "dht",
+        "relay",
+    )
     # Made here, as / and /var are on a Pi: Ansible gives the directories it has to create on the
     # way to a path that path's owner and mode (a 0700 state directory would lock out the rest).
     _fs.prepare_root(root / name)
@@ -234,29 +275,42 @@ def home(root: Path, name: str, users: list[str], tox_only: bool, node: bool) ->
 
 
 def playbook(root: Path, inventory: Path, *options: str) -> subprocess.CompletedProcess:
-    return _fs.run(["ansible-playbook", "-i", str(inventory), *options, "site.yml"], cwd=ANSIBLE, env=ansible_env(root),
-               timeout=PLAYBOOK_TIMEOUT)
+    return _fs.run(
+        ["ansible-playbook", "-i", str(inventory), *options, "site.yml"],
+        cwd=ANSIBLE,
+        env=ansible_env(root),
+        timeout=PLAYBOOK_TIMEOUT,
+    )
 
 
 # --- static checks -------------------------------------------------------------------------
 
 
 def test_syntax_check(tmp_path):
-    done = _fs.run(["ansible-playbook", "--syntax-check", "-i", "inventory.example.yml", "site.yml"],
-               cwd=ANSIBLE, env=ansible_env(tmp_path))
+    done = _fs.run(
+        ["ansible-playbook", "--syntax-check", "-i", "inventory.example.yml", "site.yml"],
+        cwd=ANSIBLE,
+        env=ansible_env(tmp_path),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_ansible_lint(tmp_path):
-    done = _fs.run(["ansible-lint", "--offline", "--nocolor", "site.yml", "inventory.example.yml"],
-               cwd=ANSIBLE, env={**ansible_env(tmp_path), "HOME": str(tmp_path)})
+    done = _fs.run(
+        ["ansible-lint", "--offline", "--nocolor", "site.yml", "inventory.example.yml"],
+        cwd=ANSIBLE,
+        env={**ansible_env(tmp_path), "HOME": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 failure(s), 0 warning(s)" in done.stdout + done.stderr
 
 
 def test_a_mistake_in_the_inventory_stops_every_household_before_any_change(lab_root):
     root = _fs.prepare_root(lab_root / f"ansible-bad-{uuid.uuid4().hex[:6]}")
-    homes = [home(root, "ha", ["alice"], tox_only=False, node=False), home(root, "hb", ["bob"], tox_only=True, node=False)]
+    homes = [
+        home(root, "ha", ["alice"], tox_only=False, node=False),
+        home(root, "hb", ["bob"], tox_only=True, node=False),
+    ]
     hosts = {h.name: h.host_vars() for h in homes}
     del hosts["hb"]["household_users"][0]["password_hash"]
     inventory = root / "inventory.yml"
@@ -278,11 +332,16 @@ def family(lab_root):
     (bob; Tox only). Nothing else on the Tox network: they find each other through ha's node."""
     assert list(WHEELS.glob("*.whl")), f"no wheels in {WHEELS}: run `make wheels` (make test does)"
     root = _fs.prepare_root(lab_root / f"ansible-{uuid.uuid4().hex[:6]}")
-    homes = [home(root, "ha", ["alice", "carol"], tox_only=False, node=True),
-             home(root, "hb", ["bob"], tox_only=True, node=False)]
+    homes = [
+        home(root, "ha", ["alice", "carol"], tox_only=False, node=True),
+        home(root, "hb", ["bob"], tox_only=True, node=False),
+    ]
     inventory = root / "inventory.yml"
-    inventory.write_text(yaml.safe_dump(
-        {"all": {"children": {"households": {"hosts": {h.name: h.host_vars() for h in homes}}}}}))
+    inventory.write_text(
+        yaml.safe_dump(
+            {"all": {"children": {"households": {"hosts": {h.name: h.host_vars() for h in homes}}}}}
+        )
+    )
     first = playbook(root, inventory)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
     try:
@@ -319,19 +378,28 @@ def test_first_run_changes_and_fails_nothing(family):
 def test_written_configs_pass_their_own_checks(family):
     _, _, homes, _ = family
     for h in homes:
-        checks = [["postfix", "-c", str(h.postfix_dir), "check"],
-                  ["doveconf", "-c", str(h.dovecot_conf), "-n"],
-                  [str(h.toxbridge), "--config", str(h.toxbridge_config), "check-config"]]
+        checks = [
+            ["postfix", "-c", str(h.postfix_dir), "check"],
+            ["doveconf", "-c", str(h.dovecot_conf), "-n"],
+            [str(h.toxbridge), "--config", str(h.toxbridge_config), "check-config"],
+        ]
         for cmd in checks:
             done = _fs.run(cmd)
-            assert done.returncode == 0 and "warning" not in done.stderr.lower(), (cmd, done.stdout, done.stderr)
-        main_cf = _fs.run(["postconf", "-c", str(h.postfix_dir), "-h", "virtual_mailbox_domains", "default_transport"])
+            assert done.returncode == 0 and "warning" not in done.stderr.lower(), (
+                cmd,
+                done.stdout,
+                done.stderr,
+            )
+        main_cf = _fs.run(
+            ["postconf", "-c", str(h.postfix_dir), "-h", "virtual_mailbox_domains", "default_transport"]
+        )
         domains, default_transport = main_cf.stdout.splitlines()
         assert domains == h.domain
         assert ("not a Tox contact" in default_transport) == h.tox_only
         checks = _fs.run(["postconf", "-c", str(h.postfix_dir), "-hx", "header_checks"]).stdout.strip()
-        forged = _fs.run(["postmap", "-c", str(h.postfix_dir), "-q",
-                          "Authentication-Results: bridge; x-tox=pass", checks])
+        forged = _fs.run(
+            ["postmap", "-c", str(h.postfix_dir), "-q", "Authentication-Results: bridge; x-tox=pass", checks]
+        )
         assert forged.stdout.strip() == "IGNORE", (checks, forged)  # issue 15 point 2
         state = h.dir / "toxbridge-state" / "profiles"
         for user in h.users:
@@ -344,7 +412,9 @@ def test_every_member_is_a_contact_of_the_other_households(family):
     ids = {}
     for h in homes:
         shown = _fs.run([str(h.toxbridge), "--config", str(h.toxbridge_config), "id"])
-        ids.update({f"{u}@{h.domain}": tox_id for u, tox_id in (line.split() for line in shown.stdout.splitlines())})
+        ids.update(
+            {f"{u}@{h.domain}": tox_id for u, tox_id in (line.split() for line in shown.stdout.splitlines())}
+        )
     for h in homes:
         book = yaml.safe_load((h.dir / "toxbridge-etc" / "contacts.yaml").read_text())
         listed = {entry["addresses"][0]: entry["tox_id"] for entry in book}
@@ -373,8 +443,12 @@ def test_households_join_through_the_family_node(family):
     public_key = keys.read_bytes()[:32].hex()
     for h in homes:
         tox = yaml.safe_load(h.toxbridge_config.read_text())["tox"]
-        assert tox["bootstrap"] == [{"host": "127.0.0.1", "port": node.ports["dht"], "public_key": public_key}]
-        assert tox["tcp_relays"] == [{"host": "127.0.0.1", "port": node.ports["relay"], "public_key": public_key}]
+        assert tox["bootstrap"] == [
+            {"host": "127.0.0.1", "port": node.ports["dht"], "public_key": public_key}
+        ]
+        assert tox["tcp_relays"] == [
+            {"host": "127.0.0.1", "port": node.ports["relay"], "public_key": public_key}
+        ]
 
 
 def test_thunderbird_autoconfig_names_this_household(family):
@@ -382,9 +456,14 @@ def test_thunderbird_autoconfig_names_this_household(family):
     h = homes[0]
     provider = ET.parse(h.dir / "www" / "mail" / "config-v1.1.xml").getroot().find("emailProvider")
     assert provider.findtext("domain") == h.domain
-    servers = {s.get("type"): s for s in [*provider.findall("incomingServer"), *provider.findall("outgoingServer")]}
-    assert {t: int(s.findtext("port")) for t, s in servers.items()} == \
-        {"imap": h.ports["imap"], "pop3": h.ports["pop3"], "smtp": h.ports["submission"]}
+    servers = {
+        s.get("type"): s for s in [*provider.findall("incomingServer"), *provider.findall("outgoingServer")]
+    }
+    assert {t: int(s.findtext("port")) for t, s in servers.items()} == {
+        "imap": h.ports["imap"],
+        "pop3": h.ports["pop3"],
+        "smtp": h.ports["submission"],
+    }
     assert {s.findtext("socketType") for s in servers.values()} == {"STARTTLS"}
     assert {s.findtext("hostname") for s in servers.values()} == {f"mail.{h.domain}"}
 
@@ -392,8 +471,10 @@ def test_thunderbird_autoconfig_names_this_household(family):
 def test_a_mail_from_thunderbird_crosses_to_the_other_household(running):
     ha, hb = running
     token = uuid.uuid4().hex
-    message = (f"From: Alice <alice@{ha.domain}>\r\nTo: Bob <bob@{hb.domain}>\r\nSubject: over Tox {token}\r\n"
-               f"Message-ID: <{token}@{ha.domain}>\r\n\r\nHello Bob, this went through the provisioned Pis.\r\n")
+    message = (
+        f"From: Alice <alice@{ha.domain}>\r\nTo: Bob <bob@{hb.domain}>\r\nSubject: over Tox {token}\r\n"
+        f"Message-ID: <{token}@{ha.domain}>\r\n\r\nHello Bob, this went through the provisioned Pis.\r\n"
+    )
     ha.submit("alice", f"alice@{ha.domain}", f"bob@{hb.domain}", message.encode())
 
     def arrived() -> list[bytes]:
@@ -405,12 +486,19 @@ def test_a_mail_from_thunderbird_crosses_to_the_other_household(running):
     assert "x-tox=pass" in got.get("Authentication-Results", "")
 
     reply = uuid.uuid4().hex
-    hb.submit("bob", f"bob@{hb.domain}", f"alice@{ha.domain}",
-              f"From: bob@{hb.domain}\r\nTo: alice@{ha.domain}\r\nSubject: re {reply}\r\n\r\nGot it.\r\n".encode())
-    assert wait_until(lambda: any(reply.encode() in m for m in ha.inbox("alice")), ARRIVE, interval=0.5), \
+    hb.submit(
+        "bob",
+        f"bob@{hb.domain}",
+        f"alice@{ha.domain}",
+        f"From: bob@{hb.domain}\r\nTo: alice@{ha.domain}\r\nSubject: re {reply}\r\n\r\nGot it.\r\n".encode(),
+    )
+    assert wait_until(lambda: any(reply.encode() in m for m in ha.inbox("alice")), ARRIVE, interval=0.5), (
         _fs.tail(hb.dir / "toxbridge.log")
+    )
     for h in running:  # e.g. the dedup records of a mailbox's first mail, which once failed to lock
-        errors = [line for line in (h.dir / "dovecot" / "dovecot.log").read_text().splitlines() if "Error:" in line]
+        errors = [
+            line for line in (h.dir / "dovecot" / "dovecot.log").read_text().splitlines() if "Error:" in line
+        ]
         assert errors == []
 
 
@@ -418,7 +506,9 @@ def test_submission_takes_only_the_users_own_address(running):
     ha, hb = running
     # Postfix says so at RCPT (smtpd_delay_reject), for the sender.
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
-        ha.submit("carol", f"alice@{ha.domain}", f"bob@{hb.domain}", b"Subject: in alice's name\r\n\r\nno\r\n")
+        ha.submit(
+            "carol", f"alice@{ha.domain}", f"bob@{hb.domain}", b"Subject: in alice's name\r\n\r\nno\r\n"
+        )
     code, text = refused.value.recipients[f"bob@{hb.domain}"]
     assert code == 553 and b"not owned by user carol" in text
 
@@ -448,8 +538,9 @@ def test_second_run_changes_nothing(family, running):
     assert second.returncode == 0, second.stdout[-6000:]
     counts = recap(second.stdout)
     changed = [line for line in second.stdout.splitlines() if line.startswith("changed:")]
-    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()) and set(counts) == {h.name for h in homes}, \
-        "\n".join(changed)
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()) and set(counts) == {
+        h.name for h in homes
+    }, "\n".join(changed)
 
 
 def test_a_run_limited_to_one_household_keeps_the_others_in_its_contacts(family, running):

@@ -20,8 +20,13 @@ def test_bench_smoke_run(tmp_path, report):
     if any(name != "lo" for _, name in socket.if_nameindex()):
         pytest.skip("the bench runs only where loopback is the only network (make test uses unshare -n)")
     out = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--json", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["errors"] == {}
@@ -37,5 +42,7 @@ def test_bench_smoke_run(tmp_path, report):
         assert results["memory_idle"][name]["rss"] > 10 * 1024 * 1024
         assert large["memory"][name]["peak_during"] >= large["memory"][name]["rss_before"]
     assert "goals (issue 6):" in results["table"] and "throughput, msg/s" in results["table"]
-    report(f"bench smoke: bridged {results['small']['bridged']['burst']['throughput_msg_s']:.0f} msg/s, "
-           f"1 MiB at {large['mib_s']:.2f} MiB/s, in {results['total_s']:.0f} s")
+    report(
+        f"bench smoke: bridged {results['small']['bridged']['burst']['throughput_msg_s']:.0f} msg/s, "
+        f"1 MiB at {large['mib_s']:.2f} MiB/s, in {results['total_s']:.0f} s"
+    )

@@ -14,8 +14,12 @@ from toxbridge.address import parse_tox_address
 
 
 def toxbridge(config: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "toxbridge", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "toxbridge", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -61,7 +65,9 @@ def test_check_config(config, tmp_path):
     bad.write_text(config.read_text() + "tox:\n  udp: sometimes\n")
     result = toxbridge(bad, "check-config")
     assert result.returncode == 1
-    assert result.stderr.strip() == f"toxbridge: {bad}: line 6: tox.udp: expected true or false, got 'sometimes'"
+    assert (
+        result.stderr.strip() == f"toxbridge: {bad}: line 6: tox.udp: expected true or false, got 'sometimes'"
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -102,7 +108,9 @@ def test_run_refuses_a_port_in_use(config, tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         relay = f"[{{host: 127.0.0.1, port: 9, public_key: '{'0' * 64}'}}]"  # udp off needs a relay; never reached
-        config.write_text(config.read_text() + f"lmtp_listen: 127.0.0.1:{port}\ntox:\n  udp: false\n  tcp_relays: {relay}\n")
+        config.write_text(
+            config.read_text() + f"lmtp_listen: 127.0.0.1:{port}\ntox:\n  udp: false\n  tcp_relays: {relay}\n"
+        )
         result = toxbridge(config, "run")
     assert result.returncode == 1
     assert f"cannot listen for Postfix on 127.0.0.1:{port}" in result.stderr

@@ -41,7 +41,10 @@ def test_unix_socket_endpoint():
     [
         ("colour: red\n", "line 5: unknown key 'colour'"),
         ("tox:\n  udp: maybe\n", "line 6: tox.udp: expected true or false, got 'maybe'"),
-        ("tox:\n  bootstrap:\n    - host: 127.0.0.1\n      port: x\n      public_key: ab\n", "tox.bootstrap[0].port: expected a non-negative integer"),
+        (
+            "tox:\n  bootstrap:\n    - host: 127.0.0.1\n      port: x\n      public_key: ab\n",
+            "tox.bootstrap[0].port: expected a non-negative integer",
+        ),
         ("tox:\n  mtu: 3\n", "line 6: unknown key 'tox.mtu'"),
         ("lmtp_listen: 0.0.0.0:25\n", "line 5: lmtp_listen: 0.0.0.0 is not a loopback address"),
         ("dovecot_lmtp: nowhere\n", "dovecot_lmtp: expected host:port"),
@@ -66,7 +69,10 @@ def test_errors_name_line_and_key(extra, error):
         ("users:\n  - mailbox: a\n", "missing key 'state_dir'"),
         ("state_dir: /x\nusers:\n  - mailbox: a\n", "missing key 'users\\[0\\].address'"),
         ("state_dir: relative\nusers: []\n", "absolute path"),
-        ("state_dir: /x\nusers:\n  - {mailbox: a, address: a@x}\n  - {mailbox: a, address: b@x}\n", "mailbox a is listed twice"),
+        (
+            "state_dir: /x\nusers:\n  - {mailbox: a, address: a@x}\n  - {mailbox: a, address: b@x}\n",
+            "mailbox a is listed twice",
+        ),
     ],
 )
 def test_broken_files(text, error):
@@ -96,11 +102,18 @@ TOR = "  proxy: {type: socks5, host: 127.0.0.1, port: 9050}\n"
         ("  udp: false\n  tcp_relays: []\n", "TCP-only mode needs tcp_relays"),
         # a proxy only carries connections to TCP relays: bootstrap nodes alone never bring toxcore online
         ("  udp: false\n" + TOR, "TCP-only mode needs tcp_relays"),
-        ("  udp: false\n" + RELAY + "  proxy: {type: socks5, host: 127.0.0.1}\n",
-         "proxy type socks5 needs its host and port"),
-        ("  udp: false\n" + RELAY + "  proxy: {type: http, port: 3128}\n", "proxy type http needs its host and port"),
-        ("  udp: false\n" + RELAY + "  proxy: {type: socks5, host: 127.0.0.1, port: 70000}\n",
-         "proxy type socks5 needs its host and port"),
+        (
+            "  udp: false\n" + RELAY + "  proxy: {type: socks5, host: 127.0.0.1}\n",
+            "proxy type socks5 needs its host and port",
+        ),
+        (
+            "  udp: false\n" + RELAY + "  proxy: {type: http, port: 3128}\n",
+            "proxy type http needs its host and port",
+        ),
+        (
+            "  udp: false\n" + RELAY + "  proxy: {type: socks5, host: 127.0.0.1, port: 70000}\n",
+            "proxy type socks5 needs its host and port",
+        ),
     ],
 )
 def test_tcp_only_and_proxy_combinations_refused(tox, error):

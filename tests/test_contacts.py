@@ -6,10 +6,10 @@ import os
 
 import pytest
 import yaml
+from contacts_data import ID_A, ID_B, ID_C, ID_D, MAILBOXES, contact, full_id, parse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contacts_data import ID_A, ID_B, ID_C, ID_D, MAILBOXES, contact, full_id, parse
 from toxbridge.address import AddressError, tox_checksum
 from toxbridge.contacts import book as contacts
 from toxbridge.contacts.book import Contact, ContactBook, ContactsError
@@ -27,15 +27,18 @@ def test_parse_tox_id_public_key_only():
     assert contacts.parse_tox_id(key.hex().upper()) == (key, None)
 
 
-@pytest.mark.parametrize("text, error", [
-    (ID_A.hex()[:-1] + ("0" if ID_A.hex()[-1] != "0" else "1"), "checksum"),
-    ("z" * 76, "not hexadecimal"),
-    ("z" * 64, "not hexadecimal"),
-    ("a" * 63, "not 63"),
-    ("a" * 75, "not 75"),
-    ("a" * 77, "not 77"),
-    ("", "not 0"),
-])
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        (ID_A.hex()[:-1] + ("0" if ID_A.hex()[-1] != "0" else "1"), "checksum"),
+        ("z" * 76, "not hexadecimal"),
+        ("z" * 64, "not hexadecimal"),
+        ("a" * 63, "not 63"),
+        ("a" * 75, "not 75"),
+        ("a" * 77, "not 77"),
+        ("", "not 0"),
+    ],
+)
 def test_parse_tox_id_refuses(text, error):
     with pytest.raises(AddressError, match=error):
         contacts.parse_tox_id(text)
@@ -46,8 +49,7 @@ def test_parse_tox_id_refuses_inner_whitespace_in_public_key():
         contacts.parse_tox_id("ab" * 30 + "  " + "ab")
 
 
-@given(key=st.binary(min_size=32, max_size=32), nospam=st.binary(min_size=4, max_size=4),
-       upper=st.booleans())
+@given(key=st.binary(min_size=32, max_size=32), nospam=st.binary(min_size=4, max_size=4), upper=st.booleans())
 def test_parse_tox_id_property(key, nospam, upper):
     tox_id = key + nospam + tox_checksum(key + nospam)
     text = tox_id.hex().upper() if upper else tox_id.hex()
@@ -59,26 +61,32 @@ def test_parse_tox_id_property(key, nospam, upper):
         contacts.parse_tox_id(wrong)
 
 
-@pytest.mark.parametrize("given_, normal", [
-    ("tarek@example.org", "tarek@example.org"),
-    ("  Tarek@Example.ORG\n", "tarek@example.org"),
-    ("first.last+tag@sub.example.co.uk", "first.last+tag@sub.example.co.uk"),
-])
+@pytest.mark.parametrize(
+    "given_, normal",
+    [
+        ("tarek@example.org", "tarek@example.org"),
+        ("  Tarek@Example.ORG\n", "tarek@example.org"),
+        ("first.last+tag@sub.example.co.uk", "first.last+tag@sub.example.co.uk"),
+    ],
+)
 def test_check_address_normalises(given_, normal):
     assert contacts.check_address(given_) == normal
 
 
-@pytest.mark.parametrize("address, error", [
-    ("a" * 64 + "@tox", "need no contact"),
-    ("A" * 64 + "@TOX", "need no contact"),
-    ("tarek", "not an e-mail address"),
-    ("tarek@localhost", "not an e-mail address"),
-    ("@example.org", "not an e-mail address"),
-    ("a@b@example.org", "not an e-mail address"),
-    ("Tarek <tarek@example.org>", "not an e-mail address"),
-    ("tar ek@example.org", "not an e-mail address"),
-    ("", "not an e-mail address"),
-])
+@pytest.mark.parametrize(
+    "address, error",
+    [
+        ("a" * 64 + "@tox", "need no contact"),
+        ("A" * 64 + "@TOX", "need no contact"),
+        ("tarek", "not an e-mail address"),
+        ("tarek@localhost", "not an e-mail address"),
+        ("@example.org", "not an e-mail address"),
+        ("a@b@example.org", "not an e-mail address"),
+        ("Tarek <tarek@example.org>", "not an e-mail address"),
+        ("tar ek@example.org", "not an e-mail address"),
+        ("", "not an e-mail address"),
+    ],
+)
 def test_check_address_refuses(address, error):
     with pytest.raises(ValueError, match=error):
         contacts.check_address(address)
@@ -126,39 +134,61 @@ def test_name_is_stripped():
     assert parse(f"- name: '  A  '\n  tox_id: {ID_A.hex()}\n").contacts[0].name == "A"
 
 
-@pytest.mark.parametrize("text, error", [
-    ("name: A\n", "contacts.yaml: the contacts file must be a list"),
-    ("just text\n", "contacts.yaml: the contacts file must be a list"),
-    (f"- name: A\n  tox_id: {ID_A.hex()}\n- oops\n", "contacts.yaml: entry 2: expected name"),
-    (f"- name: A\n  tox_id: {ID_A.hex()}\n  phone: 123\n", "contacts.yaml: line 3: phone: unknown key"),
-    (f"- name: A\n\n  tox_id: {ID_A.hex()}\n  addresses: [a@x.org]\n  users: [mom, grandpa]\n",
-     "contacts.yaml: line 5: users: 'grandpa' is not a user of this bridge"),
-    (f"- name: A\n  tox_id: {ID_A.hex()}\n  users: []\n", "contacts.yaml: line 3: users: an empty list serves nobody"),
-    (f"- name: A\n  tox_id: {ID_A.hex()}\n  users: [1]\n", "contacts.yaml: line 3: users: expected a list"),
-    ("- name: A\n  addresses: [a@x.org]\n", "contacts.yaml: line 1: entry has no tox_id"),
-    (f"# c\n- tox_id: {ID_A.hex()}\n", "contacts.yaml: line 2: entry has no name"),
-    (f"- name: ''\n  tox_id: {ID_A.hex()}\n", "contacts.yaml: line 1: name: expected a non-empty text"),
-    (f"- name: 12\n  tox_id: {ID_A.hex()}\n", "contacts.yaml: line 1: name: expected a non-empty text"),
-    ("- name: A\n  tox_id: 12\n", "contacts.yaml: line 2: tox_id: expected a non-empty text"),
-    (f"- name: A\n  tox_id: {ID_A.hex()[:-2]}00\n", "contacts.yaml: line 2: tox_id: Tox ID checksum"),
-    ("- name: A\n  tox_id: abc\n", "contacts.yaml: line 2: tox_id: a Tox ID has 76 hex digits"),
-    (f"- name: A\n  tox_id: {ID_A.hex()}\n  addresses: {{a: b}}\n",
-     "contacts.yaml: line 3: addresses: expected a list"),
-    (f"- name: A\n  tox_id: {ID_A.hex()}\n  addresses: [nobody]\n",
-     "contacts.yaml: line 3: addresses: 'nobody' is not an e-mail address"),
-    (f"- name: A\n  tox_id: {ID_A.hex()}\n  addresses: [{'b' * 64}@tox]\n",
-     "contacts.yaml: line 3: addresses: .*need no contact"),
-    (f"- name: A\n  name: B\n  tox_id: {ID_A.hex()}\n", "contacts.yaml: line 2: key 'name' appears twice"),
-    ("- name: [unclosed\n", "contacts.yaml: line 2: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("name: A\n", "contacts.yaml: the contacts file must be a list"),
+        ("just text\n", "contacts.yaml: the contacts file must be a list"),
+        (f"- name: A\n  tox_id: {ID_A.hex()}\n- oops\n", "contacts.yaml: entry 2: expected name"),
+        (f"- name: A\n  tox_id: {ID_A.hex()}\n  phone: 123\n", "contacts.yaml: line 3: phone: unknown key"),
+        (
+            f"- name: A\n\n  tox_id: {ID_A.hex()}\n  addresses: [a@x.org]\n  users: [mom, grandpa]\n",
+            "contacts.yaml: line 5: users: 'grandpa' is not a user of this bridge",
+        ),
+        (
+            f"- name: A\n  tox_id: {ID_A.hex()}\n  users: []\n",
+            "contacts.yaml: line 3: users: an empty list serves nobody",
+        ),
+        (
+            f"- name: A\n  tox_id: {ID_A.hex()}\n  users: [1]\n",
+            "contacts.yaml: line 3: users: expected a list",
+        ),
+        ("- name: A\n  addresses: [a@x.org]\n", "contacts.yaml: line 1: entry has no tox_id"),
+        (f"# c\n- tox_id: {ID_A.hex()}\n", "contacts.yaml: line 2: entry has no name"),
+        (f"- name: ''\n  tox_id: {ID_A.hex()}\n", "contacts.yaml: line 1: name: expected a non-empty text"),
+        (f"- name: 12\n  tox_id: {ID_A.hex()}\n", "contacts.yaml: line 1: name: expected a non-empty text"),
+        ("- name: A\n  tox_id: 12\n", "contacts.yaml: line 2: tox_id: expected a non-empty text"),
+        (f"- name: A\n  tox_id: {ID_A.hex()[:-2]}00\n", "contacts.yaml: line 2: tox_id: Tox ID checksum"),
+        ("- name: A\n  tox_id: abc\n", "contacts.yaml: line 2: tox_id: a Tox ID has 76 hex digits"),
+        (
+            f"- name: A\n  tox_id: {ID_A.hex()}\n  addresses: {{a: b}}\n",
+            "contacts.yaml: line 3: addresses: expected a list",
+        ),
+        (
+            f"- name: A\n  tox_id: {ID_A.hex()}\n  addresses: [nobody]\n",
+            "contacts.yaml: line 3: addresses: 'nobody' is not an e-mail address",
+        ),
+        (
+            f"- name: A\n  tox_id: {ID_A.hex()}\n  addresses: [{'b' * 64}@tox]\n",
+            "contacts.yaml: line 3: addresses: .*need no contact",
+        ),
+        (
+            f"- name: A\n  name: B\n  tox_id: {ID_A.hex()}\n",
+            "contacts.yaml: line 2: key 'name' appears twice",
+        ),
+        ("- name: [unclosed\n", "contacts.yaml: line 2: not valid YAML"),
+    ],
+)
 def test_parse_errors_name_file_and_line(text, error):
     with pytest.raises(ContactsError, match=error):
         parse(text)
 
 
 def test_duplicate_address_across_entries_names_both_lines():
-    text = (f"- name: A\n  addresses: [a@x.org]\n  tox_id: {ID_A.hex()}\n"
-            f"- name: B\n  addresses: [b@x.org, A@x.org]\n  tox_id: {ID_B.hex()}\n")
+    text = (
+        f"- name: A\n  addresses: [a@x.org]\n  tox_id: {ID_A.hex()}\n"
+        f"- name: B\n  addresses: [b@x.org, A@x.org]\n  tox_id: {ID_B.hex()}\n"
+    )
     with pytest.raises(ContactsError) as caught:
         parse(text)
     assert str(caught.value) == ("contacts.yaml: line 4: a@x.org is already the address of 'A' (line 1)")
@@ -166,6 +196,7 @@ def test_duplicate_address_across_entries_names_both_lines():
 
 def test_contacts_error_is_a_config_error():
     from toxbridge.config import ConfigError
+
     assert issubclass(ContactsError, ConfigError)
 
 
@@ -225,25 +256,30 @@ def test_with_key(book):
 
 
 def test_with_key_finds_every_entry_of_a_key():
-    text = (f"- name: A\n  tox_id: {ID_A.hex()}\n  users: [mom]\n"
-            f"- name: A for dad\n  tox_id: {ID_A.hex()[:64]}\n  users: [dad]\n")
+    text = (
+        f"- name: A\n  tox_id: {ID_A.hex()}\n  users: [mom]\n"
+        f"- name: A for dad\n  tox_id: {ID_A.hex()[:64]}\n  users: [dad]\n"
+    )
     assert [c.name for c in parse(text).with_key(ID_A[:32])] == ["A", "A for dad"]
 
 
-@pytest.mark.parametrize("what, names", [
-    ("Tarek", ["Tarek"]),
-    ("  tAREK ", ["Tarek"]),
-    ("zoë ŝmith", ["Zoë Ŝmith"]),
-    ("T@Example.NET", ["Tarek"]),
-    (ID_A.hex()[:8], ["Tarek"]),
-    (ID_A.hex()[:8].upper(), ["Tarek"]),
-    (ID_A.hex(), ["Tarek"]),  # the whole ID
-    (ID_B.hex()[:64], ["Grandma"]),
-    (ID_A.hex()[:7], []),  # too short to be a key prefix
-    ("Tar", []),  # names match whole
-    ("nobody@example.org", []),
-    ("", []),
-])
+@pytest.mark.parametrize(
+    "what, names",
+    [
+        ("Tarek", ["Tarek"]),
+        ("  tAREK ", ["Tarek"]),
+        ("zoë ŝmith", ["Zoë Ŝmith"]),
+        ("T@Example.NET", ["Tarek"]),
+        (ID_A.hex()[:8], ["Tarek"]),
+        (ID_A.hex()[:8].upper(), ["Tarek"]),
+        (ID_A.hex(), ["Tarek"]),  # the whole ID
+        (ID_B.hex()[:64], ["Grandma"]),
+        (ID_A.hex()[:7], []),  # too short to be a key prefix
+        ("Tar", []),  # names match whole
+        ("nobody@example.org", []),
+        ("", []),
+    ],
+)
 def test_find(book, what, names):
     assert [c.name for c in book.find(what)] == names
 
@@ -259,8 +295,10 @@ def test_find_prefix_shared_by_two_keys():
 
 
 def test_as_yaml_round_trips():
-    for c in (contact("Tarek", ID_A, "tarek@example.org", users=("mom",)),
-              Contact("Key only", (), ID_B[:32], None, ())):
+    for c in (
+        contact("Tarek", ID_A, "tarek@example.org", users=("mom",)),
+        Contact("Key only", (), ID_B[:32], None, ()),
+    ):
         entry = c.as_yaml()
         assert entry["tox_id"] == (c.tox_id or c.public_key).hex().upper()
         assert ("users" in entry) == bool(c.users)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from toxbridge import cli
-from toxbridge.contacts import book as contacts
 from toxbridge.address import tox_checksum
+from toxbridge.contacts import book as contacts
 from toxbridge.contacts.roster import Roster
 
 MAILBOXES = ("mom", "dad")
@@ -36,7 +36,8 @@ class Env:
             f"contacts: {self.contacts}\n"
             "users:\n"
             "  - {mailbox: mom, address: mom@home.example}\n"
-            "  - {mailbox: dad, address: dad@home.example}\n")
+            "  - {mailbox: dad, address: dad@home.example}\n"
+        )
 
     def book(self):
         return contacts.load(self.contacts, MAILBOXES).contacts
@@ -53,6 +54,7 @@ def env(tmp_path) -> Env:
 @pytest.fixture
 def run(env, capsys):
     """run(*args) -> (exit code, stdout, stderr); argparse's own exit becomes its code."""
+
     def run(*args: str) -> tuple[int, str, str]:
         try:
             code = cli.main(["--config", str(env.config), "contacts", *args])
@@ -60,6 +62,7 @@ def run(env, capsys):
             code = e.code
         out, err = capsys.readouterr()
         return code, out, err
+
     return run
 
 
@@ -93,13 +96,23 @@ def test_add_then_list(run, env):
     assert "for no ordinary address" in out
     (tarek, grandma) = env.book()
     assert (tarek.name, tarek.addresses, tarek.tox_id, tarek.users) == (
-        "Tarek", ("tarek@example.org", "t@example.net"), ID_A, ("mom",))
+        "Tarek",
+        ("tarek@example.org", "t@example.net"),
+        ID_A,
+        ("mom",),
+    )
     assert (grandma.public_key, grandma.tox_id, grandma.users) == (ID_B[:32], None, ())
     assert env.contacts.read_text().startswith("# toxbridge contacts")
     code, out, err = run("list")
     assert code == 0 and err == ""
     assert rows(out) == [
-        ["Tarek", "tarek@example.org,t@example.net", ID_A.hex().upper(), "mom", f"{env.contacts}:{tarek.line}"],
+        [
+            "Tarek",
+            "tarek@example.org,t@example.net",
+            ID_A.hex().upper(),
+            "mom",
+            f"{env.contacts}:{tarek.line}",
+        ],
         ["Grandma", "-", ID_B.hex()[:64].upper(), "all", f"{env.contacts}:{grandma.line}"],
     ]
 
@@ -123,14 +136,17 @@ def test_add_twice_the_same_address_fails(run, env):
     assert env.contacts.read_text() == before
 
 
-@pytest.mark.parametrize("args, error", [
-    (["A", "abc"], "76 hex digits"),
-    (["A", ID_A.hex()[:-1] + "0" if ID_A.hex()[-1] != "0" else ID_A.hex()[:-1] + "1"], "checksum"),
-    (["A", ID_A.hex(), "nobody"], "not an e-mail address"),
-    (["A", ID_A.hex(), ID_B.hex() + "@tox"], "need no contact"),
-    (["A", ID_A.hex(), "--user", "grandpa"], "no user 'grandpa' in"),
-    (["  ", ID_A.hex()], "a contact needs a name"),
-])
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["A", "abc"], "76 hex digits"),
+        (["A", ID_A.hex()[:-1] + "0" if ID_A.hex()[-1] != "0" else ID_A.hex()[:-1] + "1"], "checksum"),
+        (["A", ID_A.hex(), "nobody"], "not an e-mail address"),
+        (["A", ID_A.hex(), ID_B.hex() + "@tox"], "need no contact"),
+        (["A", ID_A.hex(), "--user", "grandpa"], "no user 'grandpa' in"),
+        (["  ", ID_A.hex()], "a contact needs a name"),
+    ],
+)
 def test_add_bad_input_is_a_usage_error(run, env, args, error):
     code, out, err = run("add", *args)
     assert code == 2 and out == ""
@@ -263,14 +279,21 @@ def test_pending_lists_requests(run, env):
     code, out, err = run("pending")
     assert code == 0 and err == ""
     lines = [line.split("\t") for line in out.splitlines()[1:]]
-    assert sorted((m, k, msg) for m, k, _, msg in lines) == [  # same first_seen: any order
-        ("dad", ID_C[:32].hex().upper(), "hi, it's Carl"), ("mom", ID_B[:32].hex().upper(), "Grüße")]
+    assert (
+        sorted((m, k, msg) for m, k, _, msg in lines)
+        == [  # same first_seen: any order
+            ("dad", ID_C[:32].hex().upper(), "hi, it's Carl"),
+            ("mom", ID_B[:32].hex().upper(), "Grüße"),
+        ]
+    )
     assert all(recent(line[2]) for line in lines)
 
 
 def test_accept_makes_a_contact_serving_the_mailbox_that_asked(run, env):
     pend(env, ("dad", ID_C[:32], "hello"), ("mom", ID_B[:32], "other"))
-    code, out, err = run("accept", ID_C[:32].hex()[:8].upper(), "--name", "Carl", "--address", "Carl@Example.org")
+    code, out, err = run(
+        "accept", ID_C[:32].hex()[:8].upper(), "--name", "Carl", "--address", "Carl@Example.org"
+    )
     assert code == 0, err
     assert out.startswith("added Carl")
     (carl,) = env.book()

@@ -24,7 +24,16 @@ ROUTING = 10.0  # the bridge rereads the contacts file every second
 
 def lookup(home, key: str) -> str | None:
     """`postmap -q KEY` against the household bridge's socketmap, as Postfix asks it."""
-    done = _fs.run(["postmap", "-c", str(home.postfix.config_dir), "-q", key, f"socketmap:inet:127.0.0.1:{home.socketmap_port}:transport"])
+    done = _fs.run(
+        [
+            "postmap",
+            "-c",
+            str(home.postfix.config_dir),
+            "-q",
+            key,
+            f"socketmap:inet:127.0.0.1:{home.socketmap_port}:transport",
+        ]
+    )
     assert done.returncode in (0, 1), done.stderr
     return done.stdout.strip() if done.returncode == 0 else None
 
@@ -47,8 +56,10 @@ def arrived(home, user: str, mid: str, timeout: float = ARRIVAL) -> email.messag
 
 
 def delivered(home, user: str, mid: str) -> bool:
-    return any(mid.encode() in m and b"X-Toxbridge-Id" in m.split(b"\r\n\r\n")[0]
-               for m in home.dovecot.fetch_inbox(user))
+    return any(
+        mid.encode() in m and b"X-Toxbridge-Id" in m.split(b"\r\n\r\n")[0]
+        for m in home.dovecot.fetch_inbox(user)
+    )
 
 
 def bounce_for(home, user: str, mid: str, timeout: float = ARRIVAL) -> str:
@@ -56,8 +67,11 @@ def bounce_for(home, user: str, mid: str, timeout: float = ARRIVAL) -> str:
     found: list[bytes] = []
 
     def check() -> bool:
-        found[:] = [m for m in home.dovecot.fetch_inbox(user)
-                    if mid.encode() in m and b"MAILER-DAEMON" in m.split(b"\r\n\r\n")[0]]
+        found[:] = [
+            m
+            for m in home.dovecot.fetch_inbox(user)
+            if mid.encode() in m and b"MAILER-DAEMON" in m.split(b"\r\n\r\n")[0]
+        ]
         return bool(found)
 
     assert wait_until(check, timeout, interval=0.2), f"no bounce for {mid} in {home.name}/{user}"
@@ -90,16 +104,23 @@ def test_contact_address_crosses_tox_and_the_reply_comes_back(network, report):
     # bob's household did not know alice's address: it learned it from the verified key
     bob.wait_log(f"bob: learned alice@alice.test -> Tox key {key(alice, 'alice')[:8]}", ROUTING)
     listing = bob.contacts("list").stdout
-    assert any(line.split("\t")[1:4] == ["alice@alice.test", key(alice, "alice").upper(), "bob"]
-               and "learned" in line for line in listing.splitlines())
+    assert any(
+        line.split("\t")[1:4] == ["alice@alice.test", key(alice, "alice").upper(), "bob"]
+        and "learned" in line
+        for line in listing.splitlines()
+    )
     assert lookup(bob, "alice@alice.test") == f"toxbridge:inet:127.0.0.1:{bob.bridge_port}"
 
-    reply_mid, reply = compose("bob@bob.test", "alice@alice.test", "Re: over tox by name", f"In-Reply-To: {mid}\r\n")
+    reply_mid, reply = compose(
+        "bob@bob.test", "alice@alice.test", "Re: over tox by name", f"In-Reply-To: {mid}\r\n"
+    )
     started = time.monotonic()
     bob.postfix.send("bob@bob.test", ["alice@alice.test"], reply)
     back = arrived(alice, "alice", reply_mid)
-    report(f"alice -> bob@bob.test over Tox {there:.2f} s; bob's reply to alice@alice.test "
-           f"(learned pairing) back over Tox {time.monotonic() - started:.2f} s")
+    report(
+        f"alice -> bob@bob.test over Tox {there:.2f} s; bob's reply to alice@alice.test "
+        f"(learned pairing) back over Tox {time.monotonic() - started:.2f} s"
+    )
     assert f"Tox key {key(bob, 'bob')}" in received(back)
     results = str(back["Authentication-Results"])
     assert "x-tox=pass" in results and "contact 'Bob'" in results
@@ -115,8 +136,10 @@ def test_contact_added_while_running_routes_and_removing_it_stops(network, repor
     mid, msg = compose("alice@alice.test", address, "new contact")
     alice.postfix.send("alice@alice.test", [address], msg)
     arrived(carol, "carol", mid)
-    report(f"contact added -> socketmap answers in {routed:.2f} s; first mail in carol's IMAP "
-           f"{time.monotonic() - added:.2f} s after `contacts add`")
+    report(
+        f"contact added -> socketmap answers in {routed:.2f} s; first mail in carol's IMAP "
+        f"{time.monotonic() - added:.2f} s after `contacts add`"
+    )
 
     alice.contacts("remove", "Carol")
     assert wait_until(lambda: lookup(alice, address) is None, ROUTING)
@@ -126,9 +149,14 @@ def test_contact_added_while_running_routes_and_removing_it_stops(network, repor
     # Postfix may still hold the route for a while; then the bridge itself refuses it
     assert ("not a Tox contact" in bounce) or ("sends no mail beyond this machine" in bounce)
     assert not delivered(carol, "carol", mid2)
-    report("after `contacts remove` the mail bounced: "
-           + ("the bridge refused it (Postfix still had the route)" if "not a Tox contact" in bounce
-              else "Postfix routed it the normal way"))
+    report(
+        "after `contacts remove` the mail bounced: "
+        + (
+            "the bridge refused it (Postfix still had the route)"
+            if "not a Tox contact" in bounce
+            else "Postfix routed it the normal way"
+        )
+    )
 
 
 def test_friend_forging_another_contacts_address_is_rejected(network):
@@ -165,14 +193,17 @@ def test_forged_sender_is_flagged_where_the_policy_says_flag(network):
 
 def test_a_friend_cannot_preset_our_trust_headers(network):
     alice, bob = network["alice"], network["bob"]
-    fake = (f"Authentication-Results: bridge.bob.test; x-tox=pass x-tox.key={'0' * 64}\r\n"
-            "X-Toxbridge-Warning: none\r\nAuthentication-Results: elsewhere.example; spf=pass\r\n")
+    fake = (
+        f"Authentication-Results: bridge.bob.test; x-tox=pass x-tox.key={'0' * 64}\r\n"
+        "X-Toxbridge-Warning: none\r\nAuthentication-Results: elsewhere.example; spf=pass\r\n"
+    )
     mid, msg = compose("alice@alice.test", bob.tox_address("bob"), "preset headers", fake)
     alice.postfix.send("alice@alice.test", [bob.tox_address("bob")], msg)
     got = arrived(bob, "bob", mid)
     results = got.get_all("Authentication-Results")
     assert [r for r in results if str(r).startswith("bridge.bob.test")] == [
-        r for r in results if "x-tox=pass" in str(r) and key(alice, "alice") in str(r)]
+        r for r in results if "x-tox=pass" in str(r) and key(alice, "alice") in str(r)
+    ]
     assert any("elsewhere.example" in str(r) for r in results)
     assert got["X-Toxbridge-Warning"] is None
 

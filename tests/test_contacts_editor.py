@@ -7,14 +7,14 @@ import fcntl
 import os
 
 import pytest
+from contacts_data import ID_A, ID_B, ID_C, ID_D, MAILBOXES, contact, full_id, parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contacts_data import ID_A, ID_B, ID_C, ID_D, MAILBOXES, contact, full_id, parse
 from toxbridge.address import tox_checksum
-from toxbridge.contacts import book as contacts, editor
+from toxbridge.contacts import book as contacts
+from toxbridge.contacts import editor
 from toxbridge.contacts.book import Contact, ContactsError
-
 
 # ---------------------------------------------------------------- editor.added / removed
 
@@ -114,10 +114,10 @@ def test_removed_cuts_only_that_entrys_lines(index):
     """At every entry: what is left is the original minus one contiguous block of lines."""
     before = parse(COMMENTED).contacts
     result = editor.removed(COMMENTED, "contacts.yaml", MAILBOXES, before[index])
-    assert parse(result).contacts == before[:index] + before[index + 1:]
+    assert parse(result).contacts == before[:index] + before[index + 1 :]
     old, new = COMMENTED.splitlines(keepends=True), result.splitlines(keepends=True)
-    head = next(i for i, (a, b) in enumerate(zip(old + [None], new + [None])) if a != b)
-    assert old[:head] == new[:head] and old[head + len(old) - len(new):] == new[head:]
+    head = next(i for i, (a, b) in enumerate(zip(old + [None], new + [None], strict=False)) if a != b)
+    assert old[:head] == new[:head] and old[head + len(old) - len(new) :] == new[head:]
     assert old[head].startswith("- name:")  # the cut starts at the entry itself
 
 
@@ -178,11 +178,14 @@ def test_flow_style_file_is_refused_for_remove(index):
         editor.removed(FLOW, "contacts.yaml", MAILBOXES, gone)
 
 
-@pytest.mark.parametrize("text", [
-    f"  - name: A\n    tox_id: {ID_A.hex()}\n",  # indented list
-    f"- name: A\n  tox_id: {ID_A.hex()}\n...\n",  # document end marker
-    "[]\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"  - name: A\n    tox_id: {ID_A.hex()}\n",  # indented list
+        f"- name: A\n  tox_id: {ID_A.hex()}\n...\n",  # document end marker
+        "[]\n",
+    ],
+)
 def test_unusual_layouts_are_refused_for_add(text):
     with pytest.raises(ContactsError, match="edit it by hand"):
         editor.added(text, "contacts.yaml", MAILBOXES, contact("C", ID_C))
@@ -216,15 +219,22 @@ def test_added_refuses_an_entry_the_book_cannot_hold():
         editor.added("", "contacts.yaml", MAILBOXES, stranger)
 
 
-_names = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=20) \
-    .map(str.strip).filter(bool)
+_names = (
+    st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=20)
+    .map(str.strip)
+    .filter(bool)
+)
 _local = st.from_regex(r"[a-z0-9+_-]{1,5}(\.[a-z0-9+_-]{1,4})?", fullmatch=True)
 
 
 @settings(max_examples=200, deadline=None)
-@given(name=_names, key=st.binary(min_size=32, max_size=32), full=st.booleans(),
-       locals_=st.lists(_local, max_size=3, unique=True),
-       users=st.lists(st.sampled_from(MAILBOXES), max_size=3, unique=True))
+@given(
+    name=_names,
+    key=st.binary(min_size=32, max_size=32),
+    full=st.booleans(),
+    locals_=st.lists(_local, max_size=3, unique=True),
+    users=st.lists(st.sampled_from(MAILBOXES), max_size=3, unique=True),
+)
 def test_added_then_removed_property(name, key, full, locals_, users):
     tox_id = key + b"\0\0\0\0" + tox_checksum(key + b"\0\0\0\0") if full else None
     new = Contact(name, tuple(f"{lp}@new.example" for lp in locals_), key, tox_id, tuple(users))
@@ -269,8 +279,9 @@ def test_edit_writes_nothing_when_the_change_is_refused(tmp_path):
     path.chmod(0o600)
     before = path.stat()
     with pytest.raises(ContactsError, match="edit it by hand"):
-        editor.edit(path, MAILBOXES,
-                           lambda text, source: editor.added(text, source, MAILBOXES, contact("C", ID_C)))
+        editor.edit(
+            path, MAILBOXES, lambda text, source: editor.added(text, source, MAILBOXES, contact("C", ID_C))
+        )
     assert path.read_text() == FLOW
     assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
     assert sorted(p.name for p in tmp_path.iterdir()) == ["contacts.yaml"]
@@ -282,4 +293,3 @@ def test_read_text(tmp_path):
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ContactsError, match="cannot read the contacts file"):
         editor.read_text(path)
-

@@ -16,11 +16,18 @@ class FakeHome(SimpleNamespace):
 
 
 def test_account_table_is_aligned_and_says_how_to_reach_each_household(capsys):
-    homes = [FakeHome(name=name, users={name: f"{name}-pw"}, bridge_users=[name],
-                      dovecot=SimpleNamespace(imap_port=20001, pop3_port=31234),
-                      postfix=SimpleNamespace(smtp_port=25000 + i),
-                      contacts_path=f"/demo/{name}/contacts.yaml", config_path=f"/demo/{name}/toxbridge.yaml")
-             for i, name in enumerate(["alice", "christopher"])]
+    homes = [
+        FakeHome(
+            name=name,
+            users={name: f"{name}-pw"},
+            bridge_users=[name],
+            dovecot=SimpleNamespace(imap_port=20001, pop3_port=31234),
+            postfix=SimpleNamespace(smtp_port=25000 + i),
+            contacts_path=f"/demo/{name}/contacts.yaml",
+            config_path=f"/demo/{name}/toxbridge.yaml",
+        )
+        for i, name in enumerate(["alice", "christopher"])
+    ]
     demo._print_accounts(homes)
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.split()[:2] == ["user", "address"])

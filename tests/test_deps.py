@@ -32,8 +32,9 @@ SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/
 
 
 def apt_packages() -> set[str]:
-    done = subprocess.run(["make", "-s", "-C", str(REPO), "apt-packages"], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "apt-packages"], capture_output=True, text=True, check=True
+    )
     return set(done.stdout.split())
 
 
@@ -69,8 +70,11 @@ def programs_run() -> dict[str, str]:
     """Program → where it is run: the first word of every literal command line in the tests,
     the lab and the bench, and every shutil.which("…") there."""
     found: dict[str, str] = {}
-    sources = [*(REPO / "tests").glob("*.py"), *(REPO / "toxbridge" / "lab").glob("*.py"),
-               *(REPO / "bench").glob("*.py")]
+    sources = [
+        *(REPO / "tests").glob("*.py"),
+        *(REPO / "toxbridge" / "lab").glob("*.py"),
+        *(REPO / "bench").glob("*.py"),
+    ]
     for source in sources:
         for node in ast.walk(ast.parse(source.read_text())):
             if not isinstance(node, ast.Call) or not node.args:
@@ -103,8 +107,9 @@ def package_of(program: str) -> str | None:
 
 
 def in_minbase(package: str) -> bool:
-    done = subprocess.run(["dpkg-query", "-W", "-f=${Essential} ${Priority}", package],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Essential} ${Priority}", package], capture_output=True, text=True
+    )
     fields = done.stdout.split()  # Essential is "yes" or empty
     return "yes" in fields or "required" in fields
 

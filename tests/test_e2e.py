@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from toxbridge.mail import lmtp_out
 from toxbridge.config import Endpoint
 from toxbridge.lab.ports import wait_until
+from toxbridge.mail import lmtp_out
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,9 @@ def wait_for(home, user: str, predicate, timeout: float = ARRIVAL) -> list[bytes
         found = [m for m in home.dovecot.fetch_inbox(user) if predicate(m)]
         return bool(found)
 
-    assert wait_until(check, timeout, interval=0.2), f"nothing matching in {home.name}/{user} after {timeout}s"
+    assert wait_until(check, timeout, interval=0.2), (
+        f"nothing matching in {home.name}/{user} after {timeout}s"
+    )
     return found
 
 
@@ -71,7 +73,9 @@ def test_mail_crosses_tox_byte_identical(network):
         + encoded
         + b"--XYZ--\r\n"
     )
-    mid, msg = compose("bytes", body, 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XYZ"\r\n')
+    mid, msg = compose(
+        "bytes", body, 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XYZ"\r\n'
+    )
     alice.postfix.send(alice.address("alice"), [bob.tox_address("bob")], msg)
     (got,) = wait_for(bob, "bob", lambda m: message_id(m) == mid)
     head, got_body = split(got)
@@ -89,14 +93,21 @@ def test_per_recipient_outcomes_across_households(network):
     alan in alice's own household: each good recipient gets the mail once, ghost bounces alone."""
     alice, bob, carol = network["alice"], network["bob"], network["carol"]
     mid, msg = compose("four recipients", b"One mail, four recipients.\r\n")
-    rcpts = [bob.tox_address("bob"), bob.tox_address("ghost"), carol.tox_address("carol"), alice.address("alan")]
+    rcpts = [
+        bob.tox_address("bob"),
+        bob.tox_address("ghost"),
+        carol.tox_address("carol"),
+        alice.address("alan"),
+    ]
     alice.postfix.send(alice.address("alice"), rcpts, msg)
     wait_for(bob, "bob", lambda m: message_id(m) == mid)
     wait_for(carol, "carol", lambda m: message_id(m) == mid)
     wait_for(alice, "alan", lambda m: message_id(m) == mid)
     bounce = wait_for(alice, "alice", lambda m: b"four recipients" in m and b"Undelivered" in m)
     report = bounce[0].decode("utf-8", "replace")
-    assert bob.tox_ids["ghost"][:64].lower() in report.lower() or bob.tox_ids["ghost"].lower() in report.lower()
+    assert (
+        bob.tox_ids["ghost"][:64].lower() in report.lower() or bob.tox_ids["ghost"].lower() in report.lower()
+    )
     assert "5.1.1" in report
     assert bob.tox_ids["bob"].lower() not in report.lower().split("message/rfc822")[0]
     alice.postfix.wait_queue_empty(ARRIVAL)
@@ -122,8 +133,11 @@ def test_recipient_behind_stopped_bridge_stays_queued_then_arrives(network):
     alice.postfix.send(alice.address("alice"), [carol.tox_address("carol")], msg)
 
     def deferred() -> list[dict]:
-        return [q for q in alice.postfix.queue()
-                if any("4.4.1" in r.get("delay_reason", "") for r in q.get("recipients", []))]
+        return [
+            q
+            for q in alice.postfix.queue()
+            if any("4.4.1" in r.get("delay_reason", "") for r in q.get("recipients", []))
+        ]
 
     assert wait_until(lambda: bool(deferred()), ARRIVAL), alice.postfix.queue()
     assert not [m for m in alice.dovecot.fetch_inbox("alice") if b"while carol is away" in m], "bounced"
@@ -138,8 +152,15 @@ def test_recipient_behind_stopped_bridge_stays_queued_then_arrives(network):
 def test_lmtp_client_reads_one_reply_per_recipient_from_dovecot(network):
     alice = network["alice"]
     mid, msg = compose("direct lmtp", b"Straight into Dovecot.\r\n")
-    replies = asyncio.run(lmtp_out.deliver(
-        Endpoint("127.0.0.1", alice.dovecot.lmtp_port), "alice@alice.test", ["alice", "nosuchuser", "alan"], msg, "test"))
+    replies = asyncio.run(
+        lmtp_out.deliver(
+            Endpoint("127.0.0.1", alice.dovecot.lmtp_port),
+            "alice@alice.test",
+            ["alice", "nosuchuser", "alan"],
+            msg,
+            "test",
+        )
+    )
     assert [r.code // 100 for r in replies] == [2, 5, 2]
     assert len(with_id(alice.dovecot.fetch_inbox("alice"), mid)) == 1
     assert len(with_id(alice.dovecot.fetch_inbox("alan"), mid)) == 1
@@ -158,7 +179,11 @@ def test_large_mail_arrives_intact(network):
     alice, bob = network["alice"], network["bob"]
     attachment = os.urandom(8 * 1024 * 1024)
     encoded = base64.encodebytes(attachment).replace(b"\n", b"\r\n")
-    body = b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--B--\r\n"
+    body = (
+        b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + encoded
+        + b"--B--\r\n"
+    )
     mid, msg = compose("large", body, 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n')
     alice.postfix.send(alice.address("alice"), [bob.tox_address("bob")], msg)
     (got,) = wait_for(bob, "bob", lambda m: message_id(m) == mid, timeout=120)
@@ -174,8 +199,11 @@ def test_dovecot_down_defers_then_delivers(network):
         alice.postfix.send(alice.address("alice"), [carol.tox_address("carol")], msg)
 
         def deferred() -> bool:
-            return any("4.4.2" in r.get("delay_reason", "")
-                       for q in alice.postfix.queue() for r in q.get("recipients", []))
+            return any(
+                "4.4.2" in r.get("delay_reason", "")
+                for q in alice.postfix.queue()
+                for r in q.get("recipients", [])
+            )
 
         assert wait_until(deferred, ARRIVAL), alice.postfix.queue()
     finally:
@@ -192,7 +220,9 @@ def test_dovecot_drops_a_second_copy_of_a_tox_mail(network):
     tox_id = os.urandom(32).hex()
     mid, msg = compose("twice", b"Sent twice, stored once.\r\n")
     for _ in range(2):
-        replies = asyncio.run(lmtp_out.deliver(endpoint, "x@tox", ["alan"], f"X-Toxbridge-Id: {tox_id}\r\n".encode() + msg, "t"))
+        replies = asyncio.run(
+            lmtp_out.deliver(endpoint, "x@tox", ["alan"], f"X-Toxbridge-Id: {tox_id}\r\n".encode() + msg, "t")
+        )
         assert replies[0].code == 250, replies
     assert len(with_id(alice.dovecot.fetch_inbox("alan"), mid)) == 1
     mid2, plain = compose("plain twice", b"No id: both copies stay.\r\n")

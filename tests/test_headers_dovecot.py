@@ -43,8 +43,14 @@ CORPUS = [
 def dovecot():
     root = Path(tempfile.mkdtemp(prefix="toxbridge-headers-", dir="/tmp"))
     root.chmod(0o755)  # the lab's users must reach it
-    server = Dovecot(root, "headers", {"mom": "mom-pw"}, lmtp_port=free_port(), imap_port=free_port(),
-                     pop3_port=free_port())
+    server = Dovecot(
+        root,
+        "headers",
+        {"mom": "mom-pw"},
+        lmtp_port=free_port(),
+        imap_port=free_port(),
+        pop3_port=free_port(),
+    )
     try:
         server.start()
         yield server
@@ -59,7 +65,7 @@ _TOKEN = re.compile(rb'\(|\)|NIL|"(?:[^"\\]|\\.)*"')
 def envelope_from(response: bytes) -> list[str]:
     """The From addresses of an IMAP ENVELOPE (the third item), as mailbox@host, lower case."""
     stack: list[list] = [[]]
-    for token in _TOKEN.findall(response[response.index(b"ENVELOPE") + len(b"ENVELOPE"):]):
+    for token in _TOKEN.findall(response[response.index(b"ENVELOPE") + len(b"ENVELOPE") :]):
         if token == b"(":
             stack.append([])
         elif token == b")":
@@ -76,8 +82,11 @@ def envelope_from(response: bytes) -> list[str]:
 def test_the_from_imap_shows_is_the_from_the_scanner_reads(dovecot):
     messages = [header + f"Subject: case {i}\r\n\r\nbody\r\n".encode() for i, header in enumerate(CORPUS)]
     for message in messages:
-        replies = asyncio.run(lmtp_out.deliver(Endpoint("127.0.0.1", dovecot.lmtp_port), "s@x.example", ["mom"],
-                                               message, "test"))
+        replies = asyncio.run(
+            lmtp_out.deliver(
+                Endpoint("127.0.0.1", dovecot.lmtp_port), "s@x.example", ["mom"], message, "test"
+            )
+        )
         assert replies[0].code == 250, replies
     imap = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
     try:
@@ -90,4 +99,6 @@ def test_the_from_imap_shows_is_the_from_the_scanner_reads(dovecot):
     assert len(shown) == len(messages)
     read = [from_addresses(scan(message)) for message in messages]
     assert read == shown
-    assert shown[1] == ["space-before-colon@home.example"] and shown[3] == ["after-a-line-without-colon@home.example"]
+    assert shown[1] == ["space-before-colon@home.example"] and shown[3] == [
+        "after-a-line-without-colon@home.example"
+    ]

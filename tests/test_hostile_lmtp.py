@@ -78,8 +78,21 @@ def arrived(home, user: str, token: bytes) -> list[bytes]:
     return found
 
 
-@pytest.mark.parametrize("line", [b"FOO", b"HELO x", b"EHLO x", b"\xff\xfe\xfd", b"\x00\x01\x02", b"MAIL", b"RCPT TO:<x@tox>",
-                                  b"DATA", b"MAIL FROM:alice", b"   "])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"FOO",
+        b"HELO x",
+        b"EHLO x",
+        b"\xff\xfe\xfd",
+        b"\x00\x01\x02",
+        b"MAIL",
+        b"RCPT TO:<x@tox>",
+        b"DATA",
+        b"MAIL FROM:alice",
+        b"   ",
+    ],
+)
 def test_garbage_command_gets_one_error_and_the_session_stays_in_step(lmtp, line):
     assert 500 <= lmtp.cmd(line).code < 600
     assert lmtp.in_step()
@@ -132,13 +145,15 @@ def test_data_over_the_limit_gets_one_552_per_recipient(lmtp, network):
 def test_pipelined_transaction_gets_its_replies_in_order(lmtp, network):
     bob = network["bob"]
     token = uuid.uuid4().hex.encode()
-    lmtp.send(b"MAIL FROM:<alice@alice.test>\r\n"
-              b"RCPT TO:<" + bob.tox_address("bob").encode() + b">\r\n"
-              b"RCPT TO:<not-a-tox-address@tox>\r\n"
-              b"RCPT TO:<bob@example.org> FOO=BAR\r\n"
-              b"DATA\r\n"
-              b"Subject: pipelined " + token + b"\r\n\r\n..leading dot\r\n.\r\n"
-              b"NOOP\r\n")
+    lmtp.send(
+        b"MAIL FROM:<alice@alice.test>\r\n"
+        b"RCPT TO:<" + bob.tox_address("bob").encode() + b">\r\n"
+        b"RCPT TO:<not-a-tox-address@tox>\r\n"
+        b"RCPT TO:<bob@example.org> FOO=BAR\r\n"
+        b"DATA\r\n"
+        b"Subject: pipelined " + token + b"\r\n\r\n..leading dot\r\n.\r\n"
+        b"NOOP\r\n"
+    )
     codes = [lmtp.reply().code for _ in range(6)]
     assert codes == [250, 250, 550, 555, 354, 250], codes
     assert lmtp.reply().code == 250  # NOOP: one reply after DATA for the one accepted recipient
@@ -149,13 +164,18 @@ def test_pipelined_transaction_gets_its_replies_in_order(lmtp, network):
 def test_eight_bit_body_arrives_byte_identical(network):
     alice, bob = network["alice"], network["bob"]
     token = uuid.uuid4().hex
-    body = (b"Latin-1, not UTF-8: caf\xe9 \xff\xfe\r\n"
-            + "UTF-8: Grüße, 日本語, emoji 📬\r\n".encode()
-            + b".a line starting with a dot\r\n"
-            + bytes(range(0x80, 0x100)).replace(b"\x85", b"") + b"\r\n")
-    msg = (f"From: alice@alice.test\r\nSubject: 8bit {token}\r\nMessage-ID: <{token}@alice.test>\r\n"
-           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=unknown-8bit\r\n"
-           "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() + body
+    body = (
+        b"Latin-1, not UTF-8: caf\xe9 \xff\xfe\r\n"
+        + "UTF-8: Grüße, 日本語, emoji 📬\r\n".encode()
+        + b".a line starting with a dot\r\n"
+        + bytes(range(0x80, 0x100)).replace(b"\x85", b"")
+        + b"\r\n"
+    )
+    msg = (
+        f"From: alice@alice.test\r\nSubject: 8bit {token}\r\nMessage-ID: <{token}@alice.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=unknown-8bit\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode() + body
     alice.postfix.send(alice.address("alice"), [bob.tox_address("bob")], msg)
     (got,) = arrived(bob, "bob", token.encode())
     assert split_body(got) == split_body(msg)
@@ -164,20 +184,26 @@ def test_eight_bit_body_arrives_byte_identical(network):
 def test_smtputf8_mail_with_utf8_headers_arrives_byte_identical(network):
     alice, bob = network["alice"], network["bob"]
     token = uuid.uuid4().hex
-    head = (f"From: Jörg Müller <alice@alice.test>\r\nTo: Bøb <{bob.tox_address('bob')}>\r\n"
-            f"Subject: Grüße aus Köln — {token} 📬\r\nMessage-ID: <{token}@alice.test>\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            "Content-Transfer-Encoding: 8bit\r\n").encode()
+    head = (
+        f"From: Jörg Müller <alice@alice.test>\r\nTo: Bøb <{bob.tox_address('bob')}>\r\n"
+        f"Subject: Grüße aus Köln — {token} 📬\r\nMessage-ID: <{token}@alice.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+    ).encode()
     msg = head + b"\r\n" + "Ça va? 日本語\r\n".encode()
     with smtplib.SMTP("127.0.0.1", alice.postfix.smtp_port, timeout=60) as s:
-        assert not s.sendmail(alice.address("alice"), [bob.tox_address("bob")], msg,
-                              mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        assert not s.sendmail(
+            alice.address("alice"), [bob.tox_address("bob")], msg, mail_options=["SMTPUTF8", "BODY=8BITMIME"]
+        )
     (got,) = arrived(bob, "bob", token.encode())
     assert split_body(got) == split_body(msg)
     got_head = got.replace(b"\r\n", b"\n").partition(b"\n\n")[0]
     for line in head.replace(b"\r\n", b"\n").splitlines():
         assert line in got_head.splitlines(), line
-    assert email.message_from_bytes(got, policy=email.policy.default)["Subject"] == f"Grüße aus Köln — {token} 📬"
+    assert (
+        email.message_from_bytes(got, policy=email.policy.default)["Subject"]
+        == f"Grüße aus Köln — {token} 📬"
+    )
 
 
 def test_dsn_request_through_postfix_arrives_and_success_is_reported(network):
@@ -188,8 +214,13 @@ def test_dsn_request_through_postfix_arrives_and_success_is_reported(network):
     rcpt = bob.tox_address("bob")
     msg = f"From: alice@alice.test\r\nSubject: dsn {token}\r\n\r\nPlease confirm.\r\n".encode()
     with smtplib.SMTP("127.0.0.1", alice.postfix.smtp_port, timeout=60) as s:
-        assert not s.sendmail(alice.address("alice"), [rcpt], msg, mail_options=["RET=HDRS", f"ENVID={token}"],
-                              rcpt_options=["NOTIFY=SUCCESS,FAILURE", f"ORCPT=rfc822;{rcpt}"])
+        assert not s.sendmail(
+            alice.address("alice"),
+            [rcpt],
+            msg,
+            mail_options=["RET=HDRS", f"ENVID={token}"],
+            rcpt_options=["NOTIFY=SUCCESS,FAILURE", f"ORCPT=rfc822;{rcpt}"],
+        )
     arrived(bob, "bob", token.encode())
     (report,) = arrived(alice, "alice", f"Original-Envelope-Id: {token}".encode())
     text = report.decode("utf-8", "replace")

@@ -17,9 +17,9 @@ import pytest
 from payloads import encode_payload
 from toxpeer import PlainClient, befriend
 
-from toxbridge.tox import wire
 from toxbridge.config import load
 from toxbridge.lab.ports import wait_until
+from toxbridge.tox import wire
 from toxbridge.tox.library import FILE_KIND_AVATAR, FILE_KIND_DATA
 
 pytestmark = pytest.mark.integration
@@ -64,9 +64,14 @@ def still_serving(network) -> None:
     """A normal mail alice → bob through Postfix and both bridges still arrives."""
     alice, bob = network["alice"], network["bob"]
     token = uuid.uuid4().hex
-    alice.postfix.send(alice.address("alice"), [bob.tox_address("bob")],
-                       f"From: alice@alice.test\r\nSubject: still serving {token}\r\n\r\nok\r\n".encode())
-    assert wait_until(lambda: any(token.encode() in m for m in bob.dovecot.fetch_inbox("bob")), 60, interval=0.2)
+    alice.postfix.send(
+        alice.address("alice"),
+        [bob.tox_address("bob")],
+        f"From: alice@alice.test\r\nSubject: still serving {token}\r\n\r\nok\r\n".encode(),
+    )
+    assert wait_until(
+        lambda: any(token.encode() in m for m in bob.dovecot.fetch_inbox("bob")), 60, interval=0.2
+    )
 
 
 def no_traceback(home, since: int) -> None:
@@ -77,7 +82,9 @@ def max_payload(home) -> int:
     return load(home.config_path).max_message_size + wire.MAX_HEADER + wire.PREFIX.size
 
 
-@pytest.mark.parametrize("kind, filename", [(FILE_KIND_AVATAR, wire.MAIL_FILENAME), (FILE_KIND_DATA, b"holiday.jpg")])
+@pytest.mark.parametrize(
+    "kind, filename", [(FILE_KIND_AVATAR, wire.MAIL_FILENAME), (FILE_KIND_DATA, b"holiday.jpg")]
+)
 def test_file_that_is_not_a_mail_is_cancelled_and_logged_once(network, eve, kind, filename):
     alice = network["alice"]
     client, friend = eve
@@ -100,7 +107,7 @@ def test_oversized_announcement_is_answered_552_and_cancelled(network, eve):
     seen = len(client.results)
     number = client.send_file(friend, payload, file_id, size=max_payload(alice) + 1)
     assert wait_until(lambda: client.results_for(file_id, seen) and number in client.cancelled, WAIT)
-    (reply,), = client.results_for(file_id, seen)
+    ((reply,),) = client.results_for(file_id, seen)
     assert (reply.code, reply.text[:5]) == (552, "5.3.4"), reply
     assert not client.served.get(number)
     assert not landed(alice, token)
@@ -162,8 +169,9 @@ def flood(client: PlainClient, friend: int, network) -> tuple[list[bytes], list[
     def offer_all() -> list[int]:  # one loop turn: the bridge sees all the offers together
         out = []
         for payload, _ in mails:
-            number = client.node.file_send(friend, FILE_KIND_DATA, len(payload), hashlib.sha256(payload).digest(),
-                                           wire.MAIL_FILENAME)
+            number = client.node.file_send(
+                friend, FILE_KIND_DATA, len(payload), hashlib.sha256(payload).digest(), wire.MAIL_FILENAME
+            )
             client.outgoing[number], client.limit[number] = payload, 0
             client.cancelled.discard(number)
             out.append(number)
@@ -174,8 +182,11 @@ def flood(client: PlainClient, friend: int, network) -> tuple[list[bytes], list[
 
 
 def refused_busy(client: PlainClient, file_ids: list[bytes], seen: int) -> list[bytes]:
-    return [f for f in file_ids if any(r[0].code == 451 and r[0].text.startswith("4.3.2")
-                                      for r in client.results_for(f, seen))]
+    return [
+        f
+        for f in file_ids
+        if any(r[0].code == 451 and r[0].text.startswith("4.3.2") for r in client.results_for(f, seen))
+    ]
 
 
 def test_flood_of_transfers_is_limited_and_the_bridge_keeps_serving(network, eve):
@@ -198,7 +209,7 @@ def test_flood_of_transfers_is_limited_and_the_bridge_keeps_serving(network, eve
     seen_junk = len(client.results)
     client.send_file(friend, junk, junk_id)
     assert wait_until(lambda: client.results_for(junk_id, seen_junk), WAIT)
-    (reply,), = client.results_for(junk_id, seen_junk)
+    ((reply,),) = client.results_for(junk_id, seen_junk)
     assert reply.code == 554, f"a transfer after the flood was not read: {reply}"
     still_serving(network)
     box = alice.dovecot.fetch_inbox("alice")

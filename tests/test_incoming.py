@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from payloads import encode_payload
+
 from toxbridge.tox import wire
 from toxbridge.tox.incoming import Incoming
 
@@ -50,10 +51,10 @@ def test_a_file_that_is_not_a_payload_starts_over(tmp_path):
 def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeypatch):
     import asyncio
 
-    from toxbridge.tox import incoming as receiver_mod
-    from toxbridge.tox.incoming import Receiver
-    from toxbridge.tox.errors import ToxSendQueueFull
     from toxbridge.mail.smtpreply import Reply
+    from toxbridge.tox import incoming as receiver_mod
+    from toxbridge.tox.errors import ToxSendQueueFull
+    from toxbridge.tox.incoming import Receiver
 
     monkeypatch.setattr(receiver_mod, "ANSWER_RETRY_SECONDS", 0.001)
 

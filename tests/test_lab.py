@@ -27,8 +27,10 @@ from toxbridge.lab.postfix import Postfix
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="private Postfix/Dovecot instances need root"),
-    pytest.mark.skipif(not all(shutil.which(c) for c in ("postfix", "dovecot", "tox-bootstrapd")),
-                       reason="postfix, dovecot or tox-bootstrapd not installed"),
+    pytest.mark.skipif(
+        not all(shutil.which(c) for c in ("postfix", "dovecot", "tox-bootstrapd")),
+        reason="postfix, dovecot or tox-bootstrapd not installed",
+    ),
 ]
 
 TOX_RCPT = "ab" * 38 + "@tox"
@@ -47,11 +49,23 @@ def root():
 @pytest.fixture
 def alice(root):
     """Household alice: Dovecot (alice, alan) + Postfix for alice.test; no bridge listening."""
-    dovecot = Dovecot(root, "alice", {"alice": "alice-pw", "alan": "alan-pw"},
-                      lmtp_port=free_port(), imap_port=free_port(), pop3_port=free_port())
-    postfix = Postfix(root, "alice", "alice.test", smtp_port=free_port(),
-                      local_users=["alice", "alan"], dovecot_lmtp_port=dovecot.lmtp_port,
-                      bridge_lmtp_port=free_port())
+    dovecot = Dovecot(
+        root,
+        "alice",
+        {"alice": "alice-pw", "alan": "alan-pw"},
+        lmtp_port=free_port(),
+        imap_port=free_port(),
+        pop3_port=free_port(),
+    )
+    postfix = Postfix(
+        root,
+        "alice",
+        "alice.test",
+        smtp_port=free_port(),
+        local_users=["alice", "alan"],
+        dovecot_lmtp_port=dovecot.lmtp_port,
+        bridge_lmtp_port=free_port(),
+    )
     try:
         dovecot.start()
         postfix.start()
@@ -71,23 +85,19 @@ def _message(attachment: bytes) -> bytes:
         b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
         b"Message-ID: <lab-8bit-1@alice.test>\r\n"
         b"MIME-Version: 1.0\r\n"
-        b"Content-Type: multipart/mixed; boundary=\"b0undary\"\r\n"
+        b'Content-Type: multipart/mixed; boundary="b0undary"\r\n'
         b"\r\n"
         b"--b0undary\r\n"
         b"Content-Type: text/plain; charset=utf-8\r\n"
         b"Content-Transfer-Encoding: 8bit\r\n"
-        b"\r\n"
-        + "Grüße aus Köln — ☃ 日本語\r\n".encode()
-        + b".a line that starts with a dot\r\n"
+        b"\r\n" + "Grüße aus Köln — ☃ 日本語\r\n".encode() + b".a line that starts with a dot\r\n"
         b"..and one with two\r\n"
         b"From the start of a line\r\n"
         b"--b0undary\r\n"
         b"Content-Type: application/octet-stream\r\n"
-        b"Content-Disposition: attachment; filename=\"blob.bin\"\r\n"
+        b'Content-Disposition: attachment; filename="blob.bin"\r\n'
         b"Content-Transfer-Encoding: base64\r\n"
-        b"\r\n"
-        + b64
-        + b"--b0undary--\r\n"
+        b"\r\n" + b64 + b"--b0undary--\r\n"
     )
 
 
@@ -131,8 +141,9 @@ def test_tox_mail_without_bridge_stays_deferred(alice):
     # A push (what the bridge does when a friend comes online) retries at
     # once; with no bridge it is deferred again, never bounced.
     postfix.push(qid)
-    assert wait_until(lambda: postfix.maillog.read_text().count(f"{qid}: to=<{TOX_RCPT}>") >= 2, 30), \
+    assert wait_until(lambda: postfix.maillog.read_text().count(f"{qid}: to=<{TOX_RCPT}>") >= 2, 30), (
         _fs.tail(postfix.maillog)
+    )
     log = postfix.maillog.read_text()
     assert f"{qid}: to=<{TOX_RCPT}>, relay=none" in log
     assert re.search(rf"{qid}: to=<{TOX_RCPT}>.*status=deferred", log)
@@ -159,8 +170,11 @@ def _settings(text: str) -> dict[str, str]:
 def test_running_postfix_uses_the_deploy_settings(alice):
     _, postfix = alice
     shipped = _settings((DEPLOY / "postfix" / "main.cf.toxbridge").read_text())
-    running = _settings(subprocess.run(["postconf", "-c", str(postfix.config_dir), "-n"],
-                                       capture_output=True, text=True, check=True).stdout)
+    running = _settings(
+        subprocess.run(
+            ["postconf", "-c", str(postfix.config_dir), "-n"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     host_specific = {"virtual_mailbox_domains", "virtual_transport", "transport_maps"}
     for key, value in shipped.items():
         if key in host_specific:
@@ -169,13 +183,23 @@ def test_running_postfix_uses_the_deploy_settings(alice):
     assert running["virtual_mailbox_domains"] == "alice.test"
     assert running["virtual_transport"] == f"lmtp:inet:127.0.0.1:{postfix.dovecot_lmtp_port}"
     assert running["transport_maps"] == shipped["transport_maps"].replace(
-        "127.0.0.1:10026:", f"127.0.0.1:{postfix.socketmap_port}:")
-    for key in ("message_size_limit", "transport_maps", "lmtp_host_lookup",
-                "toxbridge_destination_recipient_limit", "smtpd_relay_restrictions"):
+        "127.0.0.1:10026:", f"127.0.0.1:{postfix.socketmap_port}:"
+    )
+    for key in (
+        "message_size_limit",
+        "transport_maps",
+        "lmtp_host_lookup",
+        "toxbridge_destination_recipient_limit",
+        "smtpd_relay_restrictions",
+    ):
         assert key in shipped
 
-    service = subprocess.run(["postconf", "-c", str(postfix.config_dir), "-M", "toxbridge/unix"],
-                             capture_output=True, text=True, check=True).stdout.split()
+    service = subprocess.run(
+        ["postconf", "-c", str(postfix.config_dir), "-M", "toxbridge/unix"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert service[:8] == ["toxbridge", "unix", "-", "-", "n", "-", "-", "lmtp"]
     assert "lmtp_data_done_timeout=600s" in service
 
@@ -188,30 +212,41 @@ def test_no_open_relay(alice):
     dovecot, postfix = alice
     restrictions = subprocess.run(
         ["postconf", "-c", str(postfix.config_dir), "-h", "smtpd_relay_restrictions"],
-        capture_output=True, text=True, check=True).stdout.split()
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert restrictions[-1].rstrip(",") in ("reject_unauth_destination", "defer_unauth_destination")
     assert "permit" not in [r.rstrip(",") for r in restrictions]
 
     # 127.0.0.2 is on loopback but outside mynetworks (127.0.0.1/32): an outside client.
     # No bridge runs here, so an address only its socketmap could route fails closed with 451
     # before the relay check (tests/test_socketmap.py); @tox is routed statically: 554.
-    for rcpt, want in ((TOX_RCPT, (554, b"Relay access denied")),
-                       ("someone@example.org", (451, b"Temporary lookup failure"))):
+    for rcpt, want in (
+        (TOX_RCPT, (554, b"Relay access denied")),
+        ("someone@example.org", (451, b"Temporary lookup failure")),
+    ):
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
-            postfix.send("mallory@example.org", [rcpt], b"Subject: relay?\r\n\r\nx\r\n",
-                         source_address="127.0.0.2")
+            postfix.send(
+                "mallory@example.org", [rcpt], b"Subject: relay?\r\n\r\nx\r\n", source_address="127.0.0.2"
+            )
         code, text = refused.value.recipients[rcpt]
         assert code == want[0] and want[1] in text, (code, text)
 
     # The outside client may still mail the household itself.
-    postfix.send("friend@example.org", ["alan@alice.test"], b"Subject: hello\r\n\r\nhi\r\n",
-                 source_address="127.0.0.2")
+    postfix.send(
+        "friend@example.org", ["alan@alice.test"], b"Subject: hello\r\n\r\nhi\r\n", source_address="127.0.0.2"
+    )
     postfix.wait_queue_empty(timeout=30)
     assert len(dovecot.fetch_inbox("alan")) == 1
     # Unknown household users are refused at RCPT time.
     with pytest.raises(smtplib.SMTPRecipientsRefused):
-        postfix.send("friend@example.org", ["nobody@alice.test"], b"Subject: x\r\n\r\nx\r\n",
-                     source_address="127.0.0.2")
+        postfix.send(
+            "friend@example.org",
+            ["nobody@alice.test"],
+            b"Subject: x\r\n\r\nx\r\n",
+            source_address="127.0.0.2",
+        )
 
 
 def test_servers_listen_on_loopback_only(alice):

@@ -48,7 +48,9 @@ class Client:
 
 
 async def session(outbox, max_size=10_000):
-    server = await asyncio.get_running_loop().create_server(make_server(outbox, "test", max_size), "127.0.0.1", 0)
+    server = await asyncio.get_running_loop().create_server(
+        make_server(outbox, "test", max_size), "127.0.0.1", 0
+    )
     port = server.sockets[0].getsockname()[1]
     client = Client(*await asyncio.open_connection("127.0.0.1", port))
     assert (await client.reply()).code == 220
@@ -62,7 +64,9 @@ def run(coro):
 
 def test_one_reply_per_recipient_in_order():
     async def go():
-        outbox = Outbox(outcome=[Reply(250, "2.0.0 ok"), Reply(550, "5.1.1 no such user"), Reply(451, "4.4.1 offline")])
+        outbox = Outbox(
+            outcome=[Reply(250, "2.0.0 ok"), Reply(550, "5.1.1 no such user"), Reply(451, "4.4.1 offline")]
+        )
         server, c = await session(outbox)
         assert (await c.cmd(f"MAIL FROM:<{SENDER}>".encode())).code == 250
         for r in ("a", "b", "c"):
@@ -160,8 +164,11 @@ def test_exception_at_rcpt_is_temporary_and_the_session_stays_in_step():
 
 def test_dsn_is_not_announced():
     """Announcing DSN would make Postfix drop NOTIFY=SUCCESS (see lmtp_in._DSN_PARAMS)."""
+
     async def go():
-        server = await asyncio.get_running_loop().create_server(make_server(Outbox(), "test", 1000), "127.0.0.1", 0)
+        server = await asyncio.get_running_loop().create_server(
+            make_server(Outbox(), "test", 1000), "127.0.0.1", 0
+        )
         port = server.sockets[0].getsockname()[1]
         c = Client(*await asyncio.open_connection("127.0.0.1", port))
         await c.reply()

@@ -30,8 +30,13 @@ STOP_TIMEOUT = 3
 @pytest.fixture(scope="module")
 def pair(lab_root, bootstrap_node):
     boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
-    sam = Household(lab_root, "sam", {"sam": "sam-pw"}, boot,
-                    bridge_settings={"stop_timeout": STOP_TIMEOUT, "result_timeout": 60})
+    sam = Household(
+        lab_root,
+        "sam",
+        {"sam": "sam-pw"},
+        boot,
+        bridge_settings={"stop_timeout": STOP_TIMEOUT, "result_timeout": 60},
+    )
     tom = Household(lab_root, "tom", {"tom": "tom-pw"}, boot)
     homes = [sam, tom]
     try:
@@ -66,8 +71,11 @@ def line(lines: list[str], level: str, name: str) -> str:
 
 def mail(source, sender: str, rcpt: str, subject: str) -> str:
     mid = f"<{uuid.uuid4()}@test>"
-    source.postfix.send(sender, [rcpt], f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
-                                       f"Message-ID: {mid}\r\n\r\nHello.\r\n".encode())
+    source.postfix.send(
+        sender,
+        [rcpt],
+        f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\nMessage-ID: {mid}\r\n\r\nHello.\r\n".encode(),
+    )
     return mid
 
 
@@ -94,7 +102,9 @@ def test_status_with_a_friend_offline_and_mail_waiting(pair, report):
     tom.stop_bridge()
     sam.wait_log(f"sam: friend {key(tom, 'tom')[:8]} went offline", CONNECT, since=mark)
     mid = mail(sam, "sam@sam.test", "tom@tom.test", "while tom is away")
-    assert wait_until(lambda: any(e["queue_name"] == "deferred" for e in sam.postfix.queue()), 30, interval=0.2)
+    assert wait_until(
+        lambda: any(e["queue_name"] == "deferred" for e in sam.postfix.queue()), 30, interval=0.2
+    )
     rc, lines, result = status(sam)
     report("`toxbridge status`, tom's bridge stopped:\n" + "\n".join(lines))
     assert rc == 1 and result["status"] == "warn", "\n".join(lines)
@@ -112,7 +122,9 @@ def test_status_with_dovecot_stopped(pair):
     try:
         rc, lines, _ = status(sam)
         assert rc == 2, "\n".join(lines)
-        assert f"Dovecot's LMTP on 127.0.0.1:{sam.dovecot.lmtp_port} does not answer" in line(lines, "error", "dovecot")
+        assert f"Dovecot's LMTP on 127.0.0.1:{sam.dovecot.lmtp_port} does not answer" in line(
+            lines, "error", "dovecot"
+        )
         assert "-> start Dovecot" in "\n".join(lines)
         line(lines, "ok", "daemon")
     finally:
@@ -152,7 +164,7 @@ class NotifySocket:
         while not self._stop:
             try:
                 self.messages.append(self.sock.recv(4096).decode())
-            except socket.timeout:
+            except TimeoutError:
                 continue
 
     def close(self) -> None:
@@ -183,9 +195,13 @@ def test_ready_status_and_a_bounded_stop_with_mail_on_its_way(pair, bootstrap_no
         assert took < STOP_TIMEOUT + 5, took
         assert "STOPPING=1" in notify.messages
         assert sam.log_has("stopped 1 mail\\(s\\) on their way")
-        assert wait_until(lambda: "toxbridge is stopping" in sam.postfix.maillog.read_text(), 10, interval=0.1)
-        report(f"SIGTERM with a mail on its way: bridge gone after {took:.1f} s (stop_timeout {STOP_TIMEOUT} s), "
-               "the mail deferred by Postfix; systemd heard READY=1, STATUS=, STOPPING=1")
+        assert wait_until(
+            lambda: "toxbridge is stopping" in sam.postfix.maillog.read_text(), 10, interval=0.1
+        )
+        report(
+            f"SIGTERM with a mail on its way: bridge gone after {took:.1f} s (stop_timeout {STOP_TIMEOUT} s), "
+            "the mail deferred by Postfix; systemd heard READY=1, STATUS=, STOPPING=1"
+        )
 
         sam.start_bridge()  # pushes the deferred mail to the silent friend again
         assert wait_until(lambda: len(client.complete) >= 2, CONNECT, interval=0.1)

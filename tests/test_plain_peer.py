@@ -13,8 +13,8 @@ import pytest
 from payloads import decode_payload, encode_payload
 from toxpeer import PlainClient
 
-from toxbridge.tox import wire
 from toxbridge.lab.ports import wait_until
+from toxbridge.tox import wire
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +48,11 @@ def test_peer_that_never_answers_leaves_the_mail_deferred(network, mallory):
     assert b"Subject: hi mallory\r\n" in message and message.endswith(b"\r\n\r\nhello\r\n")
 
     def deferred_without_answer() -> bool:
-        return any("no answer from the peer bridge" in r.get("delay_reason", "")
-                   for q in alice.postfix.queue() for r in q.get("recipients", []))
+        return any(
+            "no answer from the peer bridge" in r.get("delay_reason", "")
+            for q in alice.postfix.queue()
+            for r in q.get("recipients", [])
+        )
 
     assert wait_until(deferred_without_answer, 60), alice.postfix.queue()
 
@@ -59,7 +62,12 @@ def test_peer_that_never_answers_leaves_the_mail_deferred(network, mallory):
     [
         ("hash mismatch", encode_payload(wire.Envelope("m@tox", ("a@tox",), 5), b"hello"), b"\x07" * 32, 451),
         ("not a payload", b"GET / HTTP/1.0\r\n\r\n" * 10, None, 554),
-        ("lying size", wire.PREFIX.pack(wire.MAGIC, 1, 38) + b'{"from":"m","to":["a"],"size":99999999}', None, 554),
+        (
+            "lying size",
+            wire.PREFIX.pack(wire.MAGIC, 1, 38) + b'{"from":"m","to":["a"],"size":99999999}',
+            None,
+            554,
+        ),
     ],
 )
 def test_untrusted_transfers_are_refused_and_answered(network, mallory, name, payload, file_id, code):
@@ -75,6 +83,6 @@ def test_untrusted_transfers_are_refused_and_answered(network, mallory, name, pa
         return [d for d in decoded if d[0] == expected_id]
 
     assert wait_until(lambda: bool(answered()), 30), name
-    (_, replies), = answered()
+    ((_, replies),) = answered()
     assert [r.code for r in replies] == [code], replies
     assert len(alice.dovecot.fetch_inbox("alice")) == before

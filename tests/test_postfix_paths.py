@@ -56,8 +56,12 @@ def household():
 @pytest.mark.parametrize("client", ["127.0.0.1", "127.0.0.2"], ids=["from-this-host", "from-outside"])
 def test_trust_headers_sent_over_smtp_never_reach_the_mailbox(household, client):
     dovecot, postfix = household
-    message = (b"From: Mom <mom@alice.test>\r\nTo: alice@alice.test\r\nSubject: forged\r\n"
-               + FORGED + KEPT + b"\r\nI am your mother, says x-tox.\r\n")
+    message = (
+        b"From: Mom <mom@alice.test>\r\nTo: alice@alice.test\r\nSubject: forged\r\n"
+        + FORGED
+        + KEPT
+        + b"\r\nI am your mother, says x-tox.\r\n"
+    )
     postfix.send("mom@alice.test", ["alice@alice.test"], message, source_address=client)
     postfix.wait_queue_empty(timeout=30)
     (stored,) = dovecot.fetch_inbox("alice")
@@ -73,11 +77,20 @@ def test_system_mail_and_postmaster_reach_a_household_user(household):
     """Issue 15 point 15: with myorigin = $mydomain, cron's mail to `root` became root@household,
     in no mailbox, and bounced to nowhere; postmaster@ and abuse@ did not exist."""
     dovecot, postfix = household
-    postfix.send("someone@example.net", ["postmaster@alice.test", "abuse@alice.test"],
-                 b"Subject: to the postmaster\r\n\r\nhello\r\n", source_address="127.0.0.2")
-    cron = subprocess.run(["/usr/sbin/sendmail", "-C", str(postfix.config_dir), "root"],
-                          input=b"Subject: Cron <root@pi> backup\r\n\r\nbackup done\r\n", capture_output=True)
+    postfix.send(
+        "someone@example.net",
+        ["postmaster@alice.test", "abuse@alice.test"],
+        b"Subject: to the postmaster\r\n\r\nhello\r\n",
+        source_address="127.0.0.2",
+    )
+    cron = subprocess.run(
+        ["/usr/sbin/sendmail", "-C", str(postfix.config_dir), "root"],
+        input=b"Subject: Cron <root@pi> backup\r\n\r\nbackup done\r\n",
+        capture_output=True,
+    )
     assert cron.returncode == 0, cron.stderr
     postfix.wait_queue_empty(timeout=30)
-    subjects = sorted(message_from_bytes(m, policy=policy.default)["Subject"] for m in dovecot.fetch_inbox("alice"))
+    subjects = sorted(
+        message_from_bytes(m, policy=policy.default)["Subject"] for m in dovecot.fetch_inbox("alice")
+    )
     assert subjects == ["Cron <root@pi> backup", "to the postmaster"], subjects

@@ -12,28 +12,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxbridge.tox import wire
-from toxbridge.outbound import Outbound
 from toxbridge.config import Privacy
 from toxbridge.mail.privacy import strip
 from toxbridge.mail.smtpreply import Reply
+from toxbridge.outbound import Outbound
+from toxbridge.tox import wire
 
 DEFAULT = Privacy()
 OFF = Privacy(strip_received=False, strip_headers=())
 
-POSTFIX_RECEIVED = (b"Received: from laptop.lan (laptop.lan [192.168.1.23])\r\n"
-                    b"\tby pi.home.example (Postfix) with ESMTP id 4TqXyZ1abcz9sW\r\n"
-                    b"\tfor <bob@tox>; Mon,  1 Jan 2024 10:00:00 +0100 (CET)\r\n")
+POSTFIX_RECEIVED = (
+    b"Received: from laptop.lan (laptop.lan [192.168.1.23])\r\n"
+    b"\tby pi.home.example (Postfix) with ESMTP id 4TqXyZ1abcz9sW\r\n"
+    b"\tfor <bob@tox>; Mon,  1 Jan 2024 10:00:00 +0100 (CET)\r\n"
+)
 AMAVIS_RECEIVED = b"Received: from localhost by pi.home.example (amavis); Mon, 1 Jan 2024 10:00:00 +0100\r\n"
-REST = (b"From: Alice <alice@alice.test>\r\n"
-        b"To: bob@tox\r\n"
-        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
-        b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:115.0)\r\n"
-        b"  Gecko/20100101 Thunderbird/115.6.0\r\n"
-        b"X-Originating-IP: [192.168.1.23]\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n"
-        b"\r\n"
-        + "Grüße — the body stays.\r\nUser-Agent: this is body text\r\n".encode())
+REST = (
+    b"From: Alice <alice@alice.test>\r\n"
+    b"To: bob@tox\r\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:115.0)\r\n"
+    b"  Gecko/20100101 Thunderbird/115.6.0\r\n"
+    b"X-Originating-IP: [192.168.1.23]\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n" + "Grüße — the body stays.\r\nUser-Agent: this is body text\r\n".encode()
+)
 
 
 def joined(got) -> bytes:
@@ -42,27 +45,38 @@ def joined(got) -> bytes:
 
 def test_postfix_received_and_listed_headers_go_the_rest_stays():
     got = strip(POSTFIX_RECEIVED + AMAVIS_RECEIVED + REST, DEFAULT)
-    assert joined(got) == (b"From: Alice <alice@alice.test>\r\n"
-                           b"To: bob@tox\r\n"
-                           b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
-                           b"Content-Type: text/plain; charset=utf-8\r\n"
-                           b"\r\n"
-                           + "Grüße — the body stays.\r\nUser-Agent: this is body text\r\n".encode())
+    assert joined(got) == (
+        b"From: Alice <alice@alice.test>\r\n"
+        b"To: bob@tox\r\n"
+        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"\r\n" + "Grüße — the body stays.\r\nUser-Agent: this is body text\r\n".encode()
+    )
     assert got.removed == (("Received", 2), ("User-Agent", 1), ("X-Originating-IP", 1))
 
 
 def test_summary_names_fields_never_values():
     got = strip(POSTFIX_RECEIVED + REST, DEFAULT)
     assert got.summary() == "Received x1, User-Agent x1, X-Originating-IP x1"
-    assert strip(REST.replace(b"User-Agent", b"X-Other").replace(b"X-Originating-IP", b"X-O"), DEFAULT).summary() == "nothing"
+    assert (
+        strip(REST.replace(b"User-Agent", b"X-Other").replace(b"X-Originating-IP", b"X-O"), DEFAULT).summary()
+        == "nothing"
+    )
 
 
 def test_only_the_leading_block_of_received_fields():
     """A Received: below another field is not our Postfix's: it stays, and so do all after it."""
-    message = (POSTFIX_RECEIVED + b"X-Spam: no\r\n" + AMAVIS_RECEIVED
-               + b"Received: from elsewhere\r\nSubject: s\r\n\r\nbody\r\n")
+    message = (
+        POSTFIX_RECEIVED
+        + b"X-Spam: no\r\n"
+        + AMAVIS_RECEIVED
+        + b"Received: from elsewhere\r\nSubject: s\r\n\r\nbody\r\n"
+    )
     got = strip(message, DEFAULT)
-    assert joined(got) == b"X-Spam: no\r\n" + AMAVIS_RECEIVED + b"Received: from elsewhere\r\nSubject: s\r\n\r\nbody\r\n"
+    assert (
+        joined(got)
+        == b"X-Spam: no\r\n" + AMAVIS_RECEIVED + b"Received: from elsewhere\r\nSubject: s\r\n\r\nbody\r\n"
+    )
     assert got.removed == (("Received", 1),)
 
 
@@ -72,61 +86,77 @@ def test_no_received_at_the_top_none_removed():
 
 
 def test_names_match_whole_and_in_any_case():
-    message = (b"user-agent: a\r\nUSER-AGENT: b\r\nUser-Agent-X: kept\r\nX-User-Agent: kept\r\n"
-               b"X-Mailer2: kept\r\nx-MAILER: c\r\nReceived-SPF: kept\r\nSubject: s\r\n\r\n")
+    message = (
+        b"user-agent: a\r\nUSER-AGENT: b\r\nUser-Agent-X: kept\r\nX-User-Agent: kept\r\n"
+        b"X-Mailer2: kept\r\nx-MAILER: c\r\nReceived-SPF: kept\r\nSubject: s\r\n\r\n"
+    )
     got = strip(message, DEFAULT)
-    assert joined(got) == (b"User-Agent-X: kept\r\nX-User-Agent: kept\r\nX-Mailer2: kept\r\n"
-                           b"Received-SPF: kept\r\nSubject: s\r\n\r\n")
+    assert joined(got) == (
+        b"User-Agent-X: kept\r\nX-User-Agent: kept\r\nX-Mailer2: kept\r\n"
+        b"Received-SPF: kept\r\nSubject: s\r\n\r\n"
+    )
     assert got.removed == (("User-Agent", 2), ("X-Mailer", 1))
 
 
 def test_folded_lines_go_with_their_field_obs_folding_included():
     """Continuation lines start with SP or HT; obs-FWS allows one of only whitespace; obs-optional
     allows whitespace before the colon."""
-    message = (b"X-Mailer: one\r\n\t two\r\n \r\n\t\r\n  three\r\n"
-               b"Subject: keep\r\n folded too\r\n"
-               b"User-Agent \t: obsolete form\r\n\tcontinued\r\n"
-               b"X-Originating-IP:\r\n [10.0.0.1]\r\n"
-               b"\r\n body\r\n")
+    message = (
+        b"X-Mailer: one\r\n\t two\r\n \r\n\t\r\n  three\r\n"
+        b"Subject: keep\r\n folded too\r\n"
+        b"User-Agent \t: obsolete form\r\n\tcontinued\r\n"
+        b"X-Originating-IP:\r\n [10.0.0.1]\r\n"
+        b"\r\n body\r\n"
+    )
     got = strip(message, DEFAULT)
     assert joined(got) == b"Subject: keep\r\n folded too\r\n\r\n body\r\n"
     assert got.removed == (("X-Mailer", 1), ("User-Agent", 1), ("X-Originating-IP", 1))
 
 
 def test_lf_and_mixed_line_ends_and_8bit_bytes_kept():
-    message = (b"Received: from a\n\tby b\r\n"
-               b"Subject: \xc3\xa4\xff\r\n"
-               b"User-Agent: \xe2\x80\x94x\n folded\r\n"
-               b"X-Raw: bare\rcarriage return\n"
-               b"\n"
-               b"\x00\xff\xfe body\r\nX-Mailer: not a header here\n")
+    message = (
+        b"Received: from a\n\tby b\r\n"
+        b"Subject: \xc3\xa4\xff\r\n"
+        b"User-Agent: \xe2\x80\x94x\n folded\r\n"
+        b"X-Raw: bare\rcarriage return\n"
+        b"\n"
+        b"\x00\xff\xfe body\r\nX-Mailer: not a header here\n"
+    )
     got = strip(message, DEFAULT)
-    assert joined(got) == (b"Subject: \xc3\xa4\xff\r\n"
-                           b"X-Raw: bare\rcarriage return\n"
-                           b"\n"
-                           b"\x00\xff\xfe body\r\nX-Mailer: not a header here\n")
+    assert joined(got) == (
+        b"Subject: \xc3\xa4\xff\r\n"
+        b"X-Raw: bare\rcarriage return\n"
+        b"\n"
+        b"\x00\xff\xfe body\r\nX-Mailer: not a header here\n"
+    )
 
 
-@pytest.mark.parametrize("message, expected", [
-    (b"Subject: only a header\r\nUser-Agent: x\r\n", b"Subject: only a header\r\n"),
-    (b"Subject: s\r\nUser-Agent: x", b"Subject: s\r\n"),  # no line end at all at the end
-    (b"User-Agent: x\r\nSubject: s", b"Subject: s"),
-    (b"Received: x\r\n\r\n", b"\r\n"),
-    (b"User-Agent: x", b""),
-    (b"", b""),
-    (b"\r\n\r\nUser-Agent: x\r\n", b"\r\n\r\nUser-Agent: x\r\n"),  # empty header: all is body
-    (b"Subject: s\r\n\r\n", b"Subject: s\r\n\r\n"),
-])
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        (b"Subject: only a header\r\nUser-Agent: x\r\n", b"Subject: only a header\r\n"),
+        (b"Subject: s\r\nUser-Agent: x", b"Subject: s\r\n"),  # no line end at all at the end
+        (b"User-Agent: x\r\nSubject: s", b"Subject: s"),
+        (b"Received: x\r\n\r\n", b"\r\n"),
+        (b"User-Agent: x", b""),
+        (b"", b""),
+        (b"\r\n\r\nUser-Agent: x\r\n", b"\r\n\r\nUser-Agent: x\r\n"),  # empty header: all is body
+        (b"Subject: s\r\n\r\n", b"Subject: s\r\n\r\n"),
+    ],
+)
 def test_messages_without_a_body_or_a_blank_line(message, expected):
     assert joined(strip(message, DEFAULT)) == expected
 
 
-@pytest.mark.parametrize("line", [
-    b"not a header line\r\n",  # no colon
-    b"Bad Name: x\r\n",  # a space inside the name
-    b": no name\r\n",
-    b"N\xc3\xa4me: 8-bit name\r\n",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not a header line\r\n",  # no colon
+        b"Bad Name: x\r\n",  # a space inside the name
+        b": no name\r\n",
+        b"N\xc3\xa4me: 8-bit name\r\n",
+    ],
+)
 def test_a_line_that_is_no_proper_field_does_not_end_the_header(line):
     """As for Dovecot on the far side: the header goes on to the empty line, so a listed field
     after such a line goes too; the line itself stays, and the body is never touched."""
@@ -194,7 +224,8 @@ _NAME_CHARS = st.sampled_from([chr(c) for c in range(0x21, 0x7F) if c != 0x3A])
 
 def _case(name: str):
     return st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
-        lambda upper: "".join(c.upper() if u else c.lower() for c, u in zip(name, upper)))
+        lambda upper: "".join(c.upper() if u else c.lower() for c, u in zip(name, upper, strict=False))
+    )
 
 
 names = st.one_of(
@@ -243,8 +274,11 @@ def expected(header, tail, privacy: Privacy) -> tuple[bytes, dict[str, int]]:
     return b"".join(kept) + tail, removed
 
 
-privacies = st.builds(Privacy, strip_received=st.booleans(),
-                      strip_headers=st.lists(st.sampled_from(LISTED + ("X-Custom", "Received")), unique=True).map(tuple))
+privacies = st.builds(
+    Privacy,
+    strip_received=st.booleans(),
+    strip_headers=st.lists(st.sampled_from(LISTED + ("X-Custom", "Received")), unique=True).map(tuple),
+)
 
 
 @settings(max_examples=500)
@@ -267,6 +301,7 @@ def test_switched_off_is_the_identity(message):
 
 
 # --- the hook in Outbound.send ------------------------------------------------------------------
+
 
 class _Sender:
     def __init__(self) -> None:
@@ -293,7 +328,9 @@ def _bridge(privacy: Privacy) -> tuple[Outbound, _Sender]:
 def test_bridge_sends_the_stripped_mail_to_every_friend_and_logs_postfix_queue_id(caplog):
     bridge, sender = _bridge(DEFAULT)
     with caplog.at_level(logging.DEBUG, logger="toxbridge.bridge"):
-        replies = asyncio.run(bridge.send("alice@alice.test", ["bob@tox", "carol@tox"], POSTFIX_RECEIVED + REST))
+        replies = asyncio.run(
+            bridge.send("alice@alice.test", ["bob@tox", "carol@tox"], POSTFIX_RECEIVED + REST)
+        )
     assert [r.code for r in replies] == [250, 250]
     want = joined(strip(POSTFIX_RECEIVED + REST, DEFAULT))
     assert [(f, b"".join(m)) for f, _, m in sender.sent] == [(1, want), (2, want)]
@@ -339,21 +376,23 @@ def test_mail_arrives_without_stripped_headers_rest_byte_identical(network):
 
     alice, bob = network["alice"], network["bob"]
     mid = f"<{uuid.uuid4()}@alice.test>"
-    head = (f"From: Alice <alice@alice.test>\r\n"
-            f"To: bob <{bob.tox_address('bob')}>\r\n"
-            f"Subject: privacy\r\n"
-            f"Date: Mon, 1 Jan 2024 10:00:00 +0100\r\n"
-            f"Message-ID: {mid}\r\n"
-            f"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:115.0)\r\n"
-            f"\tGecko/20100101 Thunderbird/115.6.0\r\n"
-            f"X-Originating-IP: [192.168.77.23]\r\n"
-            f"X-Custom: stays,\r\n  folded\r\n"
-            f"X-Mailer: PrivacyTestMailer 9.9\r\n"
-            f"User-Agent-X: stays too\r\n"
-            f"Received: from an-earlier-hop by a-relay; Sun, 31 Dec 2023 10:00:00 +0100\r\n"
-            f"MIME-Version: 1.0\r\n"
-            f"Content-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Transfer-Encoding: 8bit\r\n").encode()
+    head = (
+        f"From: Alice <alice@alice.test>\r\n"
+        f"To: bob <{bob.tox_address('bob')}>\r\n"
+        f"Subject: privacy\r\n"
+        f"Date: Mon, 1 Jan 2024 10:00:00 +0100\r\n"
+        f"Message-ID: {mid}\r\n"
+        f"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:115.0)\r\n"
+        f"\tGecko/20100101 Thunderbird/115.6.0\r\n"
+        f"X-Originating-IP: [192.168.77.23]\r\n"
+        f"X-Custom: stays,\r\n  folded\r\n"
+        f"X-Mailer: PrivacyTestMailer 9.9\r\n"
+        f"User-Agent-X: stays too\r\n"
+        f"Received: from an-earlier-hop by a-relay; Sun, 31 Dec 2023 10:00:00 +0100\r\n"
+        f"MIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n"
+    ).encode()
     body = "Grüße — User-Agent: in the body stays.\r\nX-Mailer: so does this\r\n".encode()
     msg = head + b"\r\n" + body
     sent_blocks = _field_blocks(head[:-2])
@@ -374,14 +413,16 @@ def test_mail_arrives_without_stripped_headers_rest_byte_identical(network):
     assert got_body == body
     got_head += b"\r\n"
     assert got_head.endswith(kept), got_head.decode("utf-8", "replace")
-    added = _field_blocks(got_head[:-len(kept) - 2])
+    added = _field_blocks(got_head[: -len(kept) - 2])
     assert {_name(b) for b in added} <= ADDED_ON_ARRIVAL, added
-    assert all(b.startswith(b"Received: from tox (") or b"with LMTP" in b
-               for b in added if _name(b) == "received"), added  # bob's bridge's and Dovecot's only
+    assert all(
+        b.startswith(b"Received: from tox (") or b"with LMTP" in b for b in added if _name(b) == "received"
+    ), added  # bob's bridge's and Dovecot's only
     for value in (b"Thunderbird", b"192.168.77.23", b"PrivacyTestMailer", b"(Postfix)", b"with ESMTP"):
         assert value not in got_head, value
     assert [b for b in _field_blocks(got_head[:-2]) if _name(b) == "received"][-1].startswith(
-        b"Received: from an-earlier-hop"), "the sender's own lower Received stays"
+        b"Received: from an-earlier-hop"
+    ), "the sender's own lower Received stays"
     alice.wait_log("status=sent", ARRIVAL, since=mark)
     with open(alice.bridge_log, "rb") as log:
         log.seek(mark)

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import png
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toxbridge import cli
-from toxbridge.ops import invite, qr
-from toxbridge.contacts import book as contacts
 from toxbridge.address import tox_checksum
+from toxbridge.contacts import book as contacts
+from toxbridge.ops import invite, qr
 
 # Light upper half, light lower half for each character of the drawing; anything else is an error.
 HALVES = {"\u2588": (True, True), "\u2580": (True, False), "\u2584": (False, True), " ": (False, False)}
@@ -39,8 +40,12 @@ def zbar(image: bytes) -> str:
     """What zbarimg reads in a PNG: the one QR code's text."""
     if shutil.which("zbarimg") is None:
         pytest.fail("zbarimg is missing: apt-get install zbar-tools (`make deps` does)")
-    result = subprocess.run(["zbarimg", "--quiet", "--raw", "--nodbus", "-Sdisable", "-Sqrcode.enable", "-"],
-                            input=image, capture_output=True, timeout=30)
+    result = subprocess.run(
+        ["zbarimg", "--quiet", "--raw", "--nodbus", "-Sdisable", "-Sqrcode.enable", "-"],
+        input=image,
+        capture_output=True,
+        timeout=30,
+    )
     assert result.returncode == 0, f"zbarimg read no QR code (exit {result.returncode}): {result.stderr!r}"
     return result.stdout.decode().removesuffix("\n")
 
@@ -68,7 +73,9 @@ def as_png(light: list[list[bool]], scale: int = 4) -> bytes:
 
 def qr_lines(out: str) -> str:
     """The drawing's lines in the command's output (the rest is `USER TOXID`)."""
-    return "".join(line + "\n" for line in out.splitlines() if line and set(ANSI.sub("", line)) <= set(HALVES))
+    return "".join(
+        line + "\n" for line in out.splitlines() if line and set(ANSI.sub("", line)) <= set(HALVES)
+    )
 
 
 # ------------------------------------------------------------------------------ qr module
@@ -94,12 +101,12 @@ def test_terminal_text_is_dark_on_light_with_quiet_zone_and_fits_a_terminal():
     assert len(light[0]) == size + 2 * qr.QUIET_ZONE <= 80
     assert all(len(row) == len(light[0]) for row in light)
     # Light on every side, at least 4 modules, and the code's own modules in between, dark = dark.
-    for row in light[:4] + light[4 + size:]:
+    for row in light[:4] + light[4 + size :]:
         assert all(row)
     for y, row in enumerate(modules):
         line = light[4 + y]
-        assert all(line[:4]) and all(line[4 + size:])
-        assert line[4:4 + size] == [not dark for dark in row]
+        assert all(line[:4]) and all(line[4 + size :])
+        assert line[4 : 4 + size] == [not dark for dark in row]
     assert not light[4][4]  # the finder pattern's corner is dark: not inverted
 
 
@@ -149,7 +156,8 @@ class Household:
         self.config = root / "toxbridge.yaml"
         self.config.write_text(
             f"state_dir: {root}/state\ncontacts: {self.contacts}\nusers:\n"
-            + "".join(f"  - {{mailbox: {m}, address: {m}@{domain}}}\n" for m in mailboxes))
+            + "".join(f"  - {{mailbox: {m}, address: {m}@{domain}}}\n" for m in mailboxes)
+        )
         self.capsys = capsys
 
     def run(self, *args: str) -> tuple[int, str, str]:
@@ -177,7 +185,11 @@ def one(tmp_path, capsys) -> Household:
 
 
 def test_before_init_qr_png_and_invite_say_run_init(two, tmp_path):
-    for args in (["id", "--qr", "alice"], ["id", "--png", str(tmp_path / "a.png"), "alice"], ["invite", "alice"]):
+    for args in (
+        ["id", "--qr", "alice"],
+        ["id", "--png", str(tmp_path / "a.png"), "alice"],
+        ["invite", "alice"],
+    ):
         code, out, err = two.run(*args)
         assert (code, out) == (1, ""), args
         assert "alice has no Tox profile yet; run `toxbridge init`" in err
@@ -246,7 +258,9 @@ def test_invite_says_who_and_how_and_its_command_adds_the_contact(two, one):
     assert code == 0, err
     assert "My address: alan@alice.test" in out and f"My Tox ID:  {alan}" in out
     assert "Tox app" in out and "toxbridge invite" in out
-    commands = [line.strip() for line in out.splitlines() if line.strip().startswith("toxbridge contacts add ")]
+    commands = [
+        line.strip() for line in out.splitlines() if line.strip().startswith("toxbridge contacts add ")
+    ]
     assert commands == [f"toxbridge contacts add alan {alan} alan@alice.test"]
     # The friend's household pastes the command: alan's address now goes to alan's Tox ID.
     code, out, err = one.run(*shlex.split(commands[0])[1:])

@@ -27,7 +27,9 @@ from toxbridge.lab.ports import wait_until
 
 pytestmark = pytest.mark.integration
 
-RECONNECT = float(os.environ.get("TOXBRIDGE_RECONNECT", 120))  # a restarted bridge reconnects in 9-30 s, or much later after a kill -9 (see note)
+RECONNECT = float(
+    os.environ.get("TOXBRIDGE_RECONNECT", 120)
+)  # a restarted bridge reconnects in 9-30 s, or much later after a kill -9 (see note)
 SLOW_POSTFIX = {"minimal_backoff_time": "1800s", "maximal_backoff_time": "3600s", "queue_run_delay": "1800s"}
 
 
@@ -85,10 +87,17 @@ class GatedProxy:
 def pair(lab_root, bootstrap_node):
     boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
     proxy = GatedProxy()
-    ann = Household(lab_root, "ann", {"ann": "ann-pw"}, boot, postfix_extra=SLOW_POSTFIX,
-                    bridge_settings={"result_timeout": 20, "transfer_stall_timeout": 10})
-    ben = Household(lab_root, "ben", {"ben": "ben-pw"}, boot,
-                    bridge_settings={"dovecot_lmtp": f"127.0.0.1:{proxy.port}"})
+    ann = Household(
+        lab_root,
+        "ann",
+        {"ann": "ann-pw"},
+        boot,
+        postfix_extra=SLOW_POSTFIX,
+        bridge_settings={"result_timeout": 20, "transfer_stall_timeout": 10},
+    )
+    ben = Household(
+        lab_root, "ben", {"ben": "ben-pw"}, boot, bridge_settings={"dovecot_lmtp": f"127.0.0.1:{proxy.port}"}
+    )
     proxy.upstream = ben.dovecot.lmtp_port
     try:
         ann.start()
@@ -161,7 +170,7 @@ def test_deferred_mail_is_pushed_when_the_friend_comes_back(pair, report):
     ben.stop_bridge()
     ann.wait_log(f"friend {ben_key} went offline", RECONNECT, since=mark)
     mails = dict(compose(f"while away {i}") for i in range(3))
-    for mid, msg in mails.items():
+    for _mid, msg in mails.items():
         ann.postfix.send(ann.address("ann"), [ben.tox_address("ben")], msg)
     assert wait_until(lambda: len(deferred(ann)) >= 3, 60), ann.postfix.queue()
     reasons = [r["delay_reason"] for q in deferred(ann) for r in q["recipients"]]
@@ -189,7 +198,9 @@ def test_unreachable_friend_ends_in_a_bounce_that_says_why(pair):
     try:
         _, msg = compose("never reaches ben")
         ann.postfix.send(ann.address("ann"), [ben.tox_address("ben")], msg)
-        assert wait_until(lambda: [m for m in ann.dovecot.fetch_inbox("ann") if b"never reaches ben" in m], 60)
+        assert wait_until(
+            lambda: [m for m in ann.dovecot.fetch_inbox("ann") if b"never reaches ben" in m], 60
+        )
         (bounce,) = [m for m in ann.dovecot.fetch_inbox("ann") if b"never reaches ben" in m]
         assert f"Tox friend {ben_key} offline since".encode() in re.sub(rb"\s+", b" ", bounce)
     finally:
@@ -252,7 +263,7 @@ def test_chaos_every_mail_exactly_once(pair, report):
     done = threading.Event()
 
     def send_all() -> None:
-        for mid, msg in mails.items():
+        for _mid, msg in mails.items():
             ann.postfix.send(ann.address("ann"), [ben.tox_address("ben")], msg)
             time.sleep(rng.uniform(0, 0.1))  # pacing the sender, not waiting for a condition
         done.set()
@@ -275,6 +286,8 @@ def test_chaos_every_mail_exactly_once(pair, report):
     ann.postfix.wait_queue_empty(RECONNECT)
     duplicated = sum(1 for mid in wanted if seen[mid] > 1)
     lost = sum(1 for mid in wanted if seen[mid] == 0)
-    report(f"chaos: {count} mails, {len(killed)} SIGKILLs ({', '.join(killed)}), lost {lost}, "
-          f"duplicated {duplicated}, waiting for Postfix's backoff {missing_before_flush}")
+    report(
+        f"chaos: {count} mails, {len(killed)} SIGKILLs ({', '.join(killed)}), lost {lost}, "
+        f"duplicated {duplicated}, waiting for Postfix's backoff {missing_before_flush}"
+    )
     assert (lost, duplicated) == (0, 0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from toxbridge.contacts import book as contacts
 from toxbridge.address import AddressError, tox_checksum
+from toxbridge.contacts import book as contacts
 from toxbridge.contacts.roster import Roster
 from toxbridge.contacts.routes import NoRoute, Route, Routes
 
@@ -47,22 +47,30 @@ def routes(roster) -> Routes:
 # ---------------------------------------------------------------- route
 
 
-@pytest.mark.parametrize("address, route", [
-    (f"{ID_C.hex()}@tox", Route(KEY_C, ID_C, "Tox address")),
-    (f"{ID_C.hex().upper()}@TOX", Route(KEY_C, ID_C, "Tox address")),
-    (f"{KEY_C.hex()}@tox", Route(KEY_C, None, "Tox address")),
-    (f"{KEY_A.hex()}@tox", Route(KEY_A, None, "Tox address")),  # a contact's key: still by address
-])
+@pytest.mark.parametrize(
+    "address, route",
+    [
+        (f"{ID_C.hex()}@tox", Route(KEY_C, ID_C, "Tox address")),
+        (f"{ID_C.hex().upper()}@TOX", Route(KEY_C, ID_C, "Tox address")),
+        (f"{KEY_C.hex()}@tox", Route(KEY_C, None, "Tox address")),
+        (f"{KEY_A.hex()}@tox", Route(KEY_A, None, "Tox address")),  # a contact's key: still by address
+    ],
+)
 def test_route_tox_addresses_for_anyone(routes, address, route):
     assert routes.route("mom", address) == route
     assert routes.route("dad", address) == route
 
 
-@pytest.mark.parametrize("address", [
-    "abc@tox", f"{KEY_C.hex()[:-1]}@tox", "z" * 64 + "@tox",
-    f"{ID_C.hex()[:-1]}{'0' if ID_C.hex()[-1] != '0' else '1'}@tox",  # checksum
-    "@tox",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "abc@tox",
+        f"{KEY_C.hex()[:-1]}@tox",
+        "z" * 64 + "@tox",
+        f"{ID_C.hex()[:-1]}{'0' if ID_C.hex()[-1] != '0' else '1'}@tox",  # checksum
+        "@tox",
+    ],
+)
 def test_route_malformed_tox_address(routes, address):
     with pytest.raises(AddressError):
         routes.route("mom", address)
@@ -121,12 +129,18 @@ def test_transport_false_for_non_addresses(routes, key):
     assert routes.transport(key) is False
 
 
-@pytest.mark.parametrize("address", [
-    "tarek@example.org", "TAREK@example.org",  # serves only mom: still the bridge's
-    "granny@example.org", "GRAN@example.NET",
-    f"{ID_C.hex()}@tox", f"{KEY_C.hex().upper()}@TOX",
-    "junk@tox",  # malformed @tox goes to the bridge, which says what is wrong
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "tarek@example.org",
+        "TAREK@example.org",  # serves only mom: still the bridge's
+        "granny@example.org",
+        "GRAN@example.NET",
+        f"{ID_C.hex()}@tox",
+        f"{KEY_C.hex().upper()}@TOX",
+        "junk@tox",  # malformed @tox goes to the bridge, which says what is wrong
+    ],
+)
 def test_transport_true_for_contacts_and_tox(routes, address):
     assert routes.transport(address) is True
 
@@ -175,7 +189,9 @@ def test_learn_new_address_once(routes, roster):
     assert routes.learn("mom", "pal@example.org", KEY_A) is False  # a second key does not replace it
     assert roster.learned_key("mom", "pal@example.org") == KEY_C
     assert routes.route("mom", "pal@example.org").public_key == KEY_C
-    assert [(e.mailbox, e.address, e.public_key) for e in roster.learned()] == [("mom", "pal@example.org", KEY_C)]
+    assert [(e.mailbox, e.address, e.public_key) for e in roster.learned()] == [
+        ("mom", "pal@example.org", KEY_C)
+    ]
 
 
 # ---------------------------------------------------------------- recipient_matcher
@@ -209,13 +225,18 @@ def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(ro
     alice_key = b"\x05" * 32
     routes = Routes(ContactBook(), roster, ("bob@bob.test",))
     routes.learn("ghost", "alice@alice.test", alice_key)
-    bob = Friends(SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None)
+    bob = Friends(
+        SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None
+    )
     envelope = wire.Envelope("alice@alice.test", ("bob@bob.test",), 10)
     assert bob.vet(alice_key, envelope, scan(b"From: Alice <alice@alice.test>\r\n")).ok
     assert routes.route("bob", "alice@alice.test").public_key == alice_key
     bob.config = SimpleNamespace(learn_senders=False)  # off: nothing is learned, for nobody
     envelope = wire.Envelope("alice2@alice.test", ("bob@bob.test",), 10)
-    assert not bob.vet(alice_key, envelope, scan(b"")).ok and roster.learned_key("bob", "alice2@alice.test") is None
+    assert (
+        not bob.vet(alice_key, envelope, scan(b"")).ok
+        and roster.learned_key("bob", "alice2@alice.test") is None
+    )
 
 
 def test_a_header_longer_than_what_was_read_fails_and_nothing_is_learned(roster):
@@ -229,10 +250,13 @@ def test_a_header_longer_than_what_was_read_fails_and_nothing_is_learned(roster)
     from toxbridge.tox.friends import Friends
 
     routes = Routes(ContactBook(), roster, ("bob@bob.test",))
-    bob = Friends(SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None)
+    bob = Friends(
+        SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None
+    )
     head = b"From: alice@alice.test\r\nX-Padding: " + b"x" * 2000  # no end of the header in sight
-    verdict = bob.vet(b"\x05" * 32, wire.Envelope("alice@alice.test", ("bob@bob.test",), len(head) + 5000),
-                      scan(head))
+    verdict = bob.vet(
+        b"\x05" * 32, wire.Envelope("alice@alice.test", ("bob@bob.test",), len(head) + 5000), scan(head)
+    )
     assert not verdict.ok and "longer than the 1 KiB the bridge reads" in verdict.reason
     assert roster.learned_key("bob", "alice@alice.test") is None
     whole = bob.vet(b"\x05" * 32, wire.Envelope("alice@alice.test", ("bob@bob.test",), len(head)), scan(head))

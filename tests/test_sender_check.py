@@ -32,49 +32,71 @@ def check(envelope: str, from_: list[str], learn: bool = True) -> sender_check.V
 # ---------------------------------------------------------------- check
 
 
-@pytest.mark.parametrize("address", [
-    f"{KEY.hex()}@tox", f"{KEY.hex().upper()}@TOX", f"{FULL_ID.hex()}@tox", f"{FULL_ID.hex().upper()}@Tox",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        f"{KEY.hex()}@tox",
+        f"{KEY.hex().upper()}@TOX",
+        f"{FULL_ID.hex()}@tox",
+        f"{FULL_ID.hex().upper()}@Tox",
+    ],
+)
 def test_own_tox_address_passes(address):
     verdict = check(address, [address])
     assert verdict.ok and verdict.result == sender_check.PASS
     assert "is the key itself" in verdict.reason
 
 
-@pytest.mark.parametrize("address", [
-    f"{OTHER.hex()}@tox", f"{OTHER_ID.hex()}@tox",
-    f"{KEY.hex()[:-2]}@tox",  # malformed: too short
-    f"{FULL_ID.hex()[:-1]}0@tox" if FULL_ID.hex()[-1] != "0" else f"{FULL_ID.hex()[:-1]}1@tox",  # bad checksum
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        f"{OTHER.hex()}@tox",
+        f"{OTHER_ID.hex()}@tox",
+        f"{KEY.hex()[:-2]}@tox",  # malformed: too short
+        f"{FULL_ID.hex()[:-1]}0@tox"
+        if FULL_ID.hex()[-1] != "0"
+        else f"{FULL_ID.hex()[:-1]}1@tox",  # bad checksum
+    ],
+)
 def test_another_or_malformed_tox_address_fails(address):
     for envelope, from_ in ((address, []), ("", [address]), (f"{KEY.hex()}@tox", [address])):
         verdict = check(envelope, from_)
         assert not verdict.ok and verdict.result == sender_check.FAIL
         assert "is not the sending friend's own Tox address" in verdict.reason
-    
 
-@pytest.mark.parametrize("address, how", [
-    ("tarek@example.org", "contact 'Tarek'"),
-    ("Tarek@Example.ORG", "contact 'Tarek'"),
-    ("learned@example.org", "learned pairing"),
-])
+
+@pytest.mark.parametrize(
+    "address, how",
+    [
+        ("tarek@example.org", "contact 'Tarek'"),
+        ("Tarek@Example.ORG", "contact 'Tarek'"),
+        ("learned@example.org", "learned pairing"),
+    ],
+)
 def test_address_tied_to_this_key_passes(address, how):
     verdict = check(address, [address], learn=False)
     assert verdict.ok
     assert verdict.reason == f"{address.lower()} by {how}"
 
 
-@pytest.mark.parametrize("address, how", [
-    ("grandma@example.org", "contact 'Grandma'"),
-    ("stranger-learned@example.org", "learned pairing"),
-])
+@pytest.mark.parametrize(
+    "address, how",
+    [
+        ("grandma@example.org", "contact 'Grandma'"),
+        ("stranger-learned@example.org", "learned pairing"),
+    ],
+)
 def test_address_of_another_key_fails(address, how):
     for learn in (True, False):
-        for envelope, from_ in ((address, []), ("tarek@example.org", [address]), (address, ["tarek@example.org"])):
+        for envelope, from_ in (
+            (address, []),
+            ("tarek@example.org", [address]),
+            (address, ["tarek@example.org"]),
+        ):
             verdict = check(envelope, from_, learn)
             assert not verdict.ok
             assert verdict.reason == f"{address} belongs to another Tox {how}, not to the sending friend"
-        
+
 
 def test_address_of_another_key_without_how_says_contact():
     verdict = sender_check.check(KEY, "x@example.org", [], lambda a: ("", {OTHER}), True)
@@ -84,14 +106,18 @@ def test_address_of_another_key_without_how_says_contact():
 def test_unclaimed_address_is_learned_when_allowed():
     verdict = check("New@Example.org", ["new@example.org", "other-new@example.org"], learn=True)
     assert verdict.ok
-    assert verdict.reason == ("new@example.org first seen from this key, learned; "
-                              "other-new@example.org first seen from this key, learned")
+    assert verdict.reason == (
+        "new@example.org first seen from this key, learned; "
+        "other-new@example.org first seen from this key, learned"
+    )
 
 
 def test_unclaimed_address_mixed_with_tied_ones():
     verdict = check(f"{KEY.hex()}@tox", ["tarek@example.org", "new@example.org"], learn=True)
     assert verdict.ok and verdict.reason.endswith("; new@example.org first seen from this key, learned")
-    assert verdict.reason.startswith(f"{KEY.hex()}@tox is the key itself; tarek@example.org by contact 'Tarek'; ")
+    assert verdict.reason.startswith(
+        f"{KEY.hex()}@tox is the key itself; tarek@example.org by contact 'Tarek'; "
+    )
 
 
 def test_unclaimed_address_fails_when_learning_is_off():
@@ -123,6 +149,11 @@ def test_each_address_is_asked_once_in_lower_case():
         asked.append(address)
         return claims(address)
 
-    sender_check.check(KEY, "Tarek@Example.org", ["tarek@example.org", "TAREK@EXAMPLE.ORG", "new@example.org"],
-                  recording, True)
+    sender_check.check(
+        KEY,
+        "Tarek@Example.org",
+        ["tarek@example.org", "TAREK@EXAMPLE.ORG", "new@example.org"],
+        recording,
+        True,
+    )
     assert asked == ["tarek@example.org", "new@example.org"]

@@ -21,7 +21,11 @@ def test_replies_in_pieces(piece):
     got = []
     for i in range(0, len(STREAM), piece):
         got += reader.feed(STREAM[i : i + piece])
-    assert got == [Reply(250, "mx.test 8BITMIME SMTPUTF8"), Reply(550, "5.1.1 <x> unknown"), Reply(250, "2.0.0 ok")]
+    assert got == [
+        Reply(250, "mx.test 8BITMIME SMTPUTF8"),
+        Reply(550, "5.1.1 <x> unknown"),
+        Reply(250, "2.0.0 ok"),
+    ]
 
 
 @pytest.mark.parametrize("bad", [b"hello\r\n", b"250-a\r\n550 b\r\n", b"6xx oops\r\n", b"250" + b"x" * 5000])

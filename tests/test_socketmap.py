@@ -44,16 +44,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toxbridge.mail import socketmap
 from toxbridge.config import Endpoint
 from toxbridge.lab import _fs
 from toxbridge.lab.ports import free_port, port_accepts, wait_until
+from toxbridge.mail import socketmap
 from toxbridge.mail.socketmap import Decoder, SocketmapError
 
 # --- codec ------------------------------------------------------------------------------------
 
-REQUESTS = [b"transport bob@example.org", b"", b"transport Friend@Example.ORG", b"x 1:2,3",
-            "transport jürgen@bücher.example".encode(), bytes(range(256)), b"transport *"]
+REQUESTS = [
+    b"transport bob@example.org",
+    b"",
+    b"transport Friend@Example.ORG",
+    b"x 1:2,3",
+    "transport jürgen@bücher.example".encode(),
+    bytes(range(256)),
+    b"transport *",
+]
 STREAM = b"".join(socketmap.encode(r) for r in REQUESTS)
 
 
@@ -71,7 +78,7 @@ def test_every_split_point():
 
 @pytest.mark.parametrize("size", [4096, 128, 16, 1])
 def test_read_sizes(size):
-    pieces = [STREAM[i:i + size] for i in range(0, len(STREAM), size)]
+    pieces = [STREAM[i : i + size] for i in range(0, len(STREAM), size)]
     assert feed_all(Decoder(), pieces) == REQUESTS
 
 
@@ -116,17 +123,20 @@ def test_limit_is_enforced_before_the_data_arrives():
         Decoder(limit=100_000).feed(b"9" * 7)
 
 
-@pytest.mark.parametrize("garbage", [
-    b"hello",                 # no length
-    b":abc,",                 # empty length
-    b"-1:x,",                 # sign
-    b" 3:abc,",               # leading space
-    b"3:abc;",                # wrong terminator
-    b"3:abcd,",               # longer than said
-    b"0x3:abc,",              # not decimal
-    b"GET / HTTP/1.1\r\n\r\n",
-    "٣:abc,".encode(),        # a non-ASCII digit
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"hello",  # no length
+        b":abc,",  # empty length
+        b"-1:x,",  # sign
+        b" 3:abc,",  # leading space
+        b"3:abc;",  # wrong terminator
+        b"3:abcd,",  # longer than said
+        b"0x3:abc,",  # not decimal
+        b"GET / HTTP/1.1\r\n\r\n",
+        "٣:abc,".encode(),  # a non-ASCII digit
+    ],
+)
 def test_garbage_is_refused_at_every_split_point(garbage):
     for cut in range(len(garbage) + 1):
         d = Decoder()
@@ -173,7 +183,9 @@ def test_answer(caplog):
         raise KeyError(key)
 
     maps = {"transport": contacts, "broken": broken, "long": lambda key: "x" * 100_000}
-    assert socketmap.answer(b"transport Friend@Example.ORG", maps) == socketmap.ok("toxbridge:inet:127.0.0.1:10025")
+    assert socketmap.answer(b"transport Friend@Example.ORG", maps) == socketmap.ok(
+        "toxbridge:inet:127.0.0.1:10025"
+    )
     assert socketmap.answer(b"transport stranger@example.org", maps) == b"9:NOTFOUND ,"
     assert socketmap.answer(b"transport *", maps) == b"9:NOTFOUND ,"
     assert socketmap.answer(b"nosuch a@b", maps) == b"24:PERM no such map: nosuch,"
@@ -193,6 +205,7 @@ def test_the_key_is_everything_after_the_first_space():
 
 # --- server, asked by Postfix's own client ----------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def postmap_config():
     # postmap reads main.cf; this machine has none in /etc/postfix.
@@ -208,8 +221,15 @@ async def postmap(config: Path, table: str, *keys: str) -> tuple[int, str, str]:
         args, data = ["-q", keys[0], table], None
     else:
         args, data = ["-q", "-", table], "".join(k + "\n" for k in keys).encode()
-    p = await asyncio.create_subprocess_exec("postmap", "-c", str(config), *args, stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = await asyncio.create_subprocess_exec(
+        "postmap",
+        "-c",
+        str(config),
+        *args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(p.communicate(data), 30)
     return p.returncode, out.decode(), err.decode()
 
@@ -228,18 +248,31 @@ def test_postmap_ok_notfound_perm_temp(postmap_config):
         server = await starting
         table = f"socketmap:inet:{endpoint.host}:{endpoint.port}"
         try:
-            assert await postmap(postmap_config, f"{table}:transport", "Friend@Example.ORG") == \
-                (0, "toxbridge:inet:127.0.0.1:10025\n", "")
+            assert await postmap(postmap_config, f"{table}:transport", "Friend@Example.ORG") == (
+                0,
+                "toxbridge:inet:127.0.0.1:10025\n",
+                "",
+            )
             assert await postmap(postmap_config, f"{table}:transport", "stranger@example.org") == (1, "", "")
             rc, _, err = await postmap(postmap_config, f"{table}:nosuch", "a@b")
             assert rc != 0 and "socketmap server permanent error: no such map: nosuch" in err
             rc, _, err = await postmap(postmap_config, f"{table}:broken", "a@b")
             assert rc != 0 and "socketmap server temporary error: toxbridge broken lookup failed" in err
             # Several keys on one connection, the server still fine after the failures above.
-            rc, out, _ = await postmap(postmap_config, f"{table}:transport",
-                                       "friend@example.org", "nobody@example.org", "FRIEND@EXAMPLE.ORG")
-            assert (rc, out.splitlines()) == (0, ["friend@example.org\ttoxbridge:inet:127.0.0.1:10025",
-                                                  "FRIEND@EXAMPLE.ORG\ttoxbridge:inet:127.0.0.1:10025"])
+            rc, out, _ = await postmap(
+                postmap_config,
+                f"{table}:transport",
+                "friend@example.org",
+                "nobody@example.org",
+                "FRIEND@EXAMPLE.ORG",
+            )
+            assert (rc, out.splitlines()) == (
+                0,
+                [
+                    "friend@example.org\ttoxbridge:inet:127.0.0.1:10025",
+                    "FRIEND@EXAMPLE.ORG\ttoxbridge:inet:127.0.0.1:10025",
+                ],
+            )
         finally:
             server.close()
             await server.wait_closed()
@@ -258,8 +291,9 @@ def test_unix_socket(postmap_config):
             sock.unlink()
             for _ in range(2):  # the second start replaces the first one's socket file
                 server = await socketmap.start_server(Endpoint(path=str(sock)), {"transport": contacts})
-                assert await postmap(postmap_config, f"socketmap:unix:{sock}:transport", "friend@example.org") \
-                    == (0, "toxbridge:inet:127.0.0.1:10025\n", "")
+                assert await postmap(
+                    postmap_config, f"socketmap:unix:{sock}:transport", "friend@example.org"
+                ) == (0, "toxbridge:inet:127.0.0.1:10025\n", "")
                 server.close()
                 await server.wait_closed()
         finally:
@@ -283,8 +317,10 @@ def test_pipelined_requests_garbage_and_other_connections():
         try:
             reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
             # Three requests in one write, the second cut short; one reply each, in order.
-            data = b"".join(socketmap.encode(r) for r in
-                            (b"transport friend@example.org", b"transport boom", b"transport x@y"))
+            data = b"".join(
+                socketmap.encode(r)
+                for r in (b"transport friend@example.org", b"transport boom", b"transport x@y")
+            )
             writer.write(data[:40])
             await writer.drain()
             await asyncio.sleep(0.05)
@@ -308,7 +344,9 @@ def test_pipelined_requests_garbage_and_other_connections():
             # Other connections are served as before.
             reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
             writer.write(socketmap.encode(b"transport friend@example.org"))
-            assert await asyncio.wait_for(reader.read(4096), 5) == socketmap.ok("toxbridge:inet:127.0.0.1:10025")
+            assert await asyncio.wait_for(reader.read(4096), 5) == socketmap.ok(
+                "toxbridge:inet:127.0.0.1:10025"
+            )
             writer.close()
         finally:
             server.close()
@@ -338,13 +376,16 @@ def test_close_ends_open_connections():
 
 # --- integration: a real Postfix routes mail through the socketmap -----------------------------
 
+
 def real_servers(test):
     """Mark a test that starts Postfix, Dovecot and smtp-sink."""
     for mark in (
         pytest.mark.integration,
         pytest.mark.skipif(os.geteuid() != 0, reason="private Postfix/Dovecot instances need root"),
-        pytest.mark.skipif(not all(shutil.which(c) for c in ("postfix", "dovecot", "smtp-sink")),
-                           reason="postfix, dovecot or smtp-sink not installed"),
+        pytest.mark.skipif(
+            not all(shutil.which(c) for c in ("postfix", "dovecot", "smtp-sink")),
+            reason="postfix, dovecot or smtp-sink not installed",
+        ),
     ):
         test = mark(test)
     return test
@@ -388,13 +429,15 @@ class MapServer:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     def start(self) -> None:
-        self._server = self._run(socketmap.start_server(Endpoint("127.0.0.1", self.port),
-                                                        {"transport": self._lookup}))
+        self._server = self._run(
+            socketmap.start_server(Endpoint("127.0.0.1", self.port), {"transport": self._lookup})
+        )
 
     def stop(self) -> None:
         async def close():
             self._server.close()
             await self._server.wait_closed()
+
         if self._server:
             self._run(close())
             self._server = None
@@ -421,13 +464,22 @@ class MailLab:
 
         self.root = _fs.prepare_root(root / name)
         self.domain = f"{name}.test"
-        self.dovecot = Dovecot(self.root, name, {"alice": "alice-pw", "alan": "alan-pw"},
-                               free_port(), free_port(), free_port())
+        self.dovecot = Dovecot(
+            self.root, name, {"alice": "alice-pw", "alan": "alan-pw"}, free_port(), free_port(), free_port()
+        )
         self.sink_port = free_port()
         self.map = MapServer(free_port())
-        self.postfix = Postfix(self.root, name, self.domain, free_port(), ["alice", "alan"],
-                               self.dovecot.lmtp_port, self.sink_port,
-                               socketmap_port=self.map.port, tox_only=tox_only)
+        self.postfix = Postfix(
+            self.root,
+            name,
+            self.domain,
+            free_port(),
+            ["alice", "alan"],
+            self.dovecot.lmtp_port,
+            self.sink_port,
+            socketmap_port=self.map.port,
+            tox_only=tox_only,
+        )
         self.bridge = f"toxbridge:inet:127.0.0.1:{self.sink_port}"
         self.dump = self.root / "sink"
         self._sink: subprocess.Popen | None = None
@@ -437,8 +489,20 @@ class MailLab:
         shutil.chown(self.dump, "postfix")
         with open(self.root / "smtp-sink.log", "ab") as log:
             self._sink = subprocess.Popen(
-                ["smtp-sink", "-L", "-u", "postfix", "-d", f"{self.dump}/%H%M%S.", f"127.0.0.1:{self.sink_port}", "50"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                [
+                    "smtp-sink",
+                    "-L",
+                    "-u",
+                    "postfix",
+                    "-d",
+                    f"{self.dump}/%H%M%S.",
+                    f"127.0.0.1:{self.sink_port}",
+                    "50",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
         assert wait_until(lambda: port_accepts(self.sink_port), 10)
         self.map.start()
         self.dovecot.start()
@@ -455,12 +519,18 @@ class MailLab:
     def address(self, user: str) -> str:
         return f"{user}@{self.domain}"
 
-    def rcpt(self, sender: str, recipients: list[str], source: str | None = None,
-             session: smtplib.SMTP | None = None) -> dict[str, tuple[int, bytes]]:
+    def rcpt(
+        self,
+        sender: str,
+        recipients: list[str],
+        source: str | None = None,
+        session: smtplib.SMTP | None = None,
+    ) -> dict[str, tuple[int, bytes]]:
         """RCPT each recipient in one SMTP transaction and send a small mail to those accepted."""
         own = session is None
-        s = session or smtplib.SMTP("127.0.0.1", self.postfix.smtp_port, timeout=30,
-                                    source_address=(source, 0) if source else None)
+        s = session or smtplib.SMTP(
+            "127.0.0.1", self.postfix.smtp_port, timeout=30, source_address=(source, 0) if source else None
+        )
         try:
             s.ehlo("client.example")
             s.mail(sender)
@@ -477,9 +547,13 @@ class MailLab:
     def sendmail(self, sender: str, recipient: str) -> str:
         """Submit through sendmail(1) (no smtpd): qmgr alone routes it. Returns the Message-ID."""
         mid = f"<{uuid.uuid4()}@{self.domain}>"
-        subprocess.run(["sendmail", "-C", str(self.postfix.config_dir), "-f", sender, recipient],
-                       input=f"Message-ID: {mid}\nSubject: routed\n\nhi\n".encode(), check=True,
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            ["sendmail", "-C", str(self.postfix.config_dir), "-f", sender, recipient],
+            input=f"Message-ID: {mid}\nSubject: routed\n\nhi\n".encode(),
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         return mid
 
     def outcome(self, mid: str, timeout: float = 30.0) -> tuple[str, str, str, str]:
@@ -489,12 +563,16 @@ class MailLab:
         def logged() -> bool:
             log = self.postfix.maillog.read_text()
             queued = re.search(rf"(\w+): message-id={re.escape(mid)}", log)
-            done = queued and re.search(rf"{queued.group(1)}: to=<[^>]*>, relay=(\S+), .*dsn=(\S+), status=(\w+) \((.*)\)", log)
+            done = queued and re.search(
+                rf"{queued.group(1)}: to=<[^>]*>, relay=(\S+), .*dsn=(\S+), status=(\w+) \((.*)\)", log
+            )
             if done:
                 found.append(done.groups())
             return bool(done)
 
-        assert wait_until(logged, timeout, interval=0.05), f"no outcome for {mid}:\n{_fs.tail(self.postfix.maillog)}"
+        assert wait_until(logged, timeout, interval=0.05), (
+            f"no outcome for {mid}:\n{_fs.tail(self.postfix.maillog)}"
+        )
         return found[0]
 
     def sunk(self, mid: str) -> bool:
@@ -554,9 +632,13 @@ def test_keys_postfix_sends(lab, fresh, report):
 
     # qmgr routes the queued mail: trivial-rewrite asks again, the contact goes to the bridge.
     delivered = rf"toxbridge/lmtp\[\d+\]: \w+: to=<{re.escape(shouted)}>, relay=127.0.0.1\[127.0.0.1\]:{lab.sink_port}, .*status=sent"
-    assert wait_until(lambda: re.search(delivered, lab.postfix.maillog.read_text()), 30), _fs.tail(lab.postfix.maillog)
+    assert wait_until(lambda: re.search(delivered, lab.postfix.maillog.read_text()), 30), _fs.tail(
+        lab.postfix.maillog
+    )
     assert lab.map.asked_keys(t0).count(shouted) == 2
-    report(f"keys asked during the SMTP session: {at_smtp}; by {sorted({p for _, _, ps in lab.map.asked for p in ps})}")
+    report(
+        f"keys asked during the SMTP session: {at_smtp}; by {sorted({p for _, _, ps in lab.map.asked for p in ps})}"
+    )
 
 
 @real_servers
@@ -593,10 +675,17 @@ def test_bridge_down_fails_closed_and_own_mail_flows(lab, fresh, report):
     assert codes[stranger] == (451, f"4.3.0 <{stranger}>: Temporary lookup failure".encode())
     assert codes[alan][0] == 250 and codes[tox][0] == 250
     assert wait_until(lambda: len(lab.dovecot.fetch_inbox("alan")) > inbox, 30)
-    assert wait_until(lambda: re.search(rf"to=<{tox}>, relay=127.0.0.1\[127.0.0.1\]:{lab.sink_port}, .*status=sent",
-                                        lab.postfix.maillog.read_text()), 30)
+    assert wait_until(
+        lambda: re.search(
+            rf"to=<{tox}>, relay=127.0.0.1\[127.0.0.1\]:{lab.sink_port}, .*status=sent",
+            lab.postfix.maillog.read_text(),
+        ),
+        30,
+    )
     # An outside client gets the same 451 where 554 Relay access denied would come: refused either way.
-    outside = lab.rcpt(f"mallory-{fresh}@example.net", [f"x-{fresh}@example.org", alan, tox], source="127.0.0.2")
+    outside = lab.rcpt(
+        f"mallory-{fresh}@example.net", [f"x-{fresh}@example.org", alan, tox], source="127.0.0.2"
+    )
     assert outside[f"x-{fresh}@example.org"][0] == 451
     assert outside[alan][0] == 250
     assert outside[tox][0] == 554
@@ -623,8 +712,10 @@ def test_bridge_down_fails_closed_and_own_mail_flows(lab, fresh, report):
         wait_until(lambda: lab.sunk(mid), 1)
     took = time.monotonic() - failed
     assert 29 <= took <= 33, took
-    report(f"bridge down: 451 4.3.0 at RCPT, queued mail deferred; back up {t_up - failed:.1f} s after the "
-           f"failed lookup, delivered {took:.1f} s after it ({runs} queue flushes)")
+    report(
+        f"bridge down: 451 4.3.0 at RCPT, queued mail deferred; back up {t_up - failed:.1f} s after the "
+        f"failed lookup, delivered {took:.1f} s after it ({runs} queue flushes)"
+    )
 
     # smtpd keeps the failed answer per process: the session that saw 451 still does; a parallel
     # session (necessarily another smtpd process) is asked afresh.
@@ -660,8 +751,10 @@ def test_how_long_a_changed_answer_takes(lab, fresh, report):
     fresh_after = max(t for t, k, _ in lab.map.asked if k == friend) - looked_up
     assert 29 <= fresh_after <= 32, fresh_after
     assert stale >= 25  # one a second
-    report(f"OK -> NOTFOUND: {stale} new mails of the same (sender, recipient) still went to the bridge; "
-           f"qmgr asked again {fresh_after:.1f} s after its last lookup")
+    report(
+        f"OK -> NOTFOUND: {stale} new mails of the same (sender, recipient) still went to the bridge; "
+        f"qmgr asked again {fresh_after:.1f} s after its last lookup"
+    )
 
     # The cache holds one (sender, recipient) pair: another sender is resolved afresh at once.
     lab.map.answers[friend] = lab.bridge
@@ -686,10 +779,20 @@ def test_tox_only_bounces_non_contacts(lab_dir):
         lab.start()
         alice, stranger = lab.address("alice"), "stranger@example.org"
         code, text = lab.rcpt(alice, [stranger])[stranger]
-        assert (code, text) == (550, (b"5.1.1 <stranger@example.org>: Recipient address rejected: "
-                                      b"this address is not a Tox contact of this household"))
+        assert (code, text) == (
+            550,
+            (
+                b"5.1.1 <stranger@example.org>: Recipient address rejected: "
+                b"this address is not a Tox contact of this household"
+            ),
+        )
         mid = lab.sendmail(alice, stranger)
-        assert lab.outcome(mid) == ("none", "5.1.1", "bounced", "this address is not a Tox contact of this household")
+        assert lab.outcome(mid) == (
+            "none",
+            "5.1.1",
+            "bounced",
+            "this address is not a Tox contact of this household",
+        )
         assert wait_until(lambda: lab.dovecot.fetch_inbox("alice"), 30)
         (bounce,) = lab.dovecot.fetch_inbox("alice")
         assert b"<stranger@example.org>: this address is not a Tox contact of this household" in bounce
@@ -699,6 +802,8 @@ def test_tox_only_bounces_non_contacts(lab_dir):
         lab.map.answers["friend@example.org"] = lab.bridge
         assert lab.outcome(lab.sendmail(alice, "friend@example.org"))[2] == "sent"
         assert lab.rcpt(alice, ["AbC@tox", lab.address("alan")]) == {
-            "AbC@tox": (250, b"2.1.5 Ok"), lab.address("alan"): (250, b"2.1.5 Ok")}
+            "AbC@tox": (250, b"2.1.5 Ok"),
+            lab.address("alan"): (250, b"2.1.5 Ok"),
+        }
     finally:
         lab.stop()

@@ -10,28 +10,49 @@ from toxbridge.ops.status import ERROR, OK, WARN
 
 CONFIG = config_mod.parse(
     "state_dir: /var/lib/toxbridge\nusers: [{mailbox: mom, address: mom@home.example}]\n"
-    "tox: {bootstrap: [{host: 127.0.0.1, port: 33445, public_key: '" + "ab" * 32 + "'}]}\n", "/etc/tb.yaml")
+    "tox: {bootstrap: [{host: 127.0.0.1, port: 33445, public_key: '" + "ab" * 32 + "'}]}\n",
+    "/etc/tb.yaml",
+)
 NOW = 1_800_000_000.0
 
 
 def identity(network="UDP", friends=()):
-    return {"mailbox": "mom", "address": "mom@home.example", "tox_id": "AB" * 38, "network": network,
-            "network_since": NOW - 60, "friends": list(friends)}
+    return {
+        "mailbox": "mom",
+        "address": "mom@home.example",
+        "tox_id": "AB" * 38,
+        "network": network,
+        "network_since": NOW - 60,
+        "friends": list(friends),
+    }
 
 
 def friend(online, since, bridge=True, name="Tarek"):
-    return {"key": "12345678" * 8, "name": name, "online": online, "via": "UDP" if online else "",
-            "since": since, "bridge": bridge}
+    return {
+        "key": "12345678" * 8,
+        "name": name,
+        "online": online,
+        "via": "UDP" if online else "",
+        "since": since,
+        "bridge": bridge,
+    }
 
 
 def test_daemon_down_is_an_error_that_says_how_to_start_it():
     check = status.daemon_check(None, CONFIG, NOW)
-    assert check.level == ERROR and "not running" in check.text and "systemctl start toxbridge" in check.action
+    assert (
+        check.level == ERROR and "not running" in check.text and "systemctl start toxbridge" in check.action
+    )
 
 
 def test_daemon_up_says_pid_uptime_and_mail_on_its_way():
     check = status.daemon_check({"pid": 7, "started": NOW - 7200, "contacts": 3, "in_flight": 1}, CONFIG, NOW)
-    assert check.level == OK and "pid 7" in check.text and "up 2 h" in check.text and "1 mails on their way" in check.text
+    assert (
+        check.level == OK
+        and "pid 7" in check.text
+        and "up 2 h" in check.text
+        and "1 mails on their way" in check.text
+    )
 
 
 def test_off_the_tox_network_names_the_bootstrap_nodes():
@@ -40,26 +61,53 @@ def test_off_the_tox_network_names_the_bootstrap_nodes():
 
 
 def test_friends_online_offline_and_never_seen():
-    checks = status.identity_checks(identity(friends=[
-        friend(True, NOW - 30), friend(False, NOW - 3 * 3600), friend(False, None, name=None),
-        friend(True, None, bridge=False)]), CONFIG, NOW)
+    checks = status.identity_checks(
+        identity(
+            friends=[
+                friend(True, NOW - 30),
+                friend(False, NOW - 3 * 3600),
+                friend(False, None, name=None),
+                friend(True, None, bridge=False),
+            ]
+        ),
+        CONFIG,
+        NOW,
+    )
     levels = [c.level for c in checks[1:]]
     assert levels == [OK, WARN, WARN, OK]
     assert "online via UDP since" in checks[1].text and "(30 s ago)" in checks[1].text
-    assert "offline since" in checks[2].text and "(3 h ago)" in checks[2].text and "Postfix's queue" in checks[2].action
+    assert (
+        "offline since" in checks[2].text
+        and "(3 h ago)" in checks[2].text
+        and "Postfix's queue" in checks[2].action
+    )
     assert "friend (12345678) has never been online" in checks[3].text
     assert "not a toxbridge" in checks[4].text
 
 
 def test_queue_counts_only_deferred_mail_for_tox_recipients():
     entries = [
-        {"queue_name": "deferred", "arrival_time": NOW - 600,
-         "recipients": [{"address": "tarek@example.org", "delay_reason": "Tox friend 12345678 offline since …"}]},
-        {"queue_name": "deferred", "arrival_time": NOW - 9000, "recipients": [{"address": "x@elsewhere.example"}]},
+        {
+            "queue_name": "deferred",
+            "arrival_time": NOW - 600,
+            "recipients": [
+                {"address": "tarek@example.org", "delay_reason": "Tox friend 12345678 offline since …"}
+            ],
+        },
+        {
+            "queue_name": "deferred",
+            "arrival_time": NOW - 9000,
+            "recipients": [{"address": "x@elsewhere.example"}],
+        },
         {"queue_name": "active", "arrival_time": NOW - 5, "recipients": [{"address": "tarek@example.org"}]},
     ]
     check = status.queue_check(entries, lambda a: a == "tarek@example.org", "", NOW)
-    assert check.level == WARN and "1 mail(s)" in check.text and "10 min" in check.text and "offline since" in check.text
+    assert (
+        check.level == WARN
+        and "1 mail(s)" in check.text
+        and "10 min" in check.text
+        and "offline since" in check.text
+    )
     assert status.queue_check([], lambda a: True, "", NOW).level == OK
     unreadable = status.queue_check(None, lambda a: True, "postqueue: not found", NOW)
     assert unreadable.level == WARN and "postqueue: not found" in unreadable.text
@@ -98,20 +146,43 @@ def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
 
     keys = {0: b"\x01" * 32, 1: b"\x02" * 32, 2: b"\x03" * 32}
     connection = {0: 2, 1: 0, 2: 0}
-    node = SimpleNamespace(friends=lambda: [0, 1, 2], friend_public_key=keys.__getitem__,
-                           friend_connection=connection.__getitem__, address=b"\xab" * 38, self_connection=lambda: 1)
+    node = SimpleNamespace(
+        friends=lambda: [0, 1, 2],
+        friend_public_key=keys.__getitem__,
+        friend_connection=connection.__getitem__,
+        address=b"\xab" * 38,
+        self_connection=lambda: 1,
+    )
     tarek = SimpleNamespace(name="Tarek")
     last = {1: NOW - 600, 2: None}
     mom = SimpleNamespace(
-        node=node, user=SimpleNamespace(mailbox="mom", address="mom@home.example"),
+        node=node,
+        user=SimpleNamespace(mailbox="mom", address="mom@home.example"),
         friends=SimpleNamespace(contact=lambda key: tarek if key == keys[0] else None),
-        online_since={keys[0]: NOW - 60}, last_online=last.__getitem__, peers={0: "toxbridge"},
-        network_since=NOW - 3600)
+        online_since={keys[0]: NOW - 60},
+        last_online=last.__getitem__,
+        peers={0: "toxbridge"},
+        network_since=NOW - 3600,
+    )
     got = snapshot.of_identity(mom)
-    assert got == {"mailbox": "mom", "address": "mom@home.example", "tox_id": "AB" * 38, "network": "TCP",
-                   "network_since": NOW - 3600, "friends": [
-                       {"key": "01" * 32, "name": "Tarek", "online": True, "via": "UDP", "since": NOW - 60, "bridge": True},
-                       {"key": "02" * 32, "name": None, "online": False, "via": "", "since": NOW - 600, "bridge": False},
-                       {"key": "03" * 32, "name": None, "online": False, "via": "", "since": None, "bridge": False}]}
+    assert got == {
+        "mailbox": "mom",
+        "address": "mom@home.example",
+        "tox_id": "AB" * 38,
+        "network": "TCP",
+        "network_since": NOW - 3600,
+        "friends": [
+            {
+                "key": "01" * 32,
+                "name": "Tarek",
+                "online": True,
+                "via": "UDP",
+                "since": NOW - 60,
+                "bridge": True,
+            },
+            {"key": "02" * 32, "name": None, "online": False, "via": "", "since": NOW - 600, "bridge": False},
+            {"key": "03" * 32, "name": None, "online": False, "via": "", "since": None, "bridge": False},
+        ],
+    }
     checks = status.identity_checks(got, CONFIG, NOW)
     assert [c.level for c in checks] == [OK, OK, WARN, WARN]

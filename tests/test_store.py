@@ -4,12 +4,12 @@ import os
 import time
 
 from toxbridge.contacts.book import Contact, ContactBook
-from toxbridge.mail.postqueue import deferred_for, parse_queue
 from toxbridge.contacts.roster import Roster
 from toxbridge.contacts.routes import Routes
-from toxbridge.tox.incoming import prune_partials
-from toxbridge.tox.delivered import DeliveryStore
+from toxbridge.mail.postqueue import deferred_for, parse_queue
 from toxbridge.mail.smtpreply import Reply
+from toxbridge.tox.delivered import DeliveryStore
+from toxbridge.tox.incoming import prune_partials
 
 KEY = bytes(range(32))
 OTHER = bytes(32)
@@ -38,8 +38,12 @@ def test_prune_forgets_old_records(tmp_path):
 
 
 def queue_entry(qid, sender, rcpts, queue="deferred"):
-    return {"queue_name": queue, "queue_id": qid, "sender": sender,
-            "recipients": [{"address": r, "delay_reason": "451 4.4.1"} for r in rcpts]}
+    return {
+        "queue_name": queue,
+        "queue_id": qid,
+        "sender": sender,
+        "recipients": [{"address": r, "delay_reason": "451 4.4.1"} for r in rcpts],
+    }
 
 
 def test_deferred_for_picks_this_friends_mail_from_this_sender():
@@ -50,10 +54,10 @@ def test_deferred_for_picks_this_friends_mail_from_this_sender():
     entries = [
         queue_entry("A1", "alice@a.test", [f"{tox_id.upper()}@tox"]),
         queue_entry("A2", "ALICE@a.test", ["nothex@tox", f"{KEY.hex()}@TOX"]),
-        queue_entry("A3", "alan@a.test", [f"{KEY.hex()}@tox"]),          # other sender
-        queue_entry("A4", "alice@a.test", [f"{OTHER.hex()}@tox"]),        # other friend
+        queue_entry("A3", "alan@a.test", [f"{KEY.hex()}@tox"]),  # other sender
+        queue_entry("A4", "alice@a.test", [f"{OTHER.hex()}@tox"]),  # other friend
         queue_entry("A5", "alice@a.test", [f"{KEY.hex()}@tox"], "active"),  # already on its way
-        queue_entry("A6", "alice@a.test", ["friend@example.org"]),          # the friend's contact address
+        queue_entry("A6", "alice@a.test", ["friend@example.org"]),  # the friend's contact address
         queue_entry("A7", "alice@a.test", ["stranger@example.org"]),
     ]
     book = ContactBook((Contact("Friend", ("friend@example.org",), KEY),))

@@ -18,11 +18,10 @@ import time
 import uuid
 
 import pytest
+from socks5 import Socks5Proxy
 
 from toxbridge.lab.household import Household, befriend_all
 from toxbridge.lab.ports import wait_until
-
-from socks5 import Socks5Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +30,11 @@ TIMEOUT = float(os.environ.get("TOXBRIDGE_RECONNECT", 120))
 
 def tcp_only(bootstrap_node) -> dict:
     """The tox settings of a household behind a firewall that lets only TCP out."""
-    relay = {"host": bootstrap_node.host, "port": bootstrap_node.tcp_port,
-             "public_key": bootstrap_node.public_key.hex()}
+    relay = {
+        "host": bootstrap_node.host,
+        "port": bootstrap_node.tcp_port,
+        "public_key": bootstrap_node.public_key.hex(),
+    }
     return {"udp": False, "tcp_relays": [relay]}
 
 
@@ -49,8 +51,10 @@ def start_pair(homes: list[Household]) -> None:
 @pytest.fixture(scope="module")
 def relay_pair(lab_root, bootstrap_node):
     boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
-    homes = [Household(lab_root, name, {name: f"{name}-pw"}, boot, tox_settings=tcp_only(bootstrap_node))
-             for name in ("rita", "rolf")]
+    homes = [
+        Household(lab_root, name, {name: f"{name}-pw"}, boot, tox_settings=tcp_only(bootstrap_node))
+        for name in ("rita", "rolf")
+    ]
     try:
         start_pair(homes)
         yield homes
@@ -67,8 +71,15 @@ def socks_pair(lab_root, bootstrap_node):
         for name in ("sofia", "sven"):
             proxies[name] = Socks5Proxy().start()
             proxy = {"type": "socks5", "host": "127.0.0.1", "port": proxies[name].port}
-            homes.append(Household(lab_root, name, {name: f"{name}-pw"}, boot,
-                                   tox_settings={**tcp_only(bootstrap_node), "proxy": proxy}))
+            homes.append(
+                Household(
+                    lab_root,
+                    name,
+                    {name: f"{name}-pw"},
+                    boot,
+                    tox_settings={**tcp_only(bootstrap_node), "proxy": proxy},
+                )
+            )
         start_pair(homes)
         yield homes, proxies
     finally:
@@ -112,7 +123,9 @@ def sockets(pid: int, kind: str) -> list[tuple[str, str, str]]:
 
 def connected_to(pid: int, port: int) -> int:
     """How many established TCP connections the process holds to 127.0.0.1:port."""
-    return sum(1 for state, _, peer in sockets(pid, "tcp") if state == "ESTAB" and peer == f"127.0.0.1:{port}")
+    return sum(
+        1 for state, _, peer in sockets(pid, "tcp") if state == "ESTAB" and peer == f"127.0.0.1:{port}"
+    )
 
 
 def log_time(home: Household, pattern: str, since: int = 0) -> float:
@@ -165,8 +178,10 @@ def test_friend_connection_over_the_relay_after_a_restart(relay_pair, report):
     rolf.wait_log("rolf: Tox network online \\(TCP\\)", TIMEOUT, since=rolf_mark)
     network = log_time(rolf, "rolf: Tox network online (TCP)", rolf_mark) - started
     friend = log_time(rita, f"rita: friend {rolf_key} online (TCP)", mark) - started
-    report(f"TCP relay: rolf's bridge on the network {network:.1f} s after its start, "
-           f"rita's friend connection to it {friend:.1f} s after")
+    report(
+        f"TCP relay: rolf's bridge on the network {network:.1f} s after its start, "
+        f"rita's friend connection to it {friend:.1f} s after"
+    )
     assert_tcp_only(rolf, rita)
     _, latency = send_and_wait(rita, rolf)
     report(f"TCP relay: first mail after the restart in {latency:.2f} s")
@@ -189,11 +204,13 @@ def test_socks5_proxy_carries_the_mail(socks_pair, bootstrap_node, report):
     up, down = proxies["sofia"].bytes_up, proxies["sven"].bytes_down
     _, latency = send_and_wait(sofia, sven, body_size=size)
     carried_up, carried_down = proxies["sofia"].bytes_up - up, proxies["sven"].bytes_down - down
-    report(f"SOCKS5: a {size // 1000} kB mail in sven's IMAP after {latency:.2f} s; sofia's proxy carried "
-           f"{carried_up} bytes out, sven's {carried_down} bytes in (since the start: "
-           f"{proxies['sofia'].connections} + {proxies['sven'].connections} connections, "
-           f"{proxies['sofia'].bytes_total + proxies['sven'].bytes_total} bytes; "
-           f"destinations named as {dict(proxies['sofia'].address_types)})")
+    report(
+        f"SOCKS5: a {size // 1000} kB mail in sven's IMAP after {latency:.2f} s; sofia's proxy carried "
+        f"{carried_up} bytes out, sven's {carried_down} bytes in (since the start: "
+        f"{proxies['sofia'].connections} + {proxies['sven'].connections} connections, "
+        f"{proxies['sofia'].bytes_total + proxies['sven'].bytes_total} bytes; "
+        f"destinations named as {dict(proxies['sofia'].address_types)})"
+    )
     # Encrypted and framed, the mail can only have grown on its way through both proxies.
     assert carried_up > size and carried_down > size
     sofia.postfix.wait_queue_empty(30)

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from toxbridge.tox import library
-from toxbridge.tox.library import CONNECTION_NONE, FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
 from toxbridge.tox.errors import ToxError, ToxValueError
+from toxbridge.tox.library import CONNECTION_NONE, FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
 from toxbridge.tox.node import ToxNode
 from toxbridge.tox.options import ToxOptions
 
@@ -67,20 +67,24 @@ class Bootstrapd:
         self.log = self.dir / "bootstrapd.log"
         conf = self.dir / "bootstrapd.conf"
         conf.write_text(
-            f'port = {self.port}\n'
+            f"port = {self.port}\n"
             f'keys_file_path = "{self.dir}/keys"\n'
             f'pid_file_path = "{self.dir}/bootstrapd.pid"\n'
-            'enable_ipv6 = false\n'
-            'enable_ipv4_fallback = true\n'
-            'enable_lan_discovery = false\n'
-            'enable_tcp_relay = true\n'
-            f'tcp_relay_ports = [{self.tcp_port}]\n'
-            'enable_motd = false\n'
-            'bootstrap_nodes = ()\n')
+            "enable_ipv6 = false\n"
+            "enable_ipv4_fallback = true\n"
+            "enable_lan_discovery = false\n"
+            "enable_tcp_relay = true\n"
+            f"tcp_relay_ports = [{self.tcp_port}]\n"
+            "enable_motd = false\n"
+            "bootstrap_nodes = ()\n"
+        )
         with open(self.log, "wb") as logf:
             self.proc = subprocess.Popen(
                 ["tox-bootstrapd", "--foreground", "--log-backend=stdout", "--config", str(conf)],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         self.public_key = self._wait_key()
 
     def _wait_key(self) -> bytes:
@@ -148,7 +152,7 @@ class Recorder:
 
     def on_file_recv(self, node, friend, file_number, kind, size, filename):
         self._add("file_recv", friend, file_number, kind, size, filename)
-        self.files[(friend, file_number)] = bytearray()   # numbers are reused after a transfer
+        self.files[(friend, file_number)] = bytearray()  # numbers are reused after a transfer
         if self.on_file_recv_hook is not None:
             self.on_file_recv_hook(node, friend, file_number, kind, size, filename)
 
@@ -168,7 +172,7 @@ class Recorder:
             self._add("file_sent", friend, file_number)
             return
         data = self.outgoing[(friend, file_number)]
-        node.file_send_chunk(friend, file_number, position, data[position:position + length])
+        node.file_send_chunk(friend, file_number, position, data[position : position + length])
 
     def on_file_recv_control(self, node, friend, file_number, control):
         self._add("file_control", friend, file_number, control)
@@ -188,10 +192,16 @@ class Lab:
     def call(self, fn, *args):
         async def _call():
             return fn(*args)
+
         return self.run(_call())
 
-    def make_node(self, options: ToxOptions | None = None, savedata: bytes | None = None,
-                  start: bool = True, bootstrap: bool = True) -> ToxNode:
+    def make_node(
+        self,
+        options: ToxOptions | None = None,
+        savedata: bytes | None = None,
+        start: bool = True,
+        bootstrap: bool = True,
+    ) -> ToxNode:
         async def _make():
             node = ToxNode(options or ToxOptions(), savedata=savedata, name="test")
             node.handler = Recorder(self.loop)
@@ -202,12 +212,14 @@ class Lab:
                 node.start()
             self.nodes.append(node)
             return node
+
         return self.run(_make())
 
     def close(self) -> None:
         async def _stop():
             for node in self.nodes:
                 await node.stop()
+
         try:
             self.run(_stop())
         finally:
@@ -237,8 +249,7 @@ def lab():
 
         lab.a, lab.b = a, b
         lab.fa, lab.fb, lab.connect_seconds = lab.run(befriend())
-        logging.getLogger("toxbridge.test").warning("friend connection after %.1f s",
-                                                    lab.connect_seconds)
+        logging.getLogger("toxbridge.test").warning("friend connection after %.1f s", lab.connect_seconds)
         yield lab
     finally:
         lab.close()
@@ -329,8 +340,7 @@ def test_file_transfer(lab):
         assert a.file_id(lab.fa, number) == file_id
         recv = await b.handler.wait_for(lambda ev: ev[0] == "file_recv" and ev[5] == b"mail.eml")
         assert recv[3:5] == (FILE_KIND_DATA, len(data))
-        done = await b.handler.wait_for(
-            lambda ev: ev[0] == "file_done" and ev[2] == recv[2], timeout=30)
+        done = await b.handler.wait_for(lambda ev: ev[0] == "file_done" and ev[2] == recv[2], timeout=30)
         seconds = time.monotonic() - t0
         await a.handler.wait_for(lambda ev: ev == ("file_sent", lab.fa, number))
         assert a.transfers(lab.fa) == set() and b.transfers(lab.fb) == set()
@@ -341,8 +351,7 @@ def test_file_transfer(lab):
     finally:
         b.handler.on_file_recv_hook = None
     assert received == data
-    logging.getLogger("toxbridge.test").warning(
-        "200 KiB in %.2f s (%.0f KiB/s)", seconds, 200 / seconds)
+    logging.getLogger("toxbridge.test").warning("200 KiB in %.2f s (%.0f KiB/s)", seconds, 200 / seconds)
 
 
 def test_cancel_seen_by_other_side(lab):
@@ -356,8 +365,7 @@ def test_cancel_seen_by_other_side(lab):
     async def cancelled():
         number = a.file_send(lab.fa, FILE_KIND_DATA, 5000, None, b"refused.eml")
         a.handler.outgoing[(lab.fa, number)] = bytes(5000)
-        await a.handler.wait_for(
-            lambda ev: ev == ("file_control", lab.fa, number, FILE_CONTROL_CANCEL))
+        await a.handler.wait_for(lambda ev: ev == ("file_control", lab.fa, number, FILE_CONTROL_CANCEL))
         assert (("out", number)) not in a.transfers(lab.fa)
         with pytest.raises(ToxError, match="TOX_ERR_FILE_CONTROL_NOT_FOUND"):
             a.file_control(lab.fa, number, FILE_CONTROL_RESUME)
@@ -428,6 +436,7 @@ def test_bad_savedata_and_proxy(lab):
 
     async def long_name():
         ToxNode(ToxOptions(udp=False), name="x" * (library.MAX_NAME_LENGTH + 1))
+
     with pytest.raises(ToxValueError, match="TOX_ERR_SET_INFO_TOO_LONG"):
         lab.run(long_name())
 
@@ -474,8 +483,7 @@ def test_restart_from_savedata_reconnects(lab):
 
     lab.run(reconnect())
     lab.b = b2
-    logging.getLogger("toxbridge.test").warning("reconnect after restart: %.1f s",
-                                                time.monotonic() - t0)
+    logging.getLogger("toxbridge.test").warning("reconnect after restart: %.1f s", time.monotonic() - t0)
 
 
 def test_friend_offline_cancels_open_transfers(lab):
@@ -487,18 +495,18 @@ def test_friend_offline_cancels_open_transfers(lab):
     """
     a, b = lab.a, lab.b
     b.handler.on_file_recv_hook = lambda node, friend, number, *_: node.file_control(
-        friend, number, FILE_CONTROL_RESUME)
+        friend, number, FILE_CONTROL_RESUME
+    )
     size = 64 * 1024 * 1024
 
     async def go():
-        a.handler.events.clear()      # file numbers are reused: forget earlier transfers
+        a.handler.events.clear()  # file numbers are reused: forget earlier transfers
         number = a.file_send(lab.fa, FILE_KIND_DATA, size, None, b"huge.eml")
         a.handler.outgoing[(lab.fa, number)] = bytes(size)
         await b.handler.wait_for(lambda ev: ev[0] == "file_first_chunk")
         assert ("out", number) in a.transfers(lab.fa)
         await b.stop()
-        await a.handler.wait_for(
-            lambda ev: ev == ("file_control", lab.fa, number, FILE_CONTROL_CANCEL))
+        await a.handler.wait_for(lambda ev: ev == ("file_control", lab.fa, number, FILE_CONTROL_CANCEL))
         assert ("friend_connection", lab.fa, CONNECTION_NONE) in a.handler.events
         assert a.transfers(lab.fa) == set()
 

@@ -5,10 +5,10 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from payloads import decode_payload, encode_payload
-from toxbridge.tox import wire
+
 from toxbridge.mail.smtpreply import Reply
+from toxbridge.tox import wire
 from toxbridge.tox.wire import Envelope, PayloadParser, WireError
 
 LIMIT = 1 << 20
@@ -113,7 +113,9 @@ def test_oversized_header_refused_before_it_arrives():
 
 
 replies = st.builds(
-    Reply, st.integers(200, 599), st.text(alphabet=st.characters(min_codepoint=32, exclude_categories=("Cs",)), max_size=300)
+    Reply,
+    st.integers(200, 599),
+    st.text(alphabet=st.characters(min_codepoint=32, exclude_categories=("Cs",)), max_size=300),
 )
 
 
@@ -124,7 +126,7 @@ def test_result_round_trip_fits_one_packet(file_id, items):
     got_id, got = wire.decode_result(packet)
     assert got_id == file_id
     assert [r.code for r in got] == [r.code for r in items]
-    assert all(r.text.startswith(g.text) for r, g in zip(items, got))
+    assert all(r.text.startswith(g.text) for r, g in zip(items, got, strict=False))
 
 
 @given(st.binary(max_size=400))
@@ -165,8 +167,13 @@ def outcome(pieces) -> tuple:
 
 
 hostile_payloads = st.builds(
-    lambda message, where, byte, cut, tail: (payload_of(message)[:cut] + tail) if cut is not None
-    else bytes(b if i != where % len(payload_of(message)) else byte for i, b in enumerate(payload_of(message))),
+    lambda message, where, byte, cut, tail: (
+        (payload_of(message)[:cut] + tail)
+        if cut is not None
+        else bytes(
+            b if i != where % len(payload_of(message)) else byte for i, b in enumerate(payload_of(message))
+        )
+    ),
     message=st.binary(max_size=60),
     where=st.integers(0, 200),
     byte=st.integers(0, 255),
@@ -195,8 +202,12 @@ def test_result_packet_cut_at_every_point_is_refused(file_id, items):
 
 
 @settings(max_examples=60)
-@given(file_id=st.binary(min_size=32, max_size=32), items=st.lists(replies, min_size=1, max_size=3),
-       where=st.integers(0, 2000), byte=st.integers(0, 255))
+@given(
+    file_id=st.binary(min_size=32, max_size=32),
+    items=st.lists(replies, min_size=1, max_size=3),
+    where=st.integers(0, 2000),
+    byte=st.integers(0, 255),
+)
 def test_result_packet_with_any_byte_changed_is_refused_or_means_what_it_says(file_id, items, where, byte):
     packet = bytearray(wire.encode_result(file_id, items))
     packet[where % len(packet)] = byte

@@ -12,8 +12,8 @@ import hashlib
 import random
 import threading
 
-from toxbridge.tox import wire
 from toxbridge.lab.ports import wait_until
+from toxbridge.tox import wire
 from toxbridge.tox.library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
 from toxbridge.tox.node import ToxNode
 from toxbridge.tox.options import ToxOptions
@@ -41,7 +41,9 @@ class PlainClient:
         # A random port, not toxcore's first free one: a new node on the port a stopped one had
         # was not reached by the bridge (it kept the old session's state), as with restarts.
         start = random.randint(34000, 39000)
-        node = ToxNode(ToxOptions(udp=True, local_discovery=False, ipv6=False, start_port=start, end_port=start + 200))
+        node = ToxNode(
+            ToxOptions(udp=True, local_discovery=False, ipv6=False, start_port=start, end_port=start + 200)
+        )
         node.handler = self
         node.bootstrap(bootstrap.host, bootstrap.port, bootstrap.public_key)
         node.start(self.loop)
@@ -49,6 +51,7 @@ class PlainClient:
 
     def call(self, fn, *args):
         """Run fn(*args) on the client's loop thread (the node's owner) and return its result."""
+
         async def run():
             return fn(*args)
 
@@ -96,12 +99,27 @@ class PlainClient:
 
     # ---- actions (from the test thread)
 
-    def send_file(self, friend: int, payload: bytes, file_id: bytes | None = None, *, kind: int = FILE_KIND_DATA,
-                  filename: bytes = wire.MAIL_FILENAME, size: int | None = None, serve: int | None = None) -> int:
+    def send_file(
+        self,
+        friend: int,
+        payload: bytes,
+        file_id: bytes | None = None,
+        *,
+        kind: int = FILE_KIND_DATA,
+        filename: bytes = wire.MAIL_FILENAME,
+        size: int | None = None,
+        serve: int | None = None,
+    ) -> int:
         """Offer a transfer; `size` may lie about the length, `serve` stops serving after about that many bytes."""
+
         def start() -> int:
-            number = self.node.file_send(friend, kind, len(payload) if size is None else size,
-                                         file_id or hashlib.sha256(payload).digest(), filename)
+            number = self.node.file_send(
+                friend,
+                kind,
+                len(payload) if size is None else size,
+                file_id or hashlib.sha256(payload).digest(),
+                filename,
+            )
             self.outgoing[number] = payload
             self.cancelled.discard(number)
             self.served.pop(number, None)

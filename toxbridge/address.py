@@ -81,6 +81,4 @@ def parse_tox_address(address: str) -> ToxAddress:
         return ToxAddress(public_key=tox_id[:PUBLIC_KEY_SIZE], tox_id=tox_id)
     if len(local) == 2 * PUBLIC_KEY_SIZE:
         return ToxAddress(public_key=unhex(local, PUBLIC_KEY_SIZE), tox_id=None)
-    raise AddressError(
-        f"a Tox address has 76 hex digits (Tox ID) or 64 (public key), not {len(local)}"
-    )
+    raise AddressError(f"a Tox address has 76 hex digits (Tox ID) or 64 (public key), not {len(local)}")

@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod
+from . import __version__
+from . import config as config_mod
 from .config import Config, ConfigError, User
 from .contacts import commands as contacts_commands
 from .contacts.book import load as load_contacts
@@ -28,28 +29,48 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="toxbridge", description="E-mail between households over Tox.")
-    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+    )
     parser.add_argument("--version", action="version", version=f"toxbridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    checker = sub.add_parser("check-config", help="validate the config file and the contacts file; exit 0 when usable")
-    checker.add_argument("--contacts", metavar="FILE", type=Path,
-                         help="check FILE as the contacts file instead of the configured one (before installing it)")
+    checker = sub.add_parser(
+        "check-config", help="validate the config file and the contacts file; exit 0 when usable"
+    )
+    checker.add_argument(
+        "--contacts",
+        metavar="FILE",
+        type=Path,
+        help="check FILE as the contacts file instead of the configured one (before installing it)",
+    )
     sub.add_parser("init", help="create the state directory and a Tox profile per user; print USER TOXID")
     show = sub.add_parser("id", help="print USER TOXID for every user, or one")
-    show.add_argument("user", nargs="?", help="mailbox name (with --qr or --png: needed when there are several users)")
-    show.add_argument("--qr", action="store_true", help="also draw the Tox ID as a QR code for a Tox app to scan")
-    show.add_argument("--png", metavar="FILE", type=Path, help="also write that QR code to FILE as a PNG image")
-    invite_parser = sub.add_parser("invite", help="a text to send a friend: your address, your Tox ID, how to add you")
+    show.add_argument(
+        "user", nargs="?", help="mailbox name (with --qr or --png: needed when there are several users)"
+    )
+    show.add_argument(
+        "--qr", action="store_true", help="also draw the Tox ID as a QR code for a Tox app to scan"
+    )
+    show.add_argument(
+        "--png", metavar="FILE", type=Path, help="also write that QR code to FILE as a PNG image"
+    )
+    invite_parser = sub.add_parser(
+        "invite", help="a text to send a friend: your address, your Tox ID, how to add you"
+    )
     invite_parser.add_argument("user", nargs="?", help="mailbox name (needed when there are several users)")
     _contacts_parser(sub)
-    status_parser = sub.add_parser("status", help="check everything the bridge needs; exit 0 ok, 1 warnings, 2 errors")
+    status_parser = sub.add_parser(
+        "status", help="check everything the bridge needs; exit 0 ok, 1 warnings, 2 errors"
+    )
     status_parser.add_argument("--json", action="store_true", help="the checks as JSON")
     daemon = sub.add_parser("run", help="run the bridge")
     daemon.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
-        command = COMMANDS[args.command] if args.command != "contacts" else contacts_commands.COMMANDS[args.action]
+        command = (
+            COMMANDS[args.command] if args.command != "contacts" else contacts_commands.COMMANDS[args.action]
+        )
         return command(cfg, args)
     except ConfigError as e:
         print(f"toxbridge: {e}", file=sys.stderr)
@@ -69,22 +90,36 @@ def _contacts_parser(sub) -> None:
     add = actions.add_parser("add", help="add a contact: mail to its addresses goes over Tox")
     add.add_argument("name")
     add.add_argument("tox_id", help="76 hex digits (full Tox ID) or 64 (public key)")
-    add.add_argument("addresses", nargs="*", metavar="address", help="the contact's ordinary e-mail addresses")
-    add.add_argument("--user", action="append", default=[], help="local mailbox it serves (repeat; default all)")
-    remove = actions.add_parser("remove", help="remove a contact (by name, address or Tox ID prefix) or a learned address")
+    add.add_argument(
+        "addresses", nargs="*", metavar="address", help="the contact's ordinary e-mail addresses"
+    )
+    add.add_argument(
+        "--user", action="append", default=[], help="local mailbox it serves (repeat; default all)"
+    )
+    remove = actions.add_parser(
+        "remove", help="remove a contact (by name, address or Tox ID prefix) or a learned address"
+    )
     remove.add_argument("what")
     actions.add_parser("pending", help="friend requests from strangers, waiting for `accept`")
     accept = actions.add_parser("accept", help="accept a pending friend request: the key becomes a contact")
-    accept.add_argument("key", help="the requester's public key (or a prefix of 8+ hex digits from `pending`)")
+    accept.add_argument(
+        "key", help="the requester's public key (or a prefix of 8+ hex digits from `pending`)"
+    )
     accept.add_argument("--name", help="name for the new contact (default: Tox friend KEYPREFIX)")
-    accept.add_argument("--address", action="append", default=[], help="their ordinary e-mail address (repeat)")
-    accept.add_argument("--user", action="append", default=[], help="local mailbox it serves (default: those it asked)")
+    accept.add_argument(
+        "--address", action="append", default=[], help="their ordinary e-mail address (repeat)"
+    )
+    accept.add_argument(
+        "--user", action="append", default=[], help="local mailbox it serves (default: those it asked)"
+    )
 
 
 def check_config(cfg: Config, args) -> int:
     # The contacts too: the daemon refuses to start with a broken book (ExecStartPre runs this).
     book = load_contacts(args.contacts or cfg.contacts, cfg.mailboxes)
-    print(f"{cfg.source}: ok ({len(cfg.users)} users, LMTP on {cfg.lmtp_listen}, Dovecot at {cfg.dovecot_lmtp})")
+    print(
+        f"{cfg.source}: ok ({len(cfg.users)} users, LMTP on {cfg.lmtp_listen}, Dovecot at {cfg.dovecot_lmtp})"
+    )
     print(f"{book.source}: ok ({len(book.contacts)} contacts)")
     return EXIT_OK
 
@@ -121,7 +156,9 @@ def show_id(cfg: Config, args) -> int:
                 qr.write_png(args.png, modules)  # an OSError becomes exit 1 in main
                 print(f"toxbridge: wrote {user.mailbox}'s Tox ID as a QR code to {args.png}", file=sys.stderr)
             if args.qr:
-                sys.stdout.write(qr.to_text(modules, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+                sys.stdout.write(
+                    qr.to_text(modules, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+                )
         print(f"{user.mailbox} {address.hex().upper()}")
     return EXIT_OK
 
@@ -178,7 +215,14 @@ def run_daemon(cfg: Config, args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check-config": check_config, "init": init, "id": show_id, "invite": invite, "run": run_daemon, "status": show_status}
+COMMANDS = {
+    "check-config": check_config,
+    "init": init,
+    "id": show_id,
+    "invite": invite,
+    "run": run_daemon,
+    "status": show_status,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import yaml
 
-
 _MAILBOX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
@@ -238,7 +237,7 @@ def _convert(kind, value, source: str, key: str, line: int):
     if origin is tuple:
         if not isinstance(value, list) or len(value) != len(kind.__args__):
             raise ConfigError(f"{where}: expected a list of {len(kind.__args__)} items, got {_shown(value)}")
-        return tuple(_convert(t, v, source, key, line) for t, v in zip(kind.__args__, value))
+        return tuple(_convert(t, v, source, key, line) for t, v in zip(kind.__args__, value, strict=False))
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ConfigError(f"{where}: expected a positive number, got {_shown(value)}")
@@ -315,8 +314,11 @@ def _check(config: Config, data: LineDict, source: str) -> None:
     # Without UDP (or through a proxy) toxcore reaches the network only through TCP relays:
     # bootstrap nodes alone never bring it online (measured on toxcore 0.2.18).
     if not config.tox.udp and not config.tox.tcp_relays:
-        fail("tox", "TCP-only mode needs tcp_relays (a tox-bootstrapd with enable_tcp_relay, "
-                    "listed under tcp_relays as well as bootstrap)")
+        fail(
+            "tox",
+            "TCP-only mode needs tcp_relays (a tox-bootstrapd with enable_tcp_relay, "
+            "listed under tcp_relays as well as bootstrap)",
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -344,5 +346,3 @@ def _shown(value) -> str:
     if isinstance(value, (dict, list)):
         return "a " + ("mapping" if isinstance(value, dict) else "list")
     return repr(value)
-
-

@@ -10,7 +10,8 @@ import socket
 import time
 
 from .config import Config
-from .contacts.book import ContactsError, load as load_contacts
+from .contacts.book import ContactsError
+from .contacts.book import load as load_contacts
 from .contacts.roster import Roster
 from .contacts.routes import Routes
 from .files import state_subdir
@@ -63,7 +64,9 @@ async def run(config: Config) -> None:
         book = load_contacts(config.contacts, mailboxes)
     except ContactsError as e:
         # Not an empty book instead: Postfix would route contacts' mail the normal way, off Tox.
-        raise StartupError(f"{e} (fix the contacts file; toxbridge does not start without its contacts)") from None
+        raise StartupError(
+            f"{e} (fix the contacts file; toxbridge does not start without its contacts)"
+        ) from None
     store = DeliveryStore(config.state_dir / "delivered.sqlite", config.dedup_days * 86400)
     routes = Routes(book, Roster(config.state_dir / "roster.sqlite"), tuple(u.address for u in config.users))
     identities: list[Identity] = []
@@ -86,8 +89,10 @@ async def _listen(key: str, listen, start):
     try:
         return await start()
     except OSError as e:
-        raise StartupError(f"cannot listen for Postfix on {listen} ({key}): {e.strerror} "
-                           f"(another toxbridge running? change {key})") from None
+        raise StartupError(
+            f"cannot listen for Postfix on {listen} ({key}): {e.strerror} "
+            f"(another toxbridge running? change {key})"
+        ) from None
 
 
 async def _serve(config: Config, identities: list[Identity], store: DeliveryStore, routes: Routes) -> None:
@@ -103,15 +108,26 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
     if listen.path:
         server = await _listen("lmtp_listen", listen, lambda: loop.create_unix_server(factory, listen.path))
     else:
-        server = await _listen("lmtp_listen", listen, lambda: loop.create_server(factory, listen.host, listen.port))
-    nexthop = f"{POSTFIX_SERVICE}:unix:{listen.path}" if listen.path else f"{POSTFIX_SERVICE}:inet:{listen.host}:{listen.port}"
+        server = await _listen(
+            "lmtp_listen", listen, lambda: loop.create_server(factory, listen.host, listen.port)
+        )
+    nexthop = (
+        f"{POSTFIX_SERVICE}:unix:{listen.path}"
+        if listen.path
+        else f"{POSTFIX_SERVICE}:inet:{listen.host}:{listen.port}"
+    )
     transport = {"transport": lambda key: nexthop if routes.transport(key) else None}
-    tables = await _listen("socketmap_listen", config.socketmap_listen,
-                           lambda: socketmap.start_server(config.socketmap_listen, transport))
+    tables = await _listen(
+        "socketmap_listen",
+        config.socketmap_listen,
+        lambda: socketmap.start_server(config.socketmap_listen, transport),
+    )
     started = time.time()
 
-    controls = await control.start_server(control.socket_path(config.state_dir), {
-        "status": lambda: snapshot.of_daemon(started, routes, outbound, identities)})
+    controls = await control.start_server(
+        control.socket_path(config.state_dir),
+        {"status": lambda: snapshot.of_daemon(started, routes, outbound, identities)},
+    )
     stop = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -123,11 +139,23 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    tasks = [loop.create_task(job) for job in (
-        _rebootstrap(config, identities), _drop_stalled(config, identities), _housekeeping(config, store),
-        _follow_contacts_file(config, routes, identities), _report_status(identities))]
-    log.info("ready: LMTP for Postfix on %s, socketmap on %s, %d identities, %d contacts",
-             listen, config.socketmap_listen, len(identities), len(routes.book.contacts))
+    tasks = [
+        loop.create_task(job)
+        for job in (
+            _rebootstrap(config, identities),
+            _drop_stalled(config, identities),
+            _housekeeping(config, store),
+            _follow_contacts_file(config, routes, identities),
+            _report_status(identities),
+        )
+    ]
+    log.info(
+        "ready: LMTP for Postfix on %s, socketmap on %s, %d identities, %d contacts",
+        listen,
+        config.socketmap_listen,
+        len(identities),
+        len(routes.book.contacts),
+    )
     notify("READY=1")
     try:
         await stop.wait()
@@ -137,14 +165,21 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
             listener.close()
         cut = await outbound.drain(config.stop_timeout)
         if cut:
-            log.warning("stopped %d mail(s) on their way after %.0f s (stop_timeout); Postfix retries them", cut, config.stop_timeout)
+            log.warning(
+                "stopped %d mail(s) on their way after %.0f s (stop_timeout); Postfix retries them",
+                cut,
+                config.stop_timeout,
+            )
             await asyncio.sleep(0.2)  # let the LMTP sessions write those 4xx replies
         for task in tasks:
             task.cancel()
         try:
             await asyncio.wait_for(asyncio.gather(*(i.stop() for i in identities)), config.stop_timeout)
-        except asyncio.TimeoutError:
-            log.warning("deliveries to Dovecot still running after %.0f s; the friends' bridges retry them", config.stop_timeout)
+        except TimeoutError:
+            log.warning(
+                "deliveries to Dovecot still running after %.0f s; the friends' bridges retry them",
+                config.stop_timeout,
+            )
         control.socket_path(config.state_dir).unlink(missing_ok=True)
         log.info("stopped")
 
@@ -162,7 +197,8 @@ async def _report_status(identities: list[Identity]) -> None:
             if identity.node.self_connection() == 0:
                 offline_network.append(identity.user.mailbox)
         line = f"{online} of {total} Tox friends online" + (
-            f"; not on the Tox network: {', '.join(offline_network)}" if offline_network else "")
+            f"; not on the Tox network: {', '.join(offline_network)}" if offline_network else ""
+        )
         if line != last:
             notify(f"STATUS={line}")
             last = line
@@ -204,7 +240,11 @@ async def _housekeeping(config: Config, store: DeliveryStore) -> None:
         forgotten = store.prune()
         removed = prune_partials(config.state_dir / "partial", config.partial_hours * 3600)
         if forgotten or removed:
-            log.info("housekeeping: forgot %d delivery records, removed %d stale partial transfers", forgotten, removed)
+            log.info(
+                "housekeeping: forgot %d delivery records, removed %d stale partial transfers",
+                forgotten,
+                removed,
+            )
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
 
@@ -231,6 +271,11 @@ async def _rebootstrap(config: Config, identities: list[Identity]) -> None:
             if offline_for >= NO_NETWORK_WARNING_SECONDS and identity.user.mailbox not in warned:
                 warned.add(identity.user.mailbox)
                 nodes = ", ".join(f"{n.host}:{n.port}" for n in config.tox.bootstrap + config.tox.tcp_relays)
-                log.warning("%s: not on the Tox network for %.0f s: no bootstrap node answers (%s). Check the "
-                            "Internet connection and the nodes in tox.bootstrap; where UDP is blocked set "
-                            "tox.udp: false with tcp_relays", identity.user.mailbox, offline_for, nodes or "none configured")
+                log.warning(
+                    "%s: not on the Tox network for %.0f s: no bootstrap node answers (%s). Check the "
+                    "Internet connection and the nodes in tox.bootstrap; where UDP is blocked set "
+                    "tox.udp: false with tcp_relays",
+                    identity.user.mailbox,
+                    offline_for,
+                    nodes or "none configured",
+                )

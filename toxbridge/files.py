@@ -42,7 +42,9 @@ def replace_file(path: Path, data: bytes, mode: int | None = None, keep_owner: b
             pass
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666 if mode is None else mode)
+        fd = os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666 if mode is None else mode
+        )
         with open(fd, "wb") as out:
             if mode is not None:
                 os.fchmod(fd, mode)  # exactly this mode, whatever the umask

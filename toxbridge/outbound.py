@@ -38,7 +38,9 @@ class Outbound:
 
     def check_sender(self, address: str) -> Reply:
         if self._identity(address) is None:
-            return Reply(550, f"5.7.1 <{address}>: not a sender of this bridge (only its users' own addresses)")
+            return Reply(
+                550, f"5.7.1 <{address}>: not a sender of this bridge (only its users' own addresses)"
+            )
         return Reply(250, "2.1.0 Ok")
 
     def check_recipient(self, sender: str, address: str) -> Reply:
@@ -63,14 +65,19 @@ class Outbound:
 
     def _befriend(self, identity: Identity, address: str, route: Route) -> Reply:
         if route.tox_id is None:
-            return Reply(550, f"5.1.1 <{address}>: not a Tox friend; write to the full 76-digit Tox ID "
-                              "(or give the contact its full Tox ID) to send a friend request")
+            return Reply(
+                550,
+                f"5.1.1 <{address}>: not a Tox friend; write to the full 76-digit Tox ID "
+                "(or give the contact its full Tox ID) to send a friend request",
+            )
         try:
             identity.node.friend_add(route.tox_id, identity.friends.request_text())
         except ToxError as e:
             return offline(f"<{address}>: cannot send a Tox friend request ({e})")
         identity.save()
-        log.info("%s: sent a friend request to %s (%s)", identity.user.mailbox, route.tox_id.hex()[:8], route.via)
+        log.info(
+            "%s: sent a friend request to %s (%s)", identity.user.mailbox, route.tox_id.hex()[:8], route.via
+        )
         return offline(f"<{address}>: Tox friend request sent; the mail waits until it is accepted")
 
     async def send(self, sender: str, recipients: list[str], message: bytes) -> list[Reply]:
@@ -101,19 +108,33 @@ class Outbound:
             else:
                 groups.setdefault(friend, []).append(index)
         friends = list(groups)
-        outcomes = await self._unless_stopped(asyncio.gather(*(
-            identity.sender.send(f, wire.Envelope(sender, tuple(recipients[i] for i in groups[f]), size), parts)
-            for f in friends
-        )), [len(groups[f]) for f in friends])
-        for friend, answer in zip(friends, outcomes):
-            for index, reply in zip(groups[friend], answer):
+        outcomes = await self._unless_stopped(
+            asyncio.gather(
+                *(
+                    identity.sender.send(
+                        f, wire.Envelope(sender, tuple(recipients[i] for i in groups[f]), size), parts
+                    )
+                    for f in friends
+                )
+            ),
+            [len(groups[f]) for f in friends],
+        )
+        for friend, answer in zip(friends, outcomes, strict=False):
+            for index, reply in zip(groups[friend], answer, strict=False):
                 replies[index] = reply
-        for rcpt, peer, reply in zip(recipients, peers, replies):
+        for rcpt, peer, reply in zip(recipients, peers, replies, strict=False):
             status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
-            log.info("%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
-                     queue_id, rcpt, peer, size, time.monotonic() - started, status, reply)
+            log.info(
+                "%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
+                queue_id,
+                rcpt,
+                peer,
+                size,
+                time.monotonic() - started,
+                status,
+                reply,
+            )
         return replies  # type: ignore[return-value]
-
 
     async def _unless_stopped(self, work: asyncio.Future, sizes: list[int]) -> list[list[Reply]]:
         """The friends' answers, or 4xx for every recipient when the bridge is told to stop first."""
@@ -139,7 +160,7 @@ class Outbound:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return 0
-        except asyncio.TimeoutError:
+        except TimeoutError:
             cut = self.in_flight
             self._abort.set()
             await self._idle.wait()

@@ -42,8 +42,11 @@ class Contact:
 
     def as_yaml(self) -> dict:
         """The entry as the file holds it (for writing a new one)."""
-        entry: dict = {"name": self.name, "addresses": list(self.addresses),
-                       "tox_id": (self.tox_id or self.public_key).hex().upper()}
+        entry: dict = {
+            "name": self.name,
+            "addresses": list(self.addresses),
+            "tox_id": (self.tox_id or self.public_key).hex().upper(),
+        }
         if self.users:
             entry["users"] = list(self.users)
         return entry
@@ -98,9 +101,13 @@ class ContactBook:
         what = what.strip()
         lowered = what.lower()
         hexed = lowered if len(lowered) >= 8 and re.fullmatch(r"[0-9a-f]+", lowered) else None
-        return [c for c in self.contacts
-                if c.name.lower() == lowered or lowered in c.addresses
-                or (hexed and (c.tox_id or c.public_key).hex().startswith(hexed))]
+        return [
+            c
+            for c in self.contacts
+            if c.name.lower() == lowered
+            or lowered in c.addresses
+            or (hexed and (c.tox_id or c.public_key).hex().startswith(hexed))
+        ]
 
 
 def load(path: Path, mailboxes: tuple[str, ...]) -> ContactBook:
@@ -131,8 +138,10 @@ def parse(text: str, source: str, mailboxes: tuple[str, ...]) -> ContactBook:
         contact = _entry(item, source, index, mailboxes)
         for address in contact.addresses:
             if address in seen:
-                raise ContactsError(f"{source}: line {contact.line}: {address} is already the address of "
-                                    f"{seen[address].name!r} (line {seen[address].line})")
+                raise ContactsError(
+                    f"{source}: line {contact.line}: {address} is already the address of "
+                    f"{seen[address].name!r} (line {seen[address].line})"
+                )
             seen[address] = contact
         contacts.append(contact)
     return ContactBook(tuple(contacts), source)
@@ -179,4 +188,6 @@ def _entry(item, source: str, index: int, mailboxes: tuple[str, ...]) -> Contact
     for user in users:
         if user not in mailboxes:
             raise fail("users", f"{user!r} is not a user of this bridge (users: {', '.join(mailboxes)})")
-    return Contact(item["name"].strip(), tuple(dict.fromkeys(checked)), public_key, tox_id, tuple(users), line)
+    return Contact(
+        item["name"].strip(), tuple(dict.fromkeys(checked)), public_key, tox_id, tuple(users), line
+    )

@@ -8,7 +8,8 @@ import time
 from ..address import AddressError
 from ..config import Config
 from . import editor
-from .book import Contact, check_address, load as load_contacts, parse_tox_id
+from .book import Contact, check_address, parse_tox_id
+from .book import load as load_contacts
 from .roster import Roster
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -34,12 +35,16 @@ def list_contacts(cfg: Config, args) -> int:
     book = load_contacts(cfg.contacts, cfg.mailboxes)
     print("NAME\tADDRESSES\tTOX ID\tUSERS\tSOURCE")
     for c in book.contacts:
-        print(f"{c.name}\t{','.join(c.addresses) or '-'}\t{(c.tox_id or c.public_key).hex().upper()}\t"
-              f"{','.join(c.users) or 'all'}\t{cfg.contacts}:{c.line}")
+        print(
+            f"{c.name}\t{','.join(c.addresses) or '-'}\t{(c.tox_id or c.public_key).hex().upper()}\t"
+            f"{','.join(c.users) or 'all'}\t{cfg.contacts}:{c.line}"
+        )
     roster = _roster(cfg, create=False)
     if roster is not None:
         for entry in roster.learned():
-            print(f"-\t{entry.address}\t{entry.public_key.hex().upper()}\t{entry.mailbox}\tlearned {_day(entry.at)} UTC")
+            print(
+                f"-\t{entry.address}\t{entry.public_key.hex().upper()}\t{entry.mailbox}\tlearned {_day(entry.at)} UTC"
+            )
         roster.close()
     return EXIT_OK
 
@@ -60,10 +65,14 @@ def _add(cfg: Config, contact: Contact) -> int:
     if own:
         return _fail(f"{own[0]} is the address of a user of this bridge, not of a Tox contact", EXIT_USAGE)
     if not contact.name or unknown:
-        return _fail(f"no user {unknown[0]!r} in {cfg.source}" if unknown else "a contact needs a name", EXIT_USAGE)
+        return _fail(
+            f"no user {unknown[0]!r} in {cfg.source}" if unknown else "a contact needs a name", EXIT_USAGE
+        )
     editor.edit(cfg.contacts, mailboxes, lambda text, source: editor.added(text, source, mailboxes, contact))
-    print(f"added {contact.name} ({(contact.tox_id or contact.public_key).hex().upper()[:16]}…) "
-          f"for {', '.join(contact.addresses) or 'no ordinary address'}; the running bridge follows within seconds")
+    print(
+        f"added {contact.name} ({(contact.tox_id or contact.public_key).hex().upper()[:16]}…) "
+        f"for {', '.join(contact.addresses) or 'no ordinary address'}; the running bridge follows within seconds"
+    )
     return EXIT_OK
 
 
@@ -72,12 +81,15 @@ def remove(cfg: Config, args) -> int:
     book = load_contacts(cfg.contacts, mailboxes)
     found = book.find(args.what)
     if len(found) > 1:
-        return _fail(f"{args.what!r} matches {len(found)} contacts ({', '.join(c.name for c in found)}); "
-                     "give an address or a longer Tox ID prefix")
+        return _fail(
+            f"{args.what!r} matches {len(found)} contacts ({', '.join(c.name for c in found)}); "
+            "give an address or a longer Tox ID prefix"
+        )
     if found:
         gone = found[0]
-        editor.edit(cfg.contacts, mailboxes,
-                           lambda text, source: editor.removed(text, source, mailboxes, gone))
+        editor.edit(
+            cfg.contacts, mailboxes, lambda text, source: editor.removed(text, source, mailboxes, gone)
+        )
         print(f"removed {gone.name} (line {gone.line} of {cfg.contacts})")
     forgotten = 0
     roster = _roster(cfg, create=False)
@@ -114,7 +126,10 @@ def accept(cfg: Config, args) -> int:
     requests = [p for p in _pending(cfg) if p.public_key.hex().startswith(wanted)]
     keys = {p.public_key for p in requests}
     if len(wanted) < 8:
-        return _fail(f"{args.key!r}: give at least 8 hex digits of the key (see `toxbridge contacts pending`)", EXIT_USAGE)
+        return _fail(
+            f"{args.key!r}: give at least 8 hex digits of the key (see `toxbridge contacts pending`)",
+            EXIT_USAGE,
+        )
     if len(keys) > 1:
         return _fail(f"{args.key!r} matches {len(keys)} pending keys; give more of it", EXIT_USAGE)
     try:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
 from ..files import replace_file
-from .book import Contact, ContactBook, ContactsError, parse as parse_book
+from .book import Contact, ContactBook, ContactsError
+from .book import parse as parse_book
 
 NEW_FILE_HEADER = """\
 # toxbridge contacts: people this household reaches over Tox, under their ordinary addresses.
@@ -50,14 +51,16 @@ def removed(text: str, source: str, mailboxes: tuple[str, ...], gone: Contact) -
     # Equal entries can repeat (same name and key, no address): the line tells them apart.
     matches = [i for i, c in enumerate(before.contacts) if c == gone and gone.line in (0, c.line)]
     if len(matches) != 1:
-        raise ContactsError(f"{source}: cannot tell which entry {gone.name!r} is (changed meanwhile?); try again")
+        raise ContactsError(
+            f"{source}: cannot tell which entry {gone.name!r} is (changed meanwhile?); try again"
+        )
     index = matches[0]
     first = starts[index] - 1
     end = starts[index + 1] - 1 if index + 1 < len(starts) else len(lines)
     while end > first + 1 and _is_filler(lines[end - 1]):  # comments before the next entry stay
         end -= 1
     result = "".join(lines[:first] + lines[end:])
-    _verify(result, source, mailboxes, before.contacts[:index] + before.contacts[index + 1:])
+    _verify(result, source, mailboxes, before.contacts[:index] + before.contacts[index + 1 :])
     return result
 
 
@@ -74,8 +77,10 @@ def _verify(text: str, source: str, mailboxes: tuple[str, ...], expected: tuple[
             raise
         got = None
     if got != expected:
-        raise ContactsError(f"{source}: its layout does not allow a safe automatic edit "
-                            "(flow style or unusual indentation?); edit it by hand")
+        raise ContactsError(
+            f"{source}: its layout does not allow a safe automatic edit "
+            "(flow style or unusual indentation?); edit it by hand"
+        )
 
 
 def _parsed_entries(text: str) -> list:

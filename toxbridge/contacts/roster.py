@@ -50,12 +50,14 @@ class Roster:
         """Tie `address` to `public_key` for `mailbox` unless some pairing for it exists; True if new."""
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO learned (mailbox, address, public_key, at) VALUES (?, ?, ?, ?)",
-            (mailbox, address.lower(), public_key, time.time()))
+            (mailbox, address.lower(), public_key, time.time()),
+        )
         return cursor.rowcount == 1
 
     def learned_key(self, mailbox: str, address: str) -> bytes | None:
-        row = self._db.execute("SELECT public_key FROM learned WHERE mailbox = ? AND address = ?",
-                               (mailbox, address.lower())).fetchone()
+        row = self._db.execute(
+            "SELECT public_key FROM learned WHERE mailbox = ? AND address = ?", (mailbox, address.lower())
+        ).fetchone()
         return row[0] if row else None
 
     def keys_of(self, address: str) -> set[bytes]:
@@ -64,7 +66,9 @@ class Roster:
         return {row[0] for row in rows}
 
     def learned(self) -> list[Learned]:
-        rows = self._db.execute("SELECT mailbox, address, public_key, at FROM learned ORDER BY address, mailbox")
+        rows = self._db.execute(
+            "SELECT mailbox, address, public_key, at FROM learned ORDER BY address, mailbox"
+        )
         return [Learned(*row) for row in rows]
 
     def forget(self, address: str) -> int:
@@ -77,11 +81,13 @@ class Roster:
         self._db.execute(
             "INSERT INTO pending (mailbox, public_key, message, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (mailbox, public_key) DO UPDATE SET message = excluded.message, last_seen = excluded.last_seen",
-            (mailbox, public_key, message, now, now))
+            (mailbox, public_key, message, now, now),
+        )
 
     def pending(self) -> list[Pending]:
-        rows = self._db.execute("SELECT mailbox, public_key, message, first_seen, last_seen FROM pending"
-                                " ORDER BY first_seen")
+        rows = self._db.execute(
+            "SELECT mailbox, public_key, message, first_seen, last_seen FROM pending ORDER BY first_seen"
+        )
         return [Pending(*row) for row in rows]
 
     def drop_pending(self, mailbox: str, public_key: bytes) -> None:

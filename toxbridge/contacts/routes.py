@@ -12,6 +12,7 @@ from ..address import AddressError, is_tox_address, parse_tox_address
 from .book import ContactBook, normalise_address
 from .roster import Roster
 
+
 @dataclass(frozen=True)
 class Route:
     public_key: bytes
@@ -44,7 +45,9 @@ class Routes:
         contact = self.book.owner(address)
         if contact is not None:
             if not contact.serves(mailbox):
-                raise NoRoute(f"contact {contact.name!r} serves only {', '.join(contact.users)} in this household")
+                raise NoRoute(
+                    f"contact {contact.name!r} serves only {', '.join(contact.users)} in this household"
+                )
             return Route(contact.public_key, contact.tox_id, f"contact {contact.name!r}")
         key = self.roster.learned_key(mailbox, address)
         if key is not None:
@@ -55,8 +58,11 @@ class Routes:
         """Does Postfix hand mail for this recipient to the bridge? (any user's contact counts)"""
         if "@" not in address or normalise_address(address) in self.own:  # `*`, or our own users
             return False
-        return (is_tox_address(address) or self.book.owner(address) is not None
-                or bool(self.roster.keys_of(address)))
+        return (
+            is_tox_address(address)
+            or self.book.owner(address) is not None
+            or bool(self.roster.keys_of(address))
+        )
 
     def claims(self, address: str) -> tuple[str, set[bytes]]:
         """Which keys an ordinary address is tied to, and how (for sender_check.check)."""
@@ -76,9 +82,11 @@ class Routes:
 
     def recipient_matcher(self, mailbox: str, public_key: bytes):
         """A test: does a recipient address lead to this friend for this user?"""
+
         def matches(address: str) -> bool:
             try:
                 return self.route(mailbox, address).public_key == public_key
             except (NoRoute, AddressError):
                 return False
+
         return matches

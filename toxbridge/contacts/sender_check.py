@@ -8,8 +8,8 @@ learned for K (trust on first use: after it, nobody else can claim it) or refuse
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..address import AddressError, is_tox_address, parse_tox_address
 
@@ -26,8 +26,13 @@ class Verdict:
         return self.result == PASS
 
 
-def check(public_key: bytes, envelope_sender: str, from_header: list[str],
-          claims: Callable[[str], tuple[str, set[bytes]]], learn_unclaimed: bool) -> Verdict:
+def check(
+    public_key: bytes,
+    envelope_sender: str,
+    from_header: list[str],
+    claims: Callable[[str], tuple[str, set[bytes]]],
+    learn_unclaimed: bool,
+) -> Verdict:
     """claims(address) → (how it is tied: "contact"/"learned"/"", the keys it is tied to)."""
     addresses = list(dict.fromkeys(a.lower() for a in [envelope_sender, *from_header] if a))
     if not addresses:
@@ -47,11 +52,12 @@ def check(public_key: bytes, envelope_sender: str, from_header: list[str],
         if public_key in keys:
             how_tied.append(f"{address} by {how}")
         elif keys:
-            return Verdict(FAIL, f"{address} belongs to another Tox {how or 'contact'}, not to the sending friend")
+            return Verdict(
+                FAIL, f"{address} belongs to another Tox {how or 'contact'}, not to the sending friend"
+            )
         elif learn_unclaimed:
             new.append(address)
         else:
             return Verdict(FAIL, f"{address} is not tied to the sending friend's Tox key by any contact")
     reason = "; ".join(how_tied + [f"{a} first seen from this key, learned" for a in new])
     return Verdict(PASS, reason)
-

@@ -56,9 +56,19 @@ def ensure_system_user(name: str) -> pwd.struct_passwd:
         except KeyError:
             pass
         done = subprocess.run(
-            ["useradd", "--system", "--user-group", "--no-create-home",
-             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-            capture_output=True, text=True,
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            capture_output=True,
+            text=True,
         )
         if done.returncode not in (0, USERADD_EXISTS):
             raise RuntimeError(f"useradd {name} failed (exit {done.returncode}): {done.stderr.strip()}")
@@ -113,8 +123,9 @@ def run_daemon_start(cmd: list[str], log: Path, timeout: float = 60, env: dict |
     EOF forever; a file has no such problem.
     """
     with open(log, "ab") as out:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                              timeout=timeout, env=env).returncode
+        return subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=timeout, env=env
+        ).returncode
 
 
 def run_stderr_tty(cmd: list[str], timeout: float = 60) -> tuple[int, str]:

@@ -43,7 +43,7 @@ class BootstrapNode:
         self.config_file.write_text(f"""\
 port = {self.port}
 keys_file_path = "{self.keys_file}"
-pid_file_path = "{self.dir / 'tox-bootstrapd.pid'}"
+pid_file_path = "{self.dir / "tox-bootstrapd.pid"}"
 enable_ipv6 = false
 enable_ipv4_fallback = true
 enable_lan_discovery = false
@@ -59,22 +59,30 @@ bootstrap_nodes = ()
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                ["tox-bootstrapd", "--foreground", "--log-backend=stdout",
-                 f"--config={self.config_file}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                ["tox-bootstrapd", "--foreground", "--log-backend=stdout", f"--config={self.config_file}"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
 
         def ready() -> bool:
             if self._proc.poll() is not None:
                 return True
-            return (self.keys_file.exists() and self.keys_file.stat().st_size >= 2 * KEY_SIZE
-                    and port_accepts(self.tcp_port))
+            return (
+                self.keys_file.exists()
+                and self.keys_file.stat().st_size >= 2 * KEY_SIZE
+                and port_accepts(self.tcp_port)
+            )
 
         ok = wait_until(ready, START_TIMEOUT)
         if self._proc.poll() is not None or not ok:
             rc = self._proc.poll()
             self.stop()
-            raise RuntimeError(f"tox-bootstrapd on {self.port}/{self.tcp_port} not ready "
-                               f"(rc={rc}):\n{_fs.tail(self.log_path)}")
+            raise RuntimeError(
+                f"tox-bootstrapd on {self.port}/{self.tcp_port} not ready "
+                f"(rc={rc}):\n{_fs.tail(self.log_path)}"
+            )
         self.public_key = self.keys_file.read_bytes()[:KEY_SIZE]
         self.start_seconds = time.monotonic() - t0
 
@@ -96,7 +104,7 @@ bootstrap_nodes = ()
         self._proc = None
         self.stop_seconds = time.monotonic() - t0
 
-    def __enter__(self) -> "BootstrapNode":
+    def __enter__(self) -> BootstrapNode:
         self.start()
         return self
 

@@ -46,8 +46,7 @@ def start() -> int:
             # The ports are picked where no outgoing connection takes them, but another program
             # may still listen on one: then start over on other ports instead of failing.
             if "Address already in use" in str(e) and attempt < PORT_TRIES:
-                print(f"a port was taken by another program; starting again on others ({e})",
-                      file=sys.stderr)
+                print(f"a port was taken by another program; starting again on others ({e})", file=sys.stderr)
                 continue
             print(f"demo failed: {e}", file=sys.stderr)
             return 1
@@ -72,22 +71,38 @@ def _start() -> list[Household]:
     alice, bob = homes
     print(f"alice's Tox ID: {alice.tox_ids['alice']}")
     print(f"bob's Tox ID:   {bob.tox_ids['bob']}")
-    print("each household adds the other as a contact (toxbridge contacts add); the bridges "
-          "become Tox friends …")
+    print(
+        "each household adds the other as a contact (toxbridge contacts add); the bridges "
+        "become Tox friends …"
+    )
     alice.contacts("add", "Bob", bob.tox_ids["bob"], bob.address("bob"))
     bob.contacts("add", "Alice", alice.tox_ids["alice"], alice.address("alice"))
     alice.wait_log(f"alice: friend {bob.tox_ids['bob'][:8].lower()} is a bridge", 90)
     bob.wait_log(f"bob: friend {alice.tox_ids['alice'][:8].lower()} is a bridge", 90)
     print(f"friends and connected after {time.monotonic() - started:.1f} s")
-    mid = _mail(alice, "alice", bob, "bob", "Hello over Tox",
-                "Hi Bob, this mail went Postfix → toxbridge → Tox → toxbridge → Dovecot. Grüße!")
-    _mail(bob, "bob", alice, "alice", "Re: Hello over Tox", "Hi Alice, and back the same way.",
-          f"In-Reply-To: {mid}\r\n")
+    mid = _mail(
+        alice,
+        "alice",
+        bob,
+        "bob",
+        "Hello over Tox",
+        "Hi Bob, this mail went Postfix → toxbridge → Tox → toxbridge → Dovecot. Grüße!",
+    )
+    _mail(
+        bob,
+        "bob",
+        alice,
+        "alice",
+        "Re: Hello over Tox",
+        "Hi Alice, and back the same way.",
+        f"In-Reply-To: {mid}\r\n",
+    )
     return homes
 
 
-def _mail(source: Household, sender: str, target: Household, rcpt: str, subject: str, text: str,
-          headers: str = "") -> str:
+def _mail(
+    source: Household, sender: str, target: Household, rcpt: str, subject: str, text: str, headers: str = ""
+) -> str:
     """One mail to an ordinary address that the contacts route over Tox; prints how it arrived."""
     mid = f"<{uuid.uuid4()}@{source.domain}>"
     message = (
@@ -99,8 +114,10 @@ def _mail(source: Household, sender: str, target: Household, rcpt: str, subject:
     sent = time.monotonic()
     source.postfix.send(source.address(sender), [target.address(rcpt)], message)
     arrived = _wait_for(target, rcpt, mid)
-    print(f"\n{source.address(sender)} -> {target.address(rcpt)}: in {rcpt}'s IMAP INBOX "
-          f"{time.monotonic() - sent:.2f} s after SMTP:\n")
+    print(
+        f"\n{source.address(sender)} -> {target.address(rcpt)}: in {rcpt}'s IMAP INBOX "
+        f"{time.monotonic() - sent:.2f} s after SMTP:\n"
+    )
     parsed = email.message_from_bytes(arrived, policy=email.policy.default)
     for name in ("Authentication-Results", "Received", "From", "To", "Subject"):
         for value in parsed.get_all(name, []):
@@ -126,12 +143,20 @@ def _print_accounts(homes: list[Household]) -> None:
     rows = [("user", "address", "password", "IMAP", "POP3", "SMTP")]
     for home in homes:
         for user, password in home.users.items():
-            rows.append((user, home.address(user), password,
-                         *(f"127.0.0.1:{port}" for port in (home.dovecot.imap_port, home.dovecot.pop3_port,
-                                                             home.postfix.smtp_port))))
+            rows.append(
+                (
+                    user,
+                    home.address(user),
+                    password,
+                    *(
+                        f"127.0.0.1:{port}"
+                        for port in (home.dovecot.imap_port, home.dovecot.pop3_port, home.postfix.smtp_port)
+                    ),
+                )
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
     venv_cli = Path(sys.executable).with_name("toxbridge")
     for home in homes:
         print(f"\n  household {home.name}")
@@ -139,8 +164,10 @@ def _print_accounts(homes: list[Household]) -> None:
             print(f"    Tox address of {user}: {home.tox_address(user)}")
         print(f"    contacts file: {home.contacts_path}")
         print(f"    its CLI: {venv_cli} --config {home.config_path} status")
-    print("\nThe demo's bridges accept every friend request; a real household's default is "
-          "`friend_requests: pending`\n(a stranger waits for `toxbridge contacts accept`).")
+    print(
+        "\nThe demo's bridges accept every friend request; a real household's default is "
+        "`friend_requests: pending`\n(a stranger waits for `toxbridge contacts accept`)."
+    )
     print(f"Logs: {ROOT}/*/toxbridge.log, Postfix maillog and dovecot.log under {ROOT}.")
     print("Stop everything with: make demo-stop")
 
@@ -149,12 +176,15 @@ def _save(node: BootstrapNode, homes: list[Household]) -> None:
     """What `stop` needs, written before each start so a half-started demo can be stopped."""
     state = {
         "bootstrapd_pid": node.pid,
-        "homes": [{
-            "name": h.name,
-            "bridge_pid": h.bridge_pid,
-            "postfix_config": str(h.postfix.config_dir),
-            "dovecot_config": str(h.dovecot.config_file),
-        } for h in homes],
+        "homes": [
+            {
+                "name": h.name,
+                "bridge_pid": h.bridge_pid,
+                "postfix_config": str(h.postfix.config_dir),
+                "dovecot_config": str(h.dovecot.config_file),
+            }
+            for h in homes
+        ],
     }
     STATE.write_text(json.dumps(state, indent=1))
 
@@ -186,7 +216,6 @@ def _kill(pid: int | None) -> None:
         return
     if not wait_until(lambda: not _fs.process_alive(pid), 15):
         os.kill(pid, signal.SIGKILL)
-
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ class Dovecot:
     touches /run/dovecot or a system Dovecot.
     """
 
-    def __init__(self, root: Path, name: str, users: dict[str, str],
-                 lmtp_port: int, imap_port: int, pop3_port: int):
+    def __init__(
+        self, root: Path, name: str, users: dict[str, str], lmtp_port: int, imap_port: int, pop3_port: int
+    ):
         self.root = Path(root)
         self.name = name
         self.users = dict(users)
@@ -77,8 +78,9 @@ class Dovecot:
         sieve = self.dir / "toxbridge-dedup.sieve"
         sieve.write_text((_fs.deploy_dir() / "dovecot" / "toxbridge-dedup.sieve").read_text())
         sieve.chmod(0o644)
-        self.deploy_copy.write_text(deploy.replace(DEPLOY_PASSWD_PATH, str(self.passwd_file))
-                                    .replace(DEPLOY_SIEVE_PATH, str(sieve)))
+        self.deploy_copy.write_text(
+            deploy.replace(DEPLOY_PASSWD_PATH, str(self.passwd_file)).replace(DEPLOY_SIEVE_PATH, str(sieve))
+        )
 
         self.config_file.write_text(f"""\
 # Lab instance {self.name}: per-instance paths, then the shipped file, then overrides.
@@ -134,15 +136,23 @@ service pop3-login {{
         t0 = time.monotonic()
         rc = _fs.run_daemon_start(["dovecot", "-c", str(self.config_file)], self.startup_log)
         if rc != 0:
-            raise RuntimeError(f"dovecot {self.name} failed to start (rc={rc}):\n"
-                               f"{_fs.tail(self.startup_log)}\n{_fs.tail(self.log_path)}")
+            raise RuntimeError(
+                f"dovecot {self.name} failed to start (rc={rc}):\n"
+                f"{_fs.tail(self.startup_log)}\n{_fs.tail(self.log_path)}"
+            )
         self._started = True
-        ok = wait_until(lambda: port_accepts(self.lmtp_port) and port_accepts(self.imap_port)
-                        and port_accepts(self.pop3_port), START_TIMEOUT)
+        ok = wait_until(
+            lambda: (
+                port_accepts(self.lmtp_port) and port_accepts(self.imap_port) and port_accepts(self.pop3_port)
+            ),
+            START_TIMEOUT,
+        )
         if not ok:
-            raise RuntimeError(f"dovecot {self.name}: ports {self.lmtp_port}/{self.imap_port}/"
-                               f"{self.pop3_port} not accepting after {START_TIMEOUT}s:\n"
-                               f"{_fs.tail(self.log_path)}")
+            raise RuntimeError(
+                f"dovecot {self.name}: ports {self.lmtp_port}/{self.imap_port}/"
+                f"{self.pop3_port} not accepting after {START_TIMEOUT}s:\n"
+                f"{_fs.tail(self.log_path)}"
+            )
         self.start_seconds = time.monotonic() - t0
 
     def stop(self) -> None:
@@ -180,7 +190,7 @@ service pop3-login {{
             except OSError:
                 pass
 
-    def __enter__(self) -> "Dovecot":
+    def __enter__(self) -> Dovecot:
         self.start()
         return self
 

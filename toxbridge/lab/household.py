@@ -51,9 +51,16 @@ class Household:
         self.dovecot = Dovecot(self.root, name, self.users, free_port(), free_port(), free_port())
         self.socketmap_port = free_port()
         self.postfix = Postfix(
-            self.root, name, self.domain, free_port(), list(self.users),
-            self.dovecot.lmtp_port, self.bridge_port, postfix_extra,
-            socketmap_port=self.socketmap_port, tox_only=tox_only,
+            self.root,
+            name,
+            self.domain,
+            free_port(),
+            list(self.users),
+            self.dovecot.lmtp_port,
+            self.bridge_port,
+            postfix_extra,
+            socketmap_port=self.socketmap_port,
+            tox_only=tox_only,
         )
         self.config_path = self.root / "toxbridge.yaml"
         self.contacts_path = self.root / "contacts.yaml"
@@ -116,11 +123,15 @@ class Household:
         with open(self.bridge_log, "ab") as log:
             self._bridge = subprocess.Popen(
                 [sys.executable, "-m", "toxbridge", "--config", str(self.config_path), "run"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
                 env={**os.environ, **env} if env else None,
             )
-        ok = wait_until(lambda: port_accepts(self.bridge_port) or self._bridge.poll() is not None,
-                        BRIDGE_START_TIMEOUT)
+        ok = wait_until(
+            lambda: port_accepts(self.bridge_port) or self._bridge.poll() is not None, BRIDGE_START_TIMEOUT
+        )
         if not ok or self._bridge.poll() is not None:
             raise RuntimeError(f"toxbridge for {self.name} did not start:\n{_fs.tail(self.bridge_log)}")
 
@@ -165,7 +176,9 @@ class Household:
 
     def wait_log(self, pattern: str, timeout: float, since: int = 0) -> None:
         if not wait_until(lambda: self.log_has(pattern, since), timeout, interval=0.1):
-            raise TimeoutError(f"{self.name}: no log line /{pattern}/ within {timeout}s:\n{_fs.tail(self.bridge_log)}")
+            raise TimeoutError(
+                f"{self.name}: no log line /{pattern}/ within {timeout}s:\n{_fs.tail(self.bridge_log)}"
+            )
 
     def wait_inbox(self, user: str, count: int, timeout: float) -> list[bytes]:
         """INBOX once it holds at least `count` messages."""
@@ -181,13 +194,18 @@ class Household:
         return box
 
 
-def befriend_all(a: Household, a_user: str, peers: list[tuple[Household, str]], timeout: float = 60.0) -> None:
+def befriend_all(
+    a: Household, a_user: str, peers: list[tuple[Household, str]], timeout: float = 60.0
+) -> None:
     """Make a's identity a friend of each peer identity through the real path: a mail to the
     peer's full Tox ID makes a's bridge send a friend request (Postfix defers that mail, 4.4.1),
     the peer's bridge accepts it (friend_requests: accept), both see the other's greeting."""
     key_a = a.tox_ids[a_user][:64].lower()
-    a.postfix.send(a.address(a_user), [b.tox_address(u) for b, u in peers],
-                   b"Subject: friend request\r\n\r\nThis mail waits until the friendship is up.\r\n")
+    a.postfix.send(
+        a.address(a_user),
+        [b.tox_address(u) for b, u in peers],
+        b"Subject: friend request\r\n\r\nThis mail waits until the friendship is up.\r\n",
+    )
     for b, b_user in peers:
         key_b = b.tox_ids[b_user][:64].lower()
         b.wait_log(f"{b_user}: accepted friend request from {key_a}", timeout)

@@ -44,10 +44,20 @@ class Postfix:
     world-traversable parents (``tempfile.mkdtemp(dir="/tmp")``).
     """
 
-    def __init__(self, root: Path, name: str, domain: str, smtp_port: int,
-                 local_users: list[str], dovecot_lmtp_port: int, bridge_lmtp_port: int,
-                 extra: dict[str, str] | None = None, *, socketmap_port: int | None = None,
-                 tox_only: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        domain: str,
+        smtp_port: int,
+        local_users: list[str],
+        dovecot_lmtp_port: int,
+        bridge_lmtp_port: int,
+        extra: dict[str, str] | None = None,
+        *,
+        socketmap_port: int | None = None,
+        tox_only: bool = False,
+    ):
         self.root = Path(root)
         self.name = name
         self.domain = domain
@@ -129,7 +139,8 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
         (self.config_dir / "master.cf").write_text(
             _lab_master_cf(SYSTEM_MASTER_CF.read_text(), self.smtp_port)
             + "\n# ---- deploy/postfix/master.cf.toxbridge follows verbatim ----\n"
-            + (deploy / "master.cf.toxbridge").read_text())
+            + (deploy / "master.cf.toxbridge").read_text()
+        )
 
         transport = (deploy / "transport.regexp").read_text()
         for needed in (DEPLOY_BRIDGE_NEXTHOP, DEPLOY_LOCAL_DOMAIN):
@@ -137,17 +148,22 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
                 raise RuntimeError(f"deploy/postfix/transport.regexp no longer names {needed}")
         local_domain = "/@" + self.domain.replace(".", "\\.") + "$/"
         (self.config_dir / "transport.regexp").write_text(
-            transport.replace(DEPLOY_BRIDGE_NEXTHOP, f"inet:127.0.0.1:{self.bridge_lmtp_port}")
-                     .replace(DEPLOY_LOCAL_DOMAIN, local_domain))
+            transport.replace(DEPLOY_BRIDGE_NEXTHOP, f"inet:127.0.0.1:{self.bridge_lmtp_port}").replace(
+                DEPLOY_LOCAL_DOMAIN, local_domain
+            )
+        )
         shutil.copy(deploy / "header_checks.toxbridge", self.config_dir / "header_checks.toxbridge")
         aliases = (deploy / "virtual_aliases").read_text()
         if DEPLOY_ALIAS_DOMAIN not in aliases or DEPLOY_ALIAS_TARGET not in aliases:
             raise RuntimeError("deploy/postfix/virtual_aliases no longer names the example household")
         (self.config_dir / "virtual_aliases").write_text(  # the household's first user reads them
-            aliases.replace(DEPLOY_ALIAS_TARGET, f"{self.local_users[0]}@{self.domain}")
-                   .replace(DEPLOY_ALIAS_DOMAIN, f"@{self.domain} "))
+            aliases.replace(DEPLOY_ALIAS_TARGET, f"{self.local_users[0]}@{self.domain}").replace(
+                DEPLOY_ALIAS_DOMAIN, f"@{self.domain} "
+            )
+        )
         (self.config_dir / "vmailbox").write_text(
-            "".join(f"{u}@{self.domain}\t{u}\n" for u in self.local_users))
+            "".join(f"{u}@{self.domain}\t{u}\n" for u in self.local_users)
+        )
 
         overrides = {
             "virtual_mailbox_domains": self.domain,
@@ -169,12 +185,15 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
             # `postfix start` runs the same checks, but its fatal errors go to
             # syslog when stderr is not a terminal: ask again on a pty.
             _, why = _fs.run_stderr_tty(["postfix", "-c", str(self.config_dir), "check"])
-            raise RuntimeError(f"postfix {self.name} failed to start (rc={rc}): {why}\n"
-                               f"{_fs.tail(self.startup_log)}\n{_fs.tail(self.maillog)}")
+            raise RuntimeError(
+                f"postfix {self.name} failed to start (rc={rc}): {why}\n"
+                f"{_fs.tail(self.startup_log)}\n{_fs.tail(self.maillog)}"
+            )
         self._started = True
         if not wait_until(lambda: port_accepts(self.smtp_port), START_TIMEOUT):
-            raise RuntimeError(f"postfix {self.name}: SMTP port {self.smtp_port} not accepting:\n"
-                               f"{_fs.tail(self.maillog)}")
+            raise RuntimeError(
+                f"postfix {self.name}: SMTP port {self.smtp_port} not accepting:\n{_fs.tail(self.maillog)}"
+            )
         self.start_seconds = time.monotonic() - t0
 
     def stop(self) -> None:
@@ -187,7 +206,7 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
         self._started = False
         self.stop_seconds = time.monotonic() - t0
 
-    def __enter__(self) -> "Postfix":
+    def __enter__(self) -> Postfix:
         self.start()
         return self
 
@@ -214,11 +233,14 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
 
     def wait_queue_empty(self, timeout: float) -> None:
         if not wait_until(lambda: not self.queue(), timeout, interval=0.1):
-            raise TimeoutError(f"postfix {self.name}: queue not empty after {timeout}s: "
-                               f"{self.queue()!r}\n{_fs.tail(self.maillog)}")
+            raise TimeoutError(
+                f"postfix {self.name}: queue not empty after {timeout}s: "
+                f"{self.queue()!r}\n{_fs.tail(self.maillog)}"
+            )
 
-    def send(self, sender: str, recipients: list[str], message: bytes,
-             source_address: str | None = None) -> None:
+    def send(
+        self, sender: str, recipients: list[str], message: bytes, source_address: str | None = None
+    ) -> None:
         """Submit over SMTP; raise smtplib errors when any recipient is refused.
 
         `source_address` binds the client side (e.g. "127.0.0.2") to play a

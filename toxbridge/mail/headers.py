@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import email.utils
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 
@@ -65,7 +65,7 @@ class Header:
     def without(self, drop: Iterable[Field]) -> bytes:
         """The header's bytes without the fields in `drop` (the empty line not included)."""
         gone = {f.start for f in drop}
-        return b"".join(self.data[f.start:f.end] for f in self.fields if f.start not in gone)
+        return b"".join(self.data[f.start : f.end] for f in self.fields if f.start not in gone)
 
 
 def scan(data: bytes) -> Header:
@@ -80,18 +80,38 @@ def scan(data: bytes) -> Header:
                 content_end -= 1
         if data[pos] in b" \t" and fields:
             last = fields[-1]
-            fields[-1] = Field(last.start, last.name_end, last.value_start, content_end, end, last.name,
-                               data[last.value_start:content_end], last.colon)
+            fields[-1] = Field(
+                last.start,
+                last.name_end,
+                last.value_start,
+                content_end,
+                end,
+                last.name,
+                data[last.value_start : content_end],
+                last.colon,
+            )
         elif content_end == pos:  # a line end alone, and not a continuation: the empty line
             return Header(data, tuple(fields), pos, True)
         else:
             colon = data.find(b":", pos, content_end)
             if colon < 0:
-                fields.append(Field(pos, content_end, content_end, content_end, end, data[pos:content_end], b"", False))
+                fields.append(
+                    Field(pos, content_end, content_end, content_end, end, data[pos:content_end], b"", False)
+                )
             else:
                 name = data[pos:colon].rstrip(b" \t")
-                fields.append(Field(pos, pos + len(name), colon + 1, content_end, end, name,
-                                    data[colon + 1:content_end], True))
+                fields.append(
+                    Field(
+                        pos,
+                        pos + len(name),
+                        colon + 1,
+                        content_end,
+                        end,
+                        name,
+                        data[colon + 1 : content_end],
+                        True,
+                    )
+                )
         pos = end
     return Header(data, tuple(fields), size, False)
 

@@ -36,7 +36,9 @@ _DSN_PARAMS = {
         "ENVID": lambda v: 0 < len(v) <= 100 and _is_xtext(v),
     },
     "RCPT": {
-        "NOTIFY": lambda v: v == "NEVER" or (v != "" and set(v.split(",")) <= {"SUCCESS", "FAILURE", "DELAY"}),
+        "NOTIFY": lambda v: (
+            v == "NEVER" or (v != "" and set(v.split(",")) <= {"SUCCESS", "FAILURE", "DELAY"})
+        ),
         "ORCPT": lambda v: ";" in v and v.partition(";")[0].isalnum() and _is_xtext(v.partition(";")[2]),
     },
 }
@@ -125,7 +127,9 @@ class BridgeLMTP(LMTP):
             else:
                 body += memoryview(line)[1:] if line.startswith(b".") else line
         if too_long or too_much:
-            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)" if too_long else "552 Error: Too much mail data")
+            await self.push(
+                "500 Line too long (see RFC5321 4.5.3.1.6)" if too_long else "552 Error: Too much mail data"
+            )
             self._set_post_data_state()
             return
         content = bytes(body)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ..config import Endpoint
 from .smtpreply import DotStuffer, Reply, ReplyError, ReplyReader
@@ -86,7 +86,12 @@ class LMTPClient:
     """
 
     def __init__(self, endpoint: Endpoint, lhlo_name: str, timeout: float = 60.0, idle_close: float = 30.0):
-        self._endpoint, self._lhlo_name, self._timeout, self._idle_close = endpoint, lhlo_name, timeout, idle_close
+        self._endpoint, self._lhlo_name, self._timeout, self._idle_close = (
+            endpoint,
+            lhlo_name,
+            timeout,
+            idle_close,
+        )
         self._lock = asyncio.Lock()
         self._session: LMTPSession | None = None
         self._extensions: set[str] = set()
@@ -104,11 +109,15 @@ class LMTPClient:
                 except _Stale:
                     self.close()
                     return await self._transaction(sender, recipients, message)
-            except (_Stale, OSError, asyncio.TimeoutError, ReplyError) as e:
+            except (TimeoutError, _Stale, OSError, ReplyError) as e:
                 self.close()
                 reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                log.warning("Dovecot LMTP at %s failed: %s (is Dovecot running? does dovecot_lmtp in the config "
-                            "name its LMTP listener?)", self._endpoint, reason)
+                log.warning(
+                    "Dovecot LMTP at %s failed: %s (is Dovecot running? does dovecot_lmtp in the config "
+                    "name its LMTP listener?)",
+                    self._endpoint,
+                    reason,
+                )
                 return [Reply(451, f"4.4.2 local delivery failed: {reason}")] * len(recipients)
             finally:
                 if self._session is not None:

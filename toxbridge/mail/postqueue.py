@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import PostfixQueue
 
@@ -53,7 +52,9 @@ def push(postfix: PostfixQueue, queue_ids: list[str]) -> list[str]:
     """Blocking (run it in an executor): `postqueue -i` each; returns the ids pushed."""
     pushed = []
     for queue_id in queue_ids:
-        done = subprocess.run(_postqueue(postfix) + ["-i", queue_id], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            _postqueue(postfix) + ["-i", queue_id], capture_output=True, text=True, timeout=60
+        )
         if done.returncode == 0:
             pushed.append(queue_id)
         else:  # the mail may have left the queue meanwhile

@@ -58,4 +58,4 @@ def strip(message: bytes, privacy: Privacy) -> Stripped:
             removed[label] = removed.get(label, 0) + 1
     if not removed:
         return Stripped(b"", memoryview(message))
-    return Stripped(header.without(gone), memoryview(message)[header.end:], tuple(removed.items()))
+    return Stripped(header.without(gone), memoryview(message)[header.end :], tuple(removed.items()))

@@ -83,4 +83,3 @@ class DotStuffer:
         if line.endswith(b"\r"):
             line = line[:-1]
         return (b"." + line if line.startswith(b".") else line) + b"\r\n"
-

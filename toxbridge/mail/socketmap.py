@@ -71,7 +71,9 @@ class Decoder:
                     colon = self._buf.find(b":", 0, self._max_digits + 1)
                     digits = self._buf[:colon] if colon >= 0 else self._buf
                     if not digits.isdigit() and digits:
-                        raise SocketmapError(f"netstring length is not a decimal number: {bytes(digits[:20])!r}")
+                        raise SocketmapError(
+                            f"netstring length is not a decimal number: {bytes(digits[:20])!r}"
+                        )
                     if colon < 0:
                         if len(self._buf) > self._max_digits:
                             raise SocketmapError(f"netstring longer than {self.limit} bytes")
@@ -81,14 +83,14 @@ class Decoder:
                     need = int(digits)
                     if need > self.limit:
                         raise SocketmapError(f"netstring of {need} bytes, more than {self.limit}")
-                    del self._buf[:colon + 1]
+                    del self._buf[: colon + 1]
                     self._need = need
                 if len(self._buf) < self._need + 1:
                     return done
                 if self._buf[self._need] != ord(","):
                     raise SocketmapError("netstring does not end with a comma")
-                payload = bytes(self._buf[:self._need])
-                del self._buf[:self._need + 1]
+                payload = bytes(self._buf[: self._need])
+                del self._buf[: self._need + 1]
                 self._need = None
                 done.append(payload)
         except SocketmapError as e:
@@ -158,8 +160,9 @@ def answer(request: bytes, maps: dict[str, MapFunction]) -> bytes:
     return reply
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 maps: dict[str, MapFunction]) -> None:
+async def _serve(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, maps: dict[str, MapFunction]
+) -> None:
     decoder = Decoder()
     peer = writer.get_extra_info("peername") or "unix socket"
     try:

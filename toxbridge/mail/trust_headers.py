@@ -21,8 +21,12 @@ _COMMENT = re.compile(rb"\([^()]*\)")
 def strip(header: Header, authserv_id: str) -> bytes:
     """The header's bytes without the fields only we may write; every other byte as it was."""
     ours = authserv_id.lower().encode()
-    return header.without(f for f in header.fields if any(f.is_named(n) for n in OWN_FIELDS)
-                          or (f.is_named("Authentication-Results") and _authserv_id(f.value) == ours))
+    return header.without(
+        f
+        for f in header.fields
+        if any(f.is_named(n) for n in OWN_FIELDS)
+        or (f.is_named("Authentication-Results") and _authserv_id(f.value) == ours)
+    )
 
 
 def _authserv_id(value: bytes) -> bytes:
@@ -31,13 +35,20 @@ def _authserv_id(value: bytes) -> bytes:
     return words[0].lower() if words else b""
 
 
-def stamp(hostname: str, address: str, peer_key: str, file_id: bytes, sender: str, result: str, reason: str) -> bytes:
+def stamp(
+    hostname: str, address: str, peer_key: str, file_id: bytes, sender: str, result: str, reason: str
+) -> bytes:
     """The fields the receiving bridge puts on top of a friend's mail for `address`: `result`
     (pass or fail, with `reason`) of the check of `sender` against the friend's Tox key."""
     date = email.utils.formatdate(localtime=True)
-    warning = "" if result == "pass" else (
-        f"X-Toxbridge-Warning: the sender is NOT verified: {one_line(reason)}"
-        f" (sent by Tox key {peer_key})\r\n")
+    warning = (
+        ""
+        if result == "pass"
+        else (
+            f"X-Toxbridge-Warning: the sender is NOT verified: {one_line(reason)}"
+            f" (sent by Tox key {peer_key})\r\n"
+        )
+    )
     return (
         f"X-Toxbridge-Id: {file_id.hex()}\r\n"
         f"{warning}"
@@ -47,7 +58,7 @@ def stamp(hostname: str, address: str, peer_key: str, file_id: bytes, sender: st
         f"Authentication-Results: {hostname}; x-tox={result}\r\n"
         f"\t({one_line(reason)})\r\n"
         f"\tsmtp.mailfrom={sender or '<>'} x-tox.key={peer_key}\r\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def one_line(text: str) -> str:

@@ -11,8 +11,8 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("toxbridge.control")
 
@@ -32,14 +32,16 @@ async def start_server(path: Path, commands: dict[str, Callable[[], dict]]) -> a
             answer = handler() if handler else {"error": f"unknown command; known: {', '.join(commands)}"}
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
         except Exception:  # a bug in a snapshot must not take the daemon down
             log.exception("control request failed")
         finally:
             writer.close()
 
-    path.unlink(missing_ok=True)  # left by a killed daemon (a second daemon never gets here: its LMTP port is taken)
+    path.unlink(
+        missing_ok=True
+    )  # left by a killed daemon (a second daemon never gets here: its LMTP port is taken)
     old_umask = os.umask(0o177)
     try:
         return await asyncio.start_unix_server(serve, path)

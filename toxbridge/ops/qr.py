@@ -62,8 +62,8 @@ def to_text(modules: Matrix, colour: bool = False) -> str:
     if len(light) % 2:
         light.append([True] * len(light[0]))  # the last line's lower half: more margin
     lines = []
-    for upper, lower in zip(light[0::2], light[1::2]):
-        line = "".join(_BLOCKS[pair] for pair in zip(upper, lower))
+    for upper, lower in zip(light[0::2], light[1::2], strict=False):
+        line = "".join(_BLOCKS[pair] for pair in zip(upper, lower, strict=False))
         lines.append(f"{COLOURS}{line}{RESET}" if colour else line)
     return "".join(line + "\n" for line in lines)
 

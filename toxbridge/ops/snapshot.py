@@ -17,8 +17,14 @@ VIA = ("", "TCP", "UDP")  # by toxcore's connection status
 
 
 def of_daemon(started: float, routes: Routes, outbound: Outbound, identities: list[Identity]) -> dict:
-    return {"pid": os.getpid(), "started": started, "version": __version__, "contacts": len(routes.book.contacts),
-            "in_flight": outbound.in_flight, "identities": [of_identity(i) for i in identities]}
+    return {
+        "pid": os.getpid(),
+        "started": started,
+        "version": __version__,
+        "contacts": len(routes.book.contacts),
+        "in_flight": outbound.in_flight,
+        "identities": [of_identity(i) for i in identities],
+    }
 
 
 def of_identity(identity: Identity) -> dict:
@@ -28,14 +34,16 @@ def of_identity(identity: Identity) -> dict:
         key = node.friend_public_key(friend)
         contact = identity.friends.contact(key)
         connection = node.friend_connection(friend)
-        friends.append({
-            "key": key.hex(),
-            "name": contact.name if contact else None,
-            "online": connection != 0,
-            "via": VIA[connection],
-            "since": identity.online_since.get(key) if connection else identity.last_online(friend),
-            "bridge": friend in identity.peers,
-        })
+        friends.append(
+            {
+                "key": key.hex(),
+                "name": contact.name if contact else None,
+                "online": connection != 0,
+                "via": VIA[connection],
+                "since": identity.online_since.get(key) if connection else identity.last_online(friend),
+                "bridge": friend in identity.peers,
+            }
+        )
     return {
         "mailbox": identity.user.mailbox,
         "address": identity.user.address,

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import Config, Endpoint
-from ..contacts.book import ContactBook, ContactsError, load as load_contacts
+from ..contacts.book import ContactBook, ContactsError
+from ..contacts.book import load as load_contacts
 from ..contacts.roster import Roster
 from ..contacts.routes import Routes
 from ..mail import postqueue, socketmap
@@ -58,39 +59,82 @@ def _when(at: float, now: float) -> str:
 
 # ---- judging what was observed (no I/O)
 
+
 def daemon_check(snapshot: dict | None, config: Config, now: float) -> Check:
     if snapshot is None:
-        return Check("daemon", ERROR, f"toxbridge is not running (nothing answers on {control.socket_path(config.state_dir)})",
-                     "start it (systemctl start toxbridge); `journalctl -u toxbridge -n 50` says why it stopped")
-    return Check("daemon", OK, f"toxbridge runs (pid {snapshot['pid']}, up {_ago(now - snapshot['started'])}, "
-                               f"{snapshot['contacts']} contacts, {snapshot['in_flight']} mails on their way)")
+        return Check(
+            "daemon",
+            ERROR,
+            f"toxbridge is not running (nothing answers on {control.socket_path(config.state_dir)})",
+            "start it (systemctl start toxbridge); `journalctl -u toxbridge -n 50` says why it stopped",
+        )
+    return Check(
+        "daemon",
+        OK,
+        f"toxbridge runs (pid {snapshot['pid']}, up {_ago(now - snapshot['started'])}, "
+        f"{snapshot['contacts']} contacts, {snapshot['in_flight']} mails on their way)",
+    )
 
 
 def identity_checks(identity: dict, config: Config, now: float) -> list[Check]:
     who = identity["mailbox"]
     if identity["network"]:
-        checks = [Check(f"tox {who}", OK, f"{identity['address']} is on the Tox network via {identity['network']}"
-                                          f" (Tox ID {identity['tox_id'][:16]}…)")]
+        checks = [
+            Check(
+                f"tox {who}",
+                OK,
+                f"{identity['address']} is on the Tox network via {identity['network']}"
+                f" (Tox ID {identity['tox_id'][:16]}…)",
+            )
+        ]
     else:
-        nodes = ", ".join(f"{n.host}:{n.port}" for n in config.tox.bootstrap + config.tox.tcp_relays) or "none configured"
-        checks = [Check(f"tox {who}", ERROR, f"{identity['address']} is not connected to the Tox network",
-                        f"check the Internet connection and that bootstrap nodes answer ({nodes}); "
-                        "where UDP is blocked, set tox.udp: false with tcp_relays")]
+        nodes = (
+            ", ".join(f"{n.host}:{n.port}" for n in config.tox.bootstrap + config.tox.tcp_relays)
+            or "none configured"
+        )
+        checks = [
+            Check(
+                f"tox {who}",
+                ERROR,
+                f"{identity['address']} is not connected to the Tox network",
+                f"check the Internet connection and that bootstrap nodes answer ({nodes}); "
+                "where UDP is blocked, set tox.udp: false with tcp_relays",
+            )
+        ]
     for friend in identity["friends"]:
         name = f"{friend['name'] or 'friend'} ({friend['key'][:8]})"
         since = friend["since"]
         if friend["online"]:
             kind = "" if friend["bridge"] else ", not a toxbridge (a Tox chat client?)"
-            checks.append(Check(f"friend {who}", OK, f"{name} online via {friend['via']}"
-                                + (f" since {_when(since, now)}" if since else "") + kind))
+            checks.append(
+                Check(
+                    f"friend {who}",
+                    OK,
+                    f"{name} online via {friend['via']}"
+                    + (f" since {_when(since, now)}" if since else "")
+                    + kind,
+                )
+            )
         elif since:
-            checks.append(Check(f"friend {who}", WARN, f"{name} offline since {_when(since, now)}",
-                                "their bridge is off or cannot reach the Tox network; mail for them waits in "
-                                "Postfix's queue and goes out when they come online"))
+            checks.append(
+                Check(
+                    f"friend {who}",
+                    WARN,
+                    f"{name} offline since {_when(since, now)}",
+                    "their bridge is off or cannot reach the Tox network; mail for them waits in "
+                    "Postfix's queue and goes out when they come online",
+                )
+            )
         else:
-            checks.append(Check(f"friend {who}", WARN, f"{name} has never been online",
-                                "they have not accepted the friend request yet, or their bridge never ran; "
-                                "check the Tox ID you have for them"))
+            checks.append(
+                Check(
+                    f"friend {who}",
+                    WARN,
+                    f"{name} has never been online",
+                    "they have not accepted the friend request yet, or their bridge never ran; "
+                    "check the Tox ID you have for them",
+                )
+            )
     return checks
 
 
@@ -99,32 +143,52 @@ def listener_check(name: str, key: str, endpoint: Endpoint, error: str | None, d
         return Check(name, OK, f"answers on {endpoint}")
     if not daemon_up:
         return Check(name, ERROR, f"nothing answers on {endpoint} ({error})", "start toxbridge")
-    return Check(name, ERROR, f"{endpoint} does not answer as it should ({error})",
-                 f"another program may hold the port: `ss -ltnp | grep {endpoint.port}`; or change {key}")
+    return Check(
+        name,
+        ERROR,
+        f"{endpoint} does not answer as it should ({error})",
+        f"another program may hold the port: `ss -ltnp | grep {endpoint.port}`; or change {key}",
+    )
 
 
 def dovecot_check(endpoint: Endpoint, error: str | None, source: str) -> Check:
     if error is None:
         return Check("dovecot", OK, f"Dovecot's LMTP answers on {endpoint}")
-    return Check("dovecot", ERROR, f"Dovecot's LMTP on {endpoint} does not answer ({error}); mail arriving over "
-                                   "Tox is refused with 4xx and the friend's bridge retries",
-                 f"start Dovecot (systemctl start dovecot), or fix dovecot_lmtp in {source}")
+    return Check(
+        "dovecot",
+        ERROR,
+        f"Dovecot's LMTP on {endpoint} does not answer ({error}); mail arriving over "
+        "Tox is refused with 4xx and the friend's bridge retries",
+        f"start Dovecot (systemctl start dovecot), or fix dovecot_lmtp in {source}",
+    )
 
 
 def queue_check(entries: list[dict] | None, goes_over_tox, error: str, now: float) -> Check:
     if entries is None:
-        return Check("queue", WARN, f"cannot read Postfix's queue: {error}",
-                     "check postfix.config_dir and postfix.postqueue in the config, and that Postfix runs")
-    waiting = [e for e in entries if e.get("queue_name") == "deferred"
-               and any(goes_over_tox(str(r.get("address", ""))) for r in e.get("recipients", []))]
+        return Check(
+            "queue",
+            WARN,
+            f"cannot read Postfix's queue: {error}",
+            "check postfix.config_dir and postfix.postqueue in the config, and that Postfix runs",
+        )
+    waiting = [
+        e
+        for e in entries
+        if e.get("queue_name") == "deferred"
+        and any(goes_over_tox(str(r.get("address", ""))) for r in e.get("recipients", []))
+    ]
     if not waiting:
         return Check("queue", OK, "no mail for Tox recipients waits in Postfix's queue")
     oldest = min(waiting, key=lambda e: e.get("arrival_time", now))
     reasons = [r.get("delay_reason", "") for r in oldest.get("recipients", []) if r.get("delay_reason")]
     why = f": {reasons[0]}" if reasons else ""
-    return Check("queue", WARN, f"{len(waiting)} mail(s) for Tox recipients wait in Postfix's queue, the oldest "
-                                f"for {_ago(now - oldest.get('arrival_time', now))}{why}",
-                 "they go out when the friend is online (the bridge pushes them); `postqueue -p` lists them")
+    return Check(
+        "queue",
+        WARN,
+        f"{len(waiting)} mail(s) for Tox recipients wait in Postfix's queue, the oldest "
+        f"for {_ago(now - oldest.get('arrival_time', now))}{why}",
+        "they go out when the friend is online (the bridge pushes them); `postqueue -p` lists them",
+    )
 
 
 def disk_check(state_dir: Path, free: int | None, max_message: int) -> Check:
@@ -132,8 +196,12 @@ def disk_check(state_dir: Path, free: int | None, max_message: int) -> Check:
         return Check("disk", ERROR, f"{state_dir} does not exist", "run `toxbridge init`")
     text = f"{free // 2**20} MiB free for {state_dir}"
     if free < 2 * max_message:
-        return Check("disk", ERROR, text + f"; a {max_message // 2**20} MiB mail may not fit",
-                     "free disk space: incoming mail is written there before it reaches Dovecot")
+        return Check(
+            "disk",
+            ERROR,
+            text + f"; a {max_message // 2**20} MiB mail may not fit",
+            "free disk space: incoming mail is written there before it reaches Dovecot",
+        )
     if free < 10 * max_message:
         return Check("disk", WARN, text + " (little)", "free disk space soon")
     return Check("disk", OK, text)
@@ -143,16 +211,24 @@ def profile_check(mailbox: str, path: Path, mode: int | None, owner_ok: bool) ->
     if mode is None:
         return Check(f"profile {mailbox}", ERROR, f"no Tox profile at {path}", "run `toxbridge init`")
     if mode & 0o077:
-        return Check(f"profile {mailbox}", ERROR, f"{path} is readable by others (mode {mode & 0o777:o}): "
-                                                  "its secret key is the user's identity",
-                     f"chmod 600 {path}")
+        return Check(
+            f"profile {mailbox}",
+            ERROR,
+            f"{path} is readable by others (mode {mode & 0o777:o}): its secret key is the user's identity",
+            f"chmod 600 {path}",
+        )
     if not owner_ok:
-        return Check(f"profile {mailbox}", WARN, f"{path} belongs to another user than the state directory",
-                     f"chown it to the user toxbridge runs as (owner of {path.parent.parent})")
+        return Check(
+            f"profile {mailbox}",
+            WARN,
+            f"{path} belongs to another user than the state directory",
+            f"chown it to the user toxbridge runs as (owner of {path.parent.parent})",
+        )
     return Check(f"profile {mailbox}", OK, f"{path} readable by the service only")
 
 
 # ---- probing
+
 
 def probe_lmtp(endpoint: Endpoint) -> str | None:
     """None when an LMTP server greets and answers LHLO; else what went wrong."""
@@ -215,9 +291,18 @@ def run(config: Config) -> list[Check]:
     for identity in (snapshot or {}).get("identities", []):
         checks += identity_checks(identity, config, now)
     up = snapshot is not None
-    checks.append(listener_check("lmtp", "lmtp_listen", config.lmtp_listen, probe_lmtp(config.lmtp_listen), up))
-    checks.append(listener_check("socketmap", "socketmap_listen", config.socketmap_listen,
-                                 probe_socketmap(config.socketmap_listen), up))
+    checks.append(
+        listener_check("lmtp", "lmtp_listen", config.lmtp_listen, probe_lmtp(config.lmtp_listen), up)
+    )
+    checks.append(
+        listener_check(
+            "socketmap",
+            "socketmap_listen",
+            config.socketmap_listen,
+            probe_socketmap(config.socketmap_listen),
+            up,
+        )
+    )
     checks.append(dovecot_check(config.dovecot_lmtp, probe_lmtp(config.dovecot_lmtp), config.source))
     try:
         entries, error = postqueue.list_queue(config.postfix), ""
@@ -259,4 +344,3 @@ def as_text(checks: list[Check]) -> str:
 
 def as_json(checks: list[Check]) -> dict:
     return {"status": worst(checks), "checks": [asdict(c) for c in checks]}
-

@@ -7,8 +7,8 @@ follows), the errors in errors.py, Tox_Options in options.py.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from ctypes import byref, c_int, c_uint32
-from typing import Callable
 
 from .errors import ToxError, ToxValueError, check
 from .library import (
@@ -26,8 +26,7 @@ from .options import Options
 def _bytes(value: bytes, size: int, what: str, function: str) -> bytes:
     value = bytes(value)
     if len(value) != size:
-        raise ToxValueError(f"{function}: {what} must be {size} bytes, got {len(value)}",
-                            function=function)
+        raise ToxValueError(f"{function}: {what} must be {size} bytes, got {len(value)}", function=function)
     return value
 
 
@@ -69,7 +68,7 @@ class Tox:
         self._ptr = ptr
         self._sink = sink
         self._pending: list[BaseException] = []
-        self._cbs: list[object] = []   # keeps every ctypes callback object alive
+        self._cbs: list[object] = []  # keeps every ctypes callback object alive
         self._register()
 
     # -- lifecycle
@@ -121,27 +120,32 @@ class Tox:
                     fn(*args)
                 except BaseException as exc:  # noqa: BLE001 - re-raised after tox_iterate
                     pending(exc)
+
             return tramp
 
         handlers = {
             "self_connection_status": lambda t, st, u: sink("self_connection_status", st),
             "friend_request": lambda t, pk, msg, n, u: sink(
-                "friend_request", s(pk, PUBLIC_KEY_SIZE), s(msg, n) if n else b""),
+                "friend_request", s(pk, PUBLIC_KEY_SIZE), s(msg, n) if n else b""
+            ),
             "friend_message": lambda t, f, kind, msg, n, u: sink(
-                "friend_message", f, kind, s(msg, n) if n else b""),
-            "friend_name": lambda t, f, name, n, u: sink(
-                "friend_name", f, s(name, n) if n else b""),
+                "friend_message", f, kind, s(msg, n) if n else b""
+            ),
+            "friend_name": lambda t, f, name, n, u: sink("friend_name", f, s(name, n) if n else b""),
             "friend_connection_status": lambda t, f, st, u: sink("friend_connection_status", f, st),
             "friend_lossless_packet": lambda t, f, d, n, u: sink(
-                "friend_lossless_packet", f, s(d, n) if n else b""),
+                "friend_lossless_packet", f, s(d, n) if n else b""
+            ),
             "friend_lossy_packet": lambda t, f, d, n, u: sink(
-                "friend_lossy_packet", f, s(d, n) if n else b""),
+                "friend_lossy_packet", f, s(d, n) if n else b""
+            ),
             "file_recv": lambda t, f, fn, kind, size, name, n, u: sink(
-                "file_recv", f, fn, kind, size, s(name, n) if n else b""),
+                "file_recv", f, fn, kind, size, s(name, n) if n else b""
+            ),
             "file_recv_chunk": lambda t, f, fn, pos, d, n, u: sink(
-                "file_recv_chunk", f, fn, pos, s(d, n) if n else b""),
-            "file_chunk_request": lambda t, f, fn, pos, n, u: sink(
-                "file_chunk_request", f, fn, pos, n),
+                "file_recv_chunk", f, fn, pos, s(d, n) if n else b""
+            ),
+            "file_chunk_request": lambda t, f, fn, pos, n, u: sink("file_chunk_request", f, fn, pos, n),
             "file_recv_control": lambda t, f, fn, ctl, u: sink("file_recv_control", f, fn, ctl),
         }
         for event, (reg, cbtype) in CALLBACKS.items():
@@ -164,8 +168,12 @@ class Tox:
         key = _bytes(public_key, PUBLIC_KEY_SIZE, "public key", function)
         raw = _host(host, function)
         if not 0 <= int(port) <= 0xFFFF:
-            raise ToxValueError(f"{function}: TOX_ERR_BOOTSTRAP_BAD_PORT ({port})",
-                                function=function, code=3, code_name="TOX_ERR_BOOTSTRAP_BAD_PORT")
+            raise ToxValueError(
+                f"{function}: TOX_ERR_BOOTSTRAP_BAD_PORT ({port})",
+                function=function,
+                code=3,
+                code_name="TOX_ERR_BOOTSTRAP_BAD_PORT",
+            )
         err = c_int(0)
         getattr(lib, function)(self.ptr, raw, port, key, byref(err))
         check(function, "BOOTSTRAP", err)
@@ -289,14 +297,11 @@ class Tox:
 
     # -- files
 
-    def file_send(self, friend: int, kind: int, size: int, file_id: bytes | None,
-                  filename: bytes) -> int:
-        fid = None if file_id is None else _bytes(file_id, FILE_ID_LENGTH, "file_id",
-                                                  "tox_file_send")
+    def file_send(self, friend: int, kind: int, size: int, file_id: bytes | None, filename: bytes) -> int:
+        fid = None if file_id is None else _bytes(file_id, FILE_ID_LENGTH, "file_id", "tox_file_send")
         filename = bytes(filename)
         err = c_int(0)
-        n = lib.tox_file_send(self.ptr, friend, kind, size, fid, filename, len(filename),
-                               byref(err))
+        n = lib.tox_file_send(self.ptr, friend, kind, size, fid, filename, len(filename), byref(err))
         check("tox_file_send", "FILE_SEND", err)
         return n
 
@@ -320,6 +325,5 @@ class Tox:
     def file_send_chunk(self, friend: int, file_number: int, position: int, data: bytes) -> None:
         data = bytes(data)
         err = c_int(0)
-        lib.tox_file_send_chunk(self.ptr, friend, file_number, position, data, len(data),
-                                 byref(err))
+        lib.tox_file_send_chunk(self.ptr, friend, file_number, position, data, len(data), byref(err))
         check("tox_file_send_chunk", "FILE_SEND_CHUNK", err)

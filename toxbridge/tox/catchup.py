@@ -56,17 +56,30 @@ class CatchUp:
         loop = asyncio.get_running_loop()
         try:
             queue = await loop.run_in_executor(None, postqueue.list_queue, self.config.postfix)
-            wanted = postqueue.deferred_for(queue, self.user.address, self.routes.recipient_matcher(self.user.mailbox, public_key))
+            wanted = postqueue.deferred_for(
+                queue, self.user.address, self.routes.recipient_matcher(self.user.mailbox, public_key)
+            )
             pushed = await loop.run_in_executor(None, postqueue.push, self.config.postfix, wanted)
         except (OSError, subprocess.SubprocessError) as e:
-            log.warning("%s: cannot reach Postfix's queue to push mail for %s: %s (check postfix.config_dir "
-                        "and postfix.postqueue)", self.user.mailbox, public_key.hex()[:8], e)
+            log.warning(
+                "%s: cannot reach Postfix's queue to push mail for %s: %s (check postfix.config_dir "
+                "and postfix.postqueue)",
+                self.user.mailbox,
+                public_key.hex()[:8],
+                e,
+            )
             return
         finally:
             self._pushing.discard(public_key)
         if pushed:
-            log.info("%s: friend %s online: pushed %d deferred mail(s) in %.2f s: %s", self.user.mailbox,
-                     public_key.hex()[:8], len(pushed), time.monotonic() - started, " ".join(pushed))
+            log.info(
+                "%s: friend %s online: pushed %d deferred mail(s) in %.2f s: %s",
+                self.user.mailbox,
+                public_key.hex()[:8],
+                len(pushed),
+                time.monotonic() - started,
+                " ".join(pushed),
+            )
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -9,7 +9,7 @@ learned for it when learn_senders is on.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from ..address import is_tox_address
 from ..config import Config, User
@@ -27,7 +27,9 @@ log = logging.getLogger("toxbridge.identity")  # the identity's log lines, as be
 class Friends:
     """One identity's friends: made from contacts, requested by strangers, vetted as senders."""
 
-    def __init__(self, config: Config, user: User, node: ToxNode, routes: Routes, save: Callable[[], None]) -> None:
+    def __init__(
+        self, config: Config, user: User, node: ToxNode, routes: Routes, save: Callable[[], None]
+    ) -> None:
         self.config, self.user, self.node, self.routes = config, user, node, routes
         self._save = save  # the profile keeps the friend list
 
@@ -44,7 +46,10 @@ class Friends:
         Tox ID is known, else a friend without request (their side must list us too)."""
         changed = False
         for contact in self.routes.book.for_user(self.user.mailbox):
-            if contact.public_key == self.node.public_key or self.node.friend_by_public_key(contact.public_key) is not None:
+            if (
+                contact.public_key == self.node.public_key
+                or self.node.friend_by_public_key(contact.public_key) is not None
+            ):
                 continue
             try:
                 if contact.tox_id is not None:
@@ -56,8 +61,13 @@ class Friends:
                 continue
             changed = True
             self.routes.roster.drop_pending(self.user.mailbox, contact.public_key)
-            log.info("%s: contact %r (%s) is now a Tox friend%s", self.user.mailbox, contact.name,
-                     contact.public_key.hex()[:8], ", request sent" if contact.tox_id else "")
+            log.info(
+                "%s: contact %r (%s) is now a Tox friend%s",
+                self.user.mailbox,
+                contact.name,
+                contact.public_key.hex()[:8],
+                ", request sent" if contact.tox_id else "",
+            )
         if changed:
             self._save()
 
@@ -70,19 +80,31 @@ class Friends:
             try:
                 self.node.friend_add_norequest(public_key)
             except ToxError as e:
-                log.warning("%s: cannot accept friend request from %s: %s", self.user.mailbox, public_key.hex()[:8], e)
+                log.warning(
+                    "%s: cannot accept friend request from %s: %s", self.user.mailbox, public_key.hex()[:8], e
+                )
                 return
             self._save()
             self.routes.roster.drop_pending(self.user.mailbox, public_key)
             who = f"contact {contact.name!r}" if contact else "a stranger (friend_requests: accept)"
-            log.info("%s: accepted friend request from %s, %s (%r)", self.user.mailbox, public_key.hex(), who, text)
+            log.info(
+                "%s: accepted friend request from %s, %s (%r)", self.user.mailbox, public_key.hex(), who, text
+            )
         elif policy == "pending":
             self.routes.roster.add_pending(self.user.mailbox, public_key, text)
-            log.info("%s: friend request from %s (%r) is pending; see `toxbridge contacts pending`",
-                     self.user.mailbox, public_key.hex(), text)
+            log.info(
+                "%s: friend request from %s (%r) is pending; see `toxbridge contacts pending`",
+                self.user.mailbox,
+                public_key.hex(),
+                text,
+            )
         else:
-            log.info("%s: ignored friend request from %s (%r); friend_requests is 'ignore'",
-                     self.user.mailbox, public_key.hex(), text)
+            log.info(
+                "%s: ignored friend request from %s (%r); friend_requests is 'ignore'",
+                self.user.mailbox,
+                public_key.hex(),
+                text,
+            )
 
     def vet(self, public_key: bytes, envelope: Envelope, header: Header) -> Verdict:
         """May this friend send as the addresses the mail claims? Learns them for this mailbox:
@@ -90,13 +112,23 @@ class Friends:
         kept per mailbox: without its own, this user's reply would find no route). A header
         that goes on beyond the bytes read (`header.data`) cannot be judged: it fails."""
         if not header.complete and len(header.data) < envelope.size:
-            return Verdict(FAIL, f"the header is longer than the {len(header.data) // 1024} KiB the bridge reads")
+            return Verdict(
+                FAIL, f"the header is longer than the {len(header.data) // 1024} KiB the bridge reads"
+            )
         from_header = from_addresses(header)
-        verdict = check(public_key, envelope.sender, from_header, self.routes.claims, self.config.learn_senders)
+        verdict = check(
+            public_key, envelope.sender, from_header, self.routes.claims, self.config.learn_senders
+        )
         if not (verdict.ok and self.config.learn_senders):
             return verdict
-        for address in dict.fromkeys(a.lower() for a in [envelope.sender, *from_header] if a and not is_tox_address(a)):
+        for address in dict.fromkeys(
+            a.lower() for a in [envelope.sender, *from_header] if a and not is_tox_address(a)
+        ):
             if self.routes.learn(self.user.mailbox, address, public_key):
-                log.info("%s: learned %s -> Tox key %s; replies to it go over Tox",
-                         self.user.mailbox, address, public_key.hex()[:8])
+                log.info(
+                    "%s: learned %s -> Tox key %s; replies to it go over Tox",
+                    self.user.mailbox,
+                    address,
+                    public_key.hex()[:8],
+                )
         return verdict

@@ -30,15 +30,27 @@ SOFTWARE = "toxbridge"
 class Identity:
     """Handler of one ToxNode's events; keeps who is online since when."""
 
-    def __init__(self, config: Config, user: User, node: ToxNode, store: DeliveryStore, routes: Routes) -> None:
+    def __init__(
+        self, config: Config, user: User, node: ToxNode, store: DeliveryStore, routes: Routes
+    ) -> None:
         self.config, self.user, self.node = config, user, node
         self.friends = Friends(config, user, node, routes, self.save)
         self.catch_up = CatchUp(config, user, node, routes)
         self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout)
         partial_dir = state_subdir(state_subdir(config.state_dir, "partial"), user.mailbox)
         self._dovecot = lmtp_out.LMTPClient(config.dovecot_lmtp, config.hostname)  # one mail at a time
-        self.receiver = Receiver(node, config.max_message_size, config.hostname, user.mailbox, user.address,
-                                 self._deliver, store, partial_dir, self.friends.vet, config.forged_sender)
+        self.receiver = Receiver(
+            node,
+            config.max_message_size,
+            config.hostname,
+            user.mailbox,
+            user.address,
+            self._deliver,
+            store,
+            partial_dir,
+            self.friends.vet,
+            config.forged_sender,
+        )
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
         self.online_since: dict[bytes, float] = {}  # friend's key → when their connection came up
@@ -47,7 +59,7 @@ class Identity:
         node.handler = self
 
     @classmethod
-    def open(cls, config: Config, user: User, store: DeliveryStore, routes: Routes) -> "Identity":
+    def open(cls, config: Config, user: User, store: DeliveryStore, routes: Routes) -> Identity:
         path = profile.profile_path(config.state_dir, user.mailbox)
         savedata = profile.read(path)
         # Start at a random port of the range: a restart on the port the killed process had
@@ -57,12 +69,18 @@ class Identity:
         try:
             try:
                 start = random.randint(low, high)
-                node = profile.node_from_profile(path, savedata, profile.tox_options(config, start), name=user.address)
+                node = profile.node_from_profile(
+                    path, savedata, profile.tox_options(config, start), name=user.address
+                )
             except ToxPortError:
-                node = profile.node_from_profile(path, savedata, profile.tox_options(config), name=user.address)
+                node = profile.node_from_profile(
+                    path, savedata, profile.tox_options(config), name=user.address
+                )
         except ToxPortError:
-            raise ToxPortError(f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
-                               "(other Tox programs running? widen the range)") from None
+            raise ToxPortError(
+                f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
+                "(other Tox programs running? widen the range)"
+            ) from None
         identity = cls(config, user, node, store, routes)
         if savedata is None:
             identity.save()
@@ -89,7 +107,9 @@ class Identity:
 
     def last_online(self, friend: int) -> float | None:
         """When an offline friend was last seen: by this run, else by toxcore (kept in the profile)."""
-        return self.offline_since.get(self.node.friend_public_key(friend)) or self.node.friend_last_online(friend)
+        return self.offline_since.get(self.node.friend_public_key(friend)) or self.node.friend_last_online(
+            friend
+        )
 
     def offline_text(self, friend: int) -> str:
         """Words for Postfix's deferral (and in the end its bounce): who is offline, since when."""
@@ -144,15 +164,24 @@ class Identity:
             except wire.WireError:
                 return
             self.peers[friend] = software
-            log.info("%s: friend %s is a bridge (%s, protocol %d)", self.user.mailbox, node.friend_label(friend),
-                     software, version)
+            log.info(
+                "%s: friend %s is a bridge (%s, protocol %d)",
+                self.user.mailbox,
+                node.friend_label(friend),
+                software,
+                version,
+            )
             # A peer bridge that restarted quickly greets us without our side ever seeing it
             # offline (toxcore notices a killed peer only after ~28 s): push its mail now too.
             self.catch_up.now(node.friend_public_key(friend))
 
     def on_friend_message(self, node, friend: int, kind: int, text: bytes) -> None:
-        log.info("%s: friend %s sent a chat message (%d bytes); mail bridges do not chat", self.user.mailbox,
-                 node.friend_label(friend), len(text))
+        log.info(
+            "%s: friend %s sent a chat message (%d bytes); mail bridges do not chat",
+            self.user.mailbox,
+            node.friend_label(friend),
+            len(text),
+        )
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
         self.receiver.on_file_recv(friend, number, kind, size, filename)

@@ -14,9 +14,10 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, BinaryIO, Callable
+from typing import BinaryIO
 
 from ..contacts.sender_check import Verdict
 from ..mail import headers, trust_headers
@@ -40,7 +41,9 @@ ANSWER_RETRIES, ANSWER_RETRY_SECONDS = 5, 0.2  # a full send queue: tries after 
 HEAD_LIMIT = 256 * 1024
 
 Deliver = Callable[[str, Spooled], Awaitable[Reply]]  # (envelope sender, message) -> Dovecot's reply
-Vet = Callable[[bytes, wire.Envelope, headers.Header], Verdict]  # (friend's key, envelope, header) -> may they send it?
+Vet = Callable[
+    [bytes, wire.Envelope, headers.Header], Verdict
+]  # (friend's key, envelope, header) -> may they send it?
 
 
 @dataclass(eq=False)
@@ -53,7 +56,7 @@ class Incoming:
     parser: wire.PayloadParser
     file: BinaryIO | None = None
     received: int = 0
-    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256)  # the file_id to check, as bytes arrive
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)  # the file_id to check, as bytes arrive
     eight_bit: bool = False
     started: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
@@ -93,9 +96,19 @@ class Incoming:
 class Receiver:
     """Incoming transfers of one Tox identity."""
 
-    def __init__(self, node: ToxNode, max_message: int, hostname: str, mailbox: str, address: str,
-                 deliver: Deliver, store: DeliveryStore, partial_dir: Path, vet: Vet,
-                 forged_sender: str = "reject") -> None:
+    def __init__(
+        self,
+        node: ToxNode,
+        max_message: int,
+        hostname: str,
+        mailbox: str,
+        address: str,
+        deliver: Deliver,
+        store: DeliveryStore,
+        partial_dir: Path,
+        vet: Vet,
+        forged_sender: str = "reject",
+    ) -> None:
         self._node = node
         self._max_message = max_message
         self._max_payload = max_message + wire.MAX_HEADER + wire.PREFIX.size
@@ -114,46 +127,84 @@ class Receiver:
 
     def on_file_recv(self, friend: int, number: int, kind: int, size: int, filename: bytes) -> None:
         if kind != FILE_KIND_DATA or filename != wire.MAIL_FILENAME:
-            log.warning("friend %s offered a file that is not a mail (kind %d); refused", self._node.friend_label(friend), kind)
+            log.warning(
+                "friend %s offered a file that is not a mail (kind %d); refused",
+                self._node.friend_label(friend),
+                kind,
+            )
             self._cancel(friend, number)
             return
         file_id = self._node.file_id(friend, number)
         if size > self._max_payload:
-            log.warning("friend %s offered a mail of %d bytes, over the limit; refused", self._node.friend_label(friend), size)
-            self._refuse(friend, number, file_id, Reply(552, f"5.3.4 message too big for this household (limit {self._max_message} bytes)"))
+            log.warning(
+                "friend %s offered a mail of %d bytes, over the limit; refused",
+                self._node.friend_label(friend),
+                size,
+            )
+            self._refuse(
+                friend,
+                number,
+                file_id,
+                Reply(552, f"5.3.4 message too big for this household (limit {self._max_message} bytes)"),
+            )
             return
         known = self._store.lookup(file_id, self._mailbox)
         if known is not None:
-            log.info("%s: repeat of a mail delivered before; answered from the record (%s)", file_id.hex()[:12], known)
+            log.info(
+                "%s: repeat of a mail delivered before; answered from the record (%s)",
+                file_id.hex()[:12],
+                known,
+            )
             self._answer(friend, file_id, known)
             self._cancel(friend, number)
             return
         arriving = [i for i in self._incoming.values() if i.friend == friend]
         if file_id in self._delivering or any(i.file_id == file_id for i in arriving):
-            log.info("%s: already arriving from friend %s; the repeat is refused for now", file_id.hex()[:12], self._node.friend_label(friend))
-            self._refuse(friend, number, file_id, Reply(451, "4.3.2 this mail is already arriving; try again later"))
+            log.info(
+                "%s: already arriving from friend %s; the repeat is refused for now",
+                file_id.hex()[:12],
+                self._node.friend_label(friend),
+            )
+            self._refuse(
+                friend, number, file_id, Reply(451, "4.3.2 this mail is already arriving; try again later")
+            )
             return
         if len(arriving) >= MAX_INCOMING_PER_FRIEND:
             if friend not in self._flooding:  # once per burst, not once per transfer
                 self._flooding.add(friend)
-                log.warning("friend %s sends more than %d mails at once; refusing the rest for now",
-                            self._node.friend_label(friend), MAX_INCOMING_PER_FRIEND)
-            self._refuse(friend, number, file_id, Reply(451, "4.3.2 too many mails arriving at once; try again"))
+                log.warning(
+                    "friend %s sends more than %d mails at once; refusing the rest for now",
+                    self._node.friend_label(friend),
+                    MAX_INCOMING_PER_FRIEND,
+                )
+            self._refuse(
+                friend, number, file_id, Reply(451, "4.3.2 too many mails arriving at once; try again")
+            )
             return
         self._flooding.discard(friend)
         peer_key = self._node.friend_public_key(friend).hex()
-        inc = Incoming(friend, number, file_id, size, self._partial_dir / f"{peer_key}-{file_id.hex()}",
-                       wire.PayloadParser(self._max_message))
+        inc = Incoming(
+            friend,
+            number,
+            file_id,
+            size,
+            self._partial_dir / f"{peer_key}-{file_id.hex()}",
+            wire.PayloadParser(self._max_message),
+        )
         try:
             resume_at = inc.open()
             if resume_at:
                 self._node.file_seek(friend, number, resume_at)
-                log.info("%s: resuming a broken transfer at byte %d of %d", file_id.hex()[:12], resume_at, size)
+                log.info(
+                    "%s: resuming a broken transfer at byte %d of %d", file_id.hex()[:12], resume_at, size
+                )
             self._node.file_control(friend, number, FILE_CONTROL_RESUME)
         except (OSError, ToxError) as e:
             inc.close()
             log.warning("%s: cannot take the transfer: %s", file_id.hex()[:12], e)
-            self._refuse(friend, number, file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"))
+            self._refuse(
+                friend, number, file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now")
+            )
             return
         self._incoming[(friend, number)] = inc
 
@@ -166,7 +217,11 @@ class Receiver:
             self._complete(inc)
             return
         if position != inc.received or position + len(data) > inc.size:
-            self._drop(inc, Reply(451, "4.6.0 transfer arrived out of order or too long; try again"), "chunk out of order")
+            self._drop(
+                inc,
+                Reply(451, "4.6.0 transfer arrived out of order or too long; try again"),
+                "chunk out of order",
+            )
             return
         try:
             inc.file.write(data)
@@ -175,15 +230,21 @@ class Receiver:
         except wire.WireError as e:
             self._drop(inc, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"), str(e))
         except OSError as e:
-            self._drop(inc, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"), f"write failed: {e}")
+            self._drop(
+                inc, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"), f"write failed: {e}"
+            )
 
     def on_control(self, friend: int, number: int, control: int) -> None:
         if control == FILE_CONTROL_CANCEL:
             inc = self._incoming.pop((friend, number), None)
             if inc is not None:
                 inc.close()  # the partial file stays for a retry to resume
-                log.info("%s: friend %s stopped the transfer at byte %d; kept for a retry",
-                         inc.file_id.hex()[:12], self._node.friend_label(friend), inc.received)
+                log.info(
+                    "%s: friend %s stopped the transfer at byte %d; kept for a retry",
+                    inc.file_id.hex()[:12],
+                    self._node.friend_label(friend),
+                    inc.received,
+                )
 
     def drop_stalled(self, stall_timeout: float) -> None:
         """Give up transfers that made no progress for `stall_timeout` seconds; their partial
@@ -193,8 +254,12 @@ class Receiver:
             if now - inc.last_progress > stall_timeout:
                 del self._incoming[key]
                 inc.close()
-                log.warning("%s: transfer from friend %s stalled at byte %d; cancelled, kept for a retry",
-                            inc.file_id.hex()[:12], self._node.friend_label(inc.friend), inc.received)
+                log.warning(
+                    "%s: transfer from friend %s stalled at byte %d; cancelled, kept for a retry",
+                    inc.file_id.hex()[:12],
+                    self._node.friend_label(inc.friend),
+                    inc.received,
+                )
                 self._cancel(inc.friend, inc.number)
 
     def on_friend_offline(self, friend: int) -> None:
@@ -218,8 +283,15 @@ class Receiver:
         inc.close()
         if inc.received != inc.size or inc.hasher.digest() != inc.file_id:
             inc.path.unlink(missing_ok=True)
-            log.warning("friend %s sent a mail whose length or hash does not match; asked to resend", self._node.friend_label(inc.friend))
-            self._answer(inc.friend, inc.file_id, Reply(451, "4.6.0 payload damaged in transit (hash mismatch); try again"))
+            log.warning(
+                "friend %s sent a mail whose length or hash does not match; asked to resend",
+                self._node.friend_label(inc.friend),
+            )
+            self._answer(
+                inc.friend,
+                inc.file_id,
+                Reply(451, "4.6.0 payload damaged in transit (hash mismatch); try again"),
+            )
             return
         try:
             envelope = inc.parser.finish()
@@ -232,31 +304,49 @@ class Receiver:
             return
         except OSError as e:
             log.warning("%s: cannot read the received mail back: %s", inc.file_id.hex()[:12], e)
-            self._answer(inc.friend, inc.file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now"))
+            self._answer(
+                inc.friend, inc.file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now")
+            )
             return
         self._delivering.add(inc.file_id)
         task = asyncio.get_running_loop().create_task(self._deliver_and_answer(inc, envelope, head, offset))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver_and_answer(self, inc: Incoming, envelope: wire.Envelope, head: bytes, offset: int) -> None:
+    async def _deliver_and_answer(
+        self, inc: Incoming, envelope: wire.Envelope, head: bytes, offset: int
+    ) -> None:
         public_key = self._node.friend_public_key(inc.friend)
         peer_key = public_key.hex()
         header = headers.scan(head)  # the message's header fields; the rest stays in the file
         try:
             verdict = self._vet(public_key, envelope, header)
             if not verdict.ok:
-                log.warning("%s: friend %s sent a mail with a sender it may not use: %s (%s)",
-                            inc.file_id.hex()[:12], peer_key[:8], verdict.reason,
-                            "rejected" if self._forged_sender == "reject" else "delivered with a warning")
+                log.warning(
+                    "%s: friend %s sent a mail with a sender it may not use: %s (%s)",
+                    inc.file_id.hex()[:12],
+                    peer_key[:8],
+                    verdict.reason,
+                    "rejected" if self._forged_sender == "reject" else "delivered with a warning",
+                )
             if verdict.ok or self._forged_sender == "flag":
-                new_head = trust_headers.stamp(self._hostname, self._address, peer_key, inc.file_id, envelope.sender,
-                                               verdict.result, verdict.reason) + trust_headers.strip(header, self._hostname)
+                new_head = trust_headers.stamp(
+                    self._hostname,
+                    self._address,
+                    peer_key,
+                    inc.file_id,
+                    envelope.sender,
+                    verdict.result,
+                    verdict.reason,
+                ) + trust_headers.strip(header, self._hostname)
                 rest = header.end
                 message = Spooled(new_head, inc.path, offset + rest, envelope.size - rest, inc.eight_bit)
                 reply = await self._deliver(envelope.sender, message)
             else:
-                reply = Reply(550, f"5.7.1 sender not allowed for your Tox key: {trust_headers.one_line(verdict.reason)}")
+                reply = Reply(
+                    550,
+                    f"5.7.1 sender not allowed for your Tox key: {trust_headers.one_line(verdict.reason)}",
+                )
             self._store.record(inc.file_id, self._mailbox, reply)  # durable before the answer leaves
         except Exception:
             log.exception("delivery to Dovecot failed unexpectedly")
@@ -267,8 +357,13 @@ class Receiver:
         status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
         log.info(
             "%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
-            inc.file_id.hex()[:12], self._address, peer_key[:8], envelope.size,
-            time.monotonic() - inc.started, status, reply,
+            inc.file_id.hex()[:12],
+            self._address,
+            peer_key[:8],
+            envelope.size,
+            time.monotonic() - inc.started,
+            status,
+            reply,
         )
         self._answer(inc.friend, inc.file_id, reply)
 
@@ -279,20 +374,25 @@ class Receiver:
             # Right after a big transfer the friend's packet queue can be full (seen in the
             # bench); the answer is small and worth a few more tries before the sender times out.
             if attempt < ANSWER_RETRIES:
-                asyncio.get_running_loop().call_later(ANSWER_RETRY_SECONDS * (attempt + 1), self._answer,
-                                                      friend, file_id, reply, attempt + 1)
+                asyncio.get_running_loop().call_later(
+                    ANSWER_RETRY_SECONDS * (attempt + 1), self._answer, friend, file_id, reply, attempt + 1
+                )
                 return
-            log.warning("could not answer friend %s (send queue full); the sender will retry", self._node.friend_label(friend))
+            log.warning(
+                "could not answer friend %s (send queue full); the sender will retry",
+                self._node.friend_label(friend),
+            )
         except ToxError as e:
             # The sender sees no answer, tells its Postfix 4.4.1 and retries; the record answers then.
-            log.warning("could not answer friend %s (%s); the sender will retry", self._node.friend_label(friend), e)
+            log.warning(
+                "could not answer friend %s (%s); the sender will retry", self._node.friend_label(friend), e
+            )
 
     def _cancel(self, friend: int, number: int) -> None:
         try:
             self._node.file_control(friend, number, FILE_CONTROL_CANCEL)
         except ToxError:
             pass
-
 
     async def stop(self) -> None:
         """Let running deliveries finish (bounded by the LMTP client's own timeout)."""

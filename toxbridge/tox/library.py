@@ -74,17 +74,36 @@ def _decl(name: str, restype, *argtypes, optional: bool = False):
     return fn
 
 
-for _name in ("version_major", "version_minor", "version_patch", "public_key_size",
-              "secret_key_size", "nospam_size", "address_size", "max_name_length",
-              "max_status_message_length", "max_friend_request_length", "max_message_length",
-              "max_custom_packet_size", "hash_length", "file_id_length",
-              "max_filename_length", "max_hostname_length"):
+for _name in (
+    "version_major",
+    "version_minor",
+    "version_patch",
+    "public_key_size",
+    "secret_key_size",
+    "nospam_size",
+    "address_size",
+    "max_name_length",
+    "max_status_message_length",
+    "max_friend_request_length",
+    "max_message_length",
+    "max_custom_packet_size",
+    "hash_length",
+    "file_id_length",
+    "max_filename_length",
+    "max_hostname_length",
+):
     _decl("tox_" + _name, c_uint32)
 
 _decl("tox_options_new", _Opts_p, _errp)
 _decl("tox_options_free", None, _Opts_p)
-for _name in ("udp_enabled", "ipv6_enabled", "local_discovery_enabled", "hole_punching_enabled",
-              "dht_announcements_enabled", "experimental_thread_safety"):
+for _name in (
+    "udp_enabled",
+    "ipv6_enabled",
+    "local_discovery_enabled",
+    "hole_punching_enabled",
+    "dht_announcements_enabled",
+    "experimental_thread_safety",
+):
     _decl("tox_options_set_" + _name, None, _Opts_p, c_bool, optional=True)
     _decl("tox_options_get_" + _name, c_bool, _Opts_p, optional=True)
 for _name in ("start_port", "end_port", "tcp_port", "proxy_port"):
@@ -129,13 +148,11 @@ _decl("tox_friend_get_last_online", c_uint64, _Tox_p, c_uint32, _errp)
 _decl("tox_self_get_friend_list_size", c_size_t, _Tox_p)
 _decl("tox_self_get_friend_list", None, _Tox_p, POINTER(c_uint32))
 _decl("tox_friend_send_message", c_uint32, _Tox_p, c_uint32, c_int, c_char_p, c_size_t, _errp)
-_decl("tox_file_send", c_uint32, _Tox_p, c_uint32, c_uint32, c_uint64, c_char_p, c_char_p,
-      c_size_t, _errp)
+_decl("tox_file_send", c_uint32, _Tox_p, c_uint32, c_uint32, c_uint64, c_char_p, c_char_p, c_size_t, _errp)
 _decl("tox_file_control", c_bool, _Tox_p, c_uint32, c_uint32, c_int, _errp)
 _decl("tox_file_seek", c_bool, _Tox_p, c_uint32, c_uint32, c_uint64, _errp)
 _decl("tox_file_get_file_id", c_bool, _Tox_p, c_uint32, c_uint32, c_char_p, _errp)
-_decl("tox_file_send_chunk", c_bool, _Tox_p, c_uint32, c_uint32, c_uint64, c_char_p, c_size_t,
-      _errp)
+_decl("tox_file_send_chunk", c_bool, _Tox_p, c_uint32, c_uint32, c_uint64, c_char_p, c_size_t, _errp)
 _decl("tox_friend_send_lossless_packet", c_bool, _Tox_p, c_uint32, c_char_p, c_size_t, _errp)
 _decl("tox_friend_send_lossy_packet", c_bool, _Tox_p, c_uint32, c_char_p, c_size_t, _errp)
 
@@ -146,10 +163,8 @@ FRIEND_MESSAGE_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_int, c_void_p, c_size_t,
 FRIEND_NAME_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_void_p, c_size_t, c_void_p)
 FRIEND_CONNECTION_STATUS_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_int, c_void_p)
 FRIEND_PACKET_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_void_p, c_size_t, c_void_p)
-FILE_RECV_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_uint32, c_uint64, c_void_p, c_size_t,
-                         c_void_p)
-FILE_RECV_CHUNK_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_uint64, c_void_p, c_size_t,
-                               c_void_p)
+FILE_RECV_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_uint32, c_uint64, c_void_p, c_size_t, c_void_p)
+FILE_RECV_CHUNK_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_uint64, c_void_p, c_size_t, c_void_p)
 FILE_CHUNK_REQUEST_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_uint64, c_size_t, c_void_p)
 FILE_RECV_CONTROL_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_int, c_void_p)
 
@@ -159,8 +174,7 @@ CALLBACKS = {
     "friend_request": ("tox_callback_friend_request", FRIEND_REQUEST_CB),
     "friend_message": ("tox_callback_friend_message", FRIEND_MESSAGE_CB),
     "friend_name": ("tox_callback_friend_name", FRIEND_NAME_CB),
-    "friend_connection_status": ("tox_callback_friend_connection_status",
-                                 FRIEND_CONNECTION_STATUS_CB),
+    "friend_connection_status": ("tox_callback_friend_connection_status", FRIEND_CONNECTION_STATUS_CB),
     "friend_lossless_packet": ("tox_callback_friend_lossless_packet", FRIEND_PACKET_CB),
     "friend_lossy_packet": ("tox_callback_friend_lossy_packet", FRIEND_PACKET_CB),
     "file_recv": ("tox_callback_file_recv", FILE_RECV_CB),

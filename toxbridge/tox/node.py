@@ -39,11 +39,17 @@ import inspect
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .binding import Tox
 from .errors import ToxError, ToxNotFoundError, ToxPortError, ToxValueError
-from .library import CONNECTION_NONE, FILE_CONTROL_CANCEL, LOSSLESS_PACKET_FIRST_BYTES, MESSAGE_ACTION, MESSAGE_NORMAL
+from .library import (
+    CONNECTION_NONE,
+    FILE_CONTROL_CANCEL,
+    LOSSLESS_PACKET_FIRST_BYTES,
+    MESSAGE_ACTION,
+    MESSAGE_NORMAL,
+)
 from .options import ToxOptions, build
 
 log = logging.getLogger("toxbridge.tox")
@@ -73,8 +79,9 @@ _OUT, _IN = "out", "in"
 class ToxNode:
     """One Tox instance, safe to use from one asyncio event loop (see module doc)."""
 
-    def __init__(self, options: ToxOptions, savedata: bytes | None = None, name: str = "",
-                 *, max_interval_ms: int = 20) -> None:
+    def __init__(
+        self, options: ToxOptions, savedata: bytes | None = None, name: str = "", *, max_interval_ms: int = 20
+    ) -> None:
         self._busy_until = 0.0
         if max_interval_ms < 1:
             raise ValueError("max_interval_ms must be >= 1")
@@ -91,7 +98,7 @@ class ToxNode:
         try:
             self._tox = Tox(opts, self._on_event)
         finally:
-            opts.close()     # tox_new copied what it needs
+            opts.close()  # tox_new copied what it needs
         try:
             if name:
                 self._tox.set_name(name.encode())
@@ -110,15 +117,16 @@ class ToxNode:
     @property
     def _t(self) -> Tox:
         if threading.get_ident() != self._owner:
-            raise RuntimeError("ToxNode used from a thread that does not own it "
-                               "(use loop.call_soon_threadsafe)")
+            raise RuntimeError(
+                "ToxNode used from a thread that does not own it (use loop.call_soon_threadsafe)"
+            )
         return self._tox
 
     # ------------------------------------------------------------ identity
 
     @property
     def dht_id(self) -> bytes:
-        return self._t.dht_id()      # changes on every start
+        return self._t.dht_id()  # changes on every start
 
     @property
     def udp_port(self) -> int:
@@ -190,7 +198,7 @@ class ToxNode:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.wait([task])   # propagates our own cancellation, not the task's
+            await asyncio.wait([task])  # propagates our own cancellation, not the task's
         self._kill()
 
     def close(self) -> None:
@@ -255,8 +263,11 @@ class ToxNode:
         if not data or data[0] not in LOSSLESS_PACKET_FIRST_BYTES:
             raise ToxValueError(
                 "tox_friend_send_lossless_packet: TOX_ERR_FRIEND_CUSTOM_PACKET_INVALID "
-                "(first byte must be 160..191)", function="tox_friend_send_lossless_packet",
-                code=4, code_name="TOX_ERR_FRIEND_CUSTOM_PACKET_INVALID")
+                "(first byte must be 160..191)",
+                function="tox_friend_send_lossless_packet",
+                code=4,
+                code_name="TOX_ERR_FRIEND_CUSTOM_PACKET_INVALID",
+            )
         self._t.send_lossless_packet(friend, data)
         self._busy()
 
@@ -265,8 +276,7 @@ class ToxNode:
 
     # ------------------------------------------------------------ files
 
-    def file_send(self, friend: int, kind: int, size: int, file_id: bytes,
-                  filename: bytes) -> int:
+    def file_send(self, friend: int, kind: int, size: int, file_id: bytes, filename: bytes) -> int:
         number = self._t.file_send(friend, kind, size, file_id, filename)
         self._busy()
         self._transfers.setdefault(friend, set()).add((_OUT, number))
@@ -372,7 +382,10 @@ class ToxNode:
             log.exception("%r: handler %s raised", self, _HANDLER_NAMES[event])
             return
         if inspect.isawaitable(result):
-            log.error("%r: handler %s returned an awaitable; handlers must be plain functions",
-                      self, _HANDLER_NAMES[event])
+            log.error(
+                "%r: handler %s returned an awaitable; handlers must be plain functions",
+                self,
+                _HANDLER_NAMES[event],
+            )
             if inspect.iscoroutine(result):
                 result.close()

@@ -18,11 +18,11 @@ _core_log = logging.getLogger("toxbridge.tox.core")
 class ToxOptions:
     udp: bool = True
     ipv6: bool = False
-    local_discovery: bool = False       # LAN discovery broadcasts to 255.255.255.255
-    start_port: int = 0                 # 0,0 = let toxcore choose (33445..33545)
+    local_discovery: bool = False  # LAN discovery broadcasts to 255.255.255.255
+    start_port: int = 0  # 0,0 = let toxcore choose (33445..33545)
     end_port: int = 0
-    tcp_port: int = 0                   # >0: also run a TCP relay server
-    proxy_type: str = "none"            # "none" | "http" | "socks5"
+    tcp_port: int = 0  # >0: also run a TCP relay server
+    proxy_type: str = "none"  # "none" | "http" | "socks5"
     proxy_host: str = ""
     proxy_port: int = 0
     hole_punching: bool = False
@@ -34,9 +34,14 @@ _LOG_LEVELS = {0: 5, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: l
 def _on_core_log(_tox, level, file, line, func, message, _user):
     pylevel = _LOG_LEVELS.get(level, logging.ERROR)
     if _core_log.isEnabledFor(pylevel):
-        _core_log.log(pylevel, "%s:%d %s: %s", (file or b"").decode(errors="replace"), line,
-                      (func or b"").decode(errors="replace"),
-                      (message or b"").decode(errors="replace"))
+        _core_log.log(
+            pylevel,
+            "%s:%d %s: %s",
+            (file or b"").decode(errors="replace"),
+            line,
+            (func or b"").decode(errors="replace"),
+            (message or b"").decode(errors="replace"),
+        )
 
 
 _log_cb = LOG_CB(_on_core_log)  # module level: lives as long as the library
@@ -102,8 +107,7 @@ class Options:
 def build(options: ToxOptions, savedata: bytes | None) -> Options:
     """A Tox_Options for tox_new; the caller closes it (tox_new copies what it needs)."""
     if options.proxy_type not in PROXY_TYPES:
-        raise ToxValueError(f"proxy_type must be one of {sorted(PROXY_TYPES)}, "
-                            f"got {options.proxy_type!r}")
+        raise ToxValueError(f"proxy_type must be one of {sorted(PROXY_TYPES)}, got {options.proxy_type!r}")
     for field in ("start_port", "end_port", "tcp_port", "proxy_port"):
         value = getattr(options, field)
         if not 0 <= value <= 0xFFFF:

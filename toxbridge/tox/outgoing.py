@@ -67,7 +67,9 @@ class Sender:
         self._by_id[(friend, file_id)] = out
         try:
             return await self._wait(out)
-        except asyncio.CancelledError:  # the bridge is stopping: the friend's partial file stays for the retry
+        except (
+            asyncio.CancelledError
+        ):  # the bridge is stopping: the friend's partial file stays for the retry
             self._cancel(out)
             raise
         finally:
@@ -106,7 +108,10 @@ class Sender:
 
     def _forget(self, out: Outgoing) -> None:
         # toxcore reuses a file number once its transfer ends: drop only our own entries.
-        for table, key in ((self._by_number, (out.friend, out.file_number)), (self._by_id, (out.friend, out.file_id))):
+        for table, key in (
+            (self._by_number, (out.friend, out.file_number)),
+            (self._by_id, (out.friend, out.file_id)),
+        ):
             if table.get(key) is out:
                 del table[key]
 
@@ -147,15 +152,24 @@ class Sender:
             return
         out = self._by_id.get((friend, file_id))
         if out is None:
-            log.info("friend %s answered for a mail no longer waiting (late or repeated answer)", self._node.friend_label(friend))
+            log.info(
+                "friend %s answered for a mail no longer waiting (late or repeated answer)",
+                self._node.friend_label(friend),
+            )
             return
         if len(replies) == 1:
             replies = replies * out.recipients
         elif len(replies) != out.recipients:
-            log.warning("friend %s answered %d replies for %d recipients", self._node.friend_label(friend), len(replies), out.recipients)
-            replies = [offline("the peer bridge answered for the wrong number of recipients")] * out.recipients
+            log.warning(
+                "friend %s answered %d replies for %d recipients",
+                self._node.friend_label(friend),
+                len(replies),
+                out.recipients,
+            )
+            replies = [
+                offline("the peer bridge answered for the wrong number of recipients")
+            ] * out.recipients
         self._finish(out, replies)
-
 
     def on_friend_offline(self, friend: int) -> None:
         """Every transfer dies with the friend's connection (toxcore gives no callback for it)."""

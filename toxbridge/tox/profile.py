@@ -29,8 +29,10 @@ def read(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise ProfileError(f"cannot read Tox profile {path}: {e.strerror} (it must belong to the user "
-                           "toxbridge runs as, mode 0600: chown it, or run toxbridge as its owner)") from None
+        raise ProfileError(
+            f"cannot read Tox profile {path}: {e.strerror} (it must belong to the user "
+            "toxbridge runs as, mode 0600: chown it, or run toxbridge as its owner)"
+        ) from None
 
 
 def write(path: Path, data: bytes) -> None:
@@ -62,7 +64,8 @@ def node_from_profile(path, savedata: bytes | None, options: ToxOptions, name: s
     except ToxLoadError as e:
         raise ProfileError(
             f"{path} is not a usable Tox profile ({e}); restore it from a backup, or move it away "
-            "to create a new identity (friends will have to add the new Tox ID)") from None
+            "to create a new identity (friends will have to add the new Tox ID)"
+        ) from None
 
 
 def ensure_profile(config: Config, user: User) -> tuple[bytes, bool]:

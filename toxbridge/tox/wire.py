@@ -152,9 +152,7 @@ class PayloadParser:
         if self.envelope is None:
             raise WireError("payload ended inside the envelope header")
         if self.message_bytes != self.envelope.size:
-            raise WireError(
-                f"payload ended after {self.message_bytes} of {self.envelope.size} message bytes"
-            )
+            raise WireError(f"payload ended after {self.message_bytes} of {self.envelope.size} message bytes")
         return self.envelope
 
 
