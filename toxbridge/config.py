@@ -205,7 +205,7 @@ def _convert(kind, value, source: str, key: str, line: int):
     """Turn a YAML value into `kind`, or raise ConfigError naming where it went wrong."""
     where = f"{source}: line {line}: {key or 'top level'}"
     origin = typing.get_origin(kind)
-    if dataclasses.is_dataclass(kind) and kind is not Endpoint:
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind) and kind is not Endpoint:
         if not isinstance(value, LineDict):
             raise ConfigError(f"{where}: expected a mapping, got {_shown(value)}")
         hints = typing.get_type_hints(kind)

@@ -122,7 +122,9 @@ class Outbound:
         for friend, answer in zip(friends, outcomes, strict=False):
             for index, reply in zip(groups[friend], answer, strict=False):
                 replies[index] = reply
-        for rcpt, peer, reply in zip(recipients, peers, replies, strict=False):
+        done = [reply for reply in replies if reply is not None]
+        assert len(done) == len(recipients), "every recipient has its reply by now"
+        for rcpt, peer, reply in zip(recipients, peers, done, strict=True):
             status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
             log.info(
                 "%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
@@ -134,7 +136,7 @@ class Outbound:
                 status,
                 reply,
             )
-        return replies  # type: ignore[return-value]
+        return done
 
     async def _unless_stopped(self, work: asyncio.Future, sizes: list[int]) -> list[list[Reply]]:
         """The friends' answers, or 4xx for every recipient when the bridge is told to stop first."""

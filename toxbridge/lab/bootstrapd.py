@@ -58,7 +58,7 @@ bootstrap_nodes = ()
         self.write_config()
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
+            self._proc = process = subprocess.Popen(
                 ["tox-bootstrapd", "--foreground", "--log-backend=stdout", f"--config={self.config_file}"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -67,7 +67,7 @@ bootstrap_nodes = ()
             )
 
         def ready() -> bool:
-            if self._proc.poll() is not None:
+            if process.poll() is not None:
                 return True
             return (
                 self.keys_file.exists()

@@ -62,6 +62,7 @@ def _start() -> list[Household]:
     node = BootstrapNode(ROOT / "bootstrapd", free_port(), free_port())
     node.start()
     _save(node, [])
+    assert node.public_key is not None  # read by start()
     boot = [(node.host, node.port, node.public_key)]
     homes = [Household(ROOT, name, users, boot) for name, users in USERS.items()]
     _save(node, homes)
@@ -140,7 +141,7 @@ def _wait_for(home: Household, user: str, mid: str) -> bytes:
 
 def _print_accounts(homes: list[Household]) -> None:
     print("Point Thunderbird (or any IMAP/SMTP client) at a household — no TLS, loopback only:\n")
-    rows = [("user", "address", "password", "IMAP", "POP3", "SMTP")]
+    rows: list[tuple[str, ...]] = [("user", "address", "password", "IMAP", "POP3", "SMTP")]
     for home in homes:
         for user, password in home.users.items():
             rows.append(

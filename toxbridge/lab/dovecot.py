@@ -173,10 +173,10 @@ service pop3-login {{
         try:
             imap.login(user, self.users[user])
             imap.select("INBOX", readonly=True)
-            typ, data = imap.uid("SEARCH", None, "ALL")
+            typ, data = imap.uid("SEARCH", "ALL")
             if typ != "OK":
                 raise RuntimeError(f"IMAP SEARCH failed: {data!r}")
-            out = []
+            out: list[bytes] = []
             for uid in data[0].split():
                 typ, parts = imap.uid("FETCH", uid, "(BODY.PEEK[])")
                 if typ != "OK":

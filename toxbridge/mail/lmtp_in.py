@@ -94,7 +94,9 @@ class BridgeLMTP(LMTP):
         holds the mail once, twice for the moment it becomes bytes. Replies and limits as there."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
-        if not self.envelope.rcpt_tos:
+        envelope = self.envelope
+        assert envelope is not None  # aiosmtpd makes one per session before any command
+        if not envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
             return
         if arg:
@@ -134,7 +136,7 @@ class BridgeLMTP(LMTP):
             return
         content = bytes(body)
         del body
-        self.envelope.content = self.envelope.original_content = content
+        envelope.content = envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push(status)
@@ -164,6 +166,7 @@ class PostfixHandler:
         return _ascii(reply)
 
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, options):
+        assert envelope.mail_from is not None  # aiosmtpd takes RCPT only after MAIL
         reply = self._outbox.check_recipient(envelope.mail_from, address)
         if reply.code == 250:
             envelope.rcpt_tos.append(address)
@@ -172,6 +175,8 @@ class PostfixHandler:
 
     async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
         recipients = list(envelope.rcpt_tos)
+        # aiosmtpd calls DATA's hook only after MAIL and with the message read (smtp_DATA above).
+        assert envelope.mail_from is not None and isinstance(envelope.original_content, bytes)
         try:
             replies = await self._outbox.send(envelope.mail_from, recipients, envelope.original_content)
             if len(replies) != len(recipients):

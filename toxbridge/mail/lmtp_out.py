@@ -158,6 +158,7 @@ class LMTPClient:
             if refused is not None:
                 return [refused] * len(recipients)
         session = self._session
+        assert session is not None  # _open() made one or said why not
         params = ""
         eight_bit = message.eight_bit if isinstance(message, Spooled) else not message.isascii()
         if eight_bit and "8BITMIME" in self._extensions:
@@ -195,6 +196,7 @@ class LMTPClient:
 
     async def _reset(self) -> None:
         """Back to the start of a transaction for the next mail; a server that refuses is dropped."""
+        assert self._session is not None  # only inside a transaction
         if (await self._session.command("RSET")).code != 250:
             self.close()
 

@@ -199,7 +199,7 @@ class SocketmapServer(asyncio.AbstractServer):
 
     def __init__(self, maps: dict[str, MapFunction]) -> None:
         self._maps = dict(maps)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
 
     async def _listen(self, endpoint: Endpoint) -> None:
@@ -216,37 +216,44 @@ class SocketmapServer(asyncio.AbstractServer):
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # a handler always runs in a task
         self._connections[task] = writer
         try:
             await _serve(reader, writer, self._maps)
         finally:
             del self._connections[task]
 
+    @property
+    def _listening(self) -> asyncio.Server:
+        if self._server is None:
+            raise RuntimeError("the socketmap server is not listening yet")
+        return self._server
+
     def close(self) -> None:
-        self._server.close()
+        self._listening.close()
         for writer in self._connections.values():
             writer.close()
 
     async def wait_closed(self) -> None:
-        await self._server.wait_closed()
+        await self._listening.wait_closed()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._server.get_loop()
+        return self._listening.get_loop()
 
     def is_serving(self) -> bool:
-        return self._server.is_serving()
+        return self._listening.is_serving()
 
     async def start_serving(self) -> None:
-        await self._server.start_serving()
+        await self._listening.start_serving()
 
     async def serve_forever(self) -> None:
-        await self._server.serve_forever()
+        await self._listening.serve_forever()
 
     @property
     def sockets(self):
-        return self._server.sockets
+        return self._listening.sockets
 
 
 async def start_server(endpoint: Endpoint, maps: dict[str, MapFunction]) -> asyncio.AbstractServer:

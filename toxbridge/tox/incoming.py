@@ -223,6 +223,7 @@ class Receiver:
                 "chunk out of order",
             )
             return
+        assert inc.file is not None  # open from the accepted offer until completed or dropped
         try:
             inc.file.write(data)
             inc.take(data)

@@ -74,8 +74,8 @@ class Options:
         if fn is None:
             raise AttributeError(f"libtoxcore has no tox_options_set_{name}")
         if name == "proxy_host":
-            buf = value.encode("ascii") if isinstance(value, str) else bytes(value)
-            self._keep[name] = buf = ctypes.create_string_buffer(buf)
+            host = value.encode("ascii") if isinstance(value, str) else bytes(value)
+            self._keep[name] = buf = ctypes.create_string_buffer(host)
             fn(self.ptr, ctypes.cast(buf, c_char_p))
         else:
             fn(self.ptr, value)

@@ -108,12 +108,11 @@ class Sender:
 
     def _forget(self, out: Outgoing) -> None:
         # toxcore reuses a file number once its transfer ends: drop only our own entries.
-        for table, key in (
-            (self._by_number, (out.friend, out.file_number)),
-            (self._by_id, (out.friend, out.file_id)),
-        ):
-            if table.get(key) is out:
-                del table[key]
+        by_number, by_id = (out.friend, out.file_number), (out.friend, out.file_id)
+        if self._by_number.get(by_number) is out:
+            del self._by_number[by_number]
+        if self._by_id.get(by_id) is out:
+            del self._by_id[by_id]
 
     # ---- toxcore events, called on the loop thread from the identity's handler
 

@@ -144,6 +144,7 @@ class PayloadParser:
         return view[wanted:]
 
     def _count(self, length: int) -> None:
+        assert self.envelope is not None  # counted only once the envelope is read
         self.message_bytes += length
         if self.message_bytes > self.envelope.size:
             raise WireError("more message bytes than the envelope announced")
