@@ -82,13 +82,14 @@ def parse_tox_id(text: str) -> tuple[bytes, bytes | None]:
 class ContactBook:
     contacts: tuple[Contact, ...] = ()
     source: str = ""
+    _by_address: dict[str, Contact] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # frozen: the index is set once, the way dataclass sets fields
         object.__setattr__(self, "_by_address", {a: c for c in self.contacts for a in c.addresses})
 
     def owner(self, address: str) -> Contact | None:
         """The contact that has this address, whoever it serves."""
-        return self._by_address.get(normalise_address(address))  # type: ignore[attr-defined]
+        return self._by_address.get(normalise_address(address))
 
     def for_user(self, mailbox: str) -> list[Contact]:
         return [c for c in self.contacts if c.serves(mailbox)]

@@ -180,9 +180,10 @@ class LMTPClient:
         for rcpt in recipients:
             reply = await session.command(f"RCPT TO:<{rcpt}>")
             results.append(None if reply.code == 250 else reply)
-        if all(r is not None for r in results):
+        refused = [r for r in results if r is not None]
+        if len(refused) == len(results):
             await self._reset()
-            return results  # type: ignore[return-value]
+            return refused
         data = await session.command("DATA")
         if data.code != 354:
             await self._reset()
