@@ -180,10 +180,10 @@ class LMTPClient:
         for rcpt in recipients:
             reply = await session.command(f"RCPT TO:<{rcpt}>")
             results.append(None if reply.code == 250 else reply)
-        refused = [r for r in results if r is not None]
-        if len(refused) == len(results):
+        refusals = [r for r in results if r is not None]
+        if len(refusals) == len(results):
             await self._reset()
-            return refused
+            return refusals
         data = await session.command("DATA")
         if data.code != 354:
             await self._reset()
