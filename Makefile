@@ -15,7 +15,7 @@ APT_PACKAGES := postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d d
 # Tests run in a network namespace that has only loopback: nothing can leave this machine.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: all deps apt-packages venv wheels demo demo-stop test unit bench clean
+.PHONY: all deps apt-packages venv wheels demo demo-stop lint test unit bench clean
 
 all: test
 
@@ -59,7 +59,13 @@ demo: deps venv
 demo-stop: venv
 	$(PY) -m toxbridge.lab.demo stop
 
-test: deps venv wheels
+# ruff (lint and format) and mypy, configured in pyproject.toml, on the whole tree.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: deps venv wheels lint
 	$(LOOPBACK_ONLY) $(VENV)/bin/pytest -q -ra
 
 unit: venv
