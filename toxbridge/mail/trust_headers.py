@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import re
 
+from .addr_spec import as_pvalue
 from .headers import Header
 
 OWN_FIELDS = ("X-Toxbridge-Id", "X-Toxbridge-Warning")
@@ -57,10 +58,11 @@ def stamp(
         f"\tfor <{address}>; {date}\r\n"
         f"Authentication-Results: {hostname}; x-tox={result}\r\n"
         f"\t({one_line(reason)})\r\n"
-        f"\tsmtp.mailfrom={sender or '<>'} x-tox.key={peer_key}\r\n"
+        f"\tsmtp.mailfrom={as_pvalue(sender) if sender else '<>'} x-tox.key={peer_key}\r\n"
     ).encode()
 
 
 def one_line(text: str) -> str:
-    """Friend-supplied words made safe for one header line: no line breaks, no parentheses."""
-    return " ".join(text.replace("(", "[").replace(")", "]").split())[:300]
+    """Friend-supplied words made safe for one header line and a comment: no line breaks, no
+    parentheses, no backslash (it would escape the comment's closing parenthesis)."""
+    return " ".join(text.replace("(", "[").replace(")", "]").replace("\\", "/").split())[:300]

@@ -23,6 +23,7 @@ import json
 import struct
 from dataclasses import dataclass
 
+from ..mail.addr_spec import is_addr_spec
 from ..mail.smtpreply import Reply
 
 MAGIC = b"TXBM"
@@ -179,10 +180,9 @@ def _parse_header(raw: bytes, max_message: int) -> Envelope:
 
 
 def _is_clean(address: str, allow_empty: bool = False) -> bool:
-    """No control characters, spaces or angle brackets: safe to put in an LMTP command."""
-    if not address:
-        return allow_empty
-    return len(address) <= 998 and not any(c <= " " or c in "<>\x7f" for c in address)
+    """One mail address (addr-spec), safe in an LMTP command and in our own headers; the empty
+    (null) sender where allowed."""
+    return allow_empty if not address else is_addr_spec(address)
 
 
 def encode_result(file_id: bytes, replies: list[Reply]) -> bytes:
