@@ -29,7 +29,7 @@ def run(
     poll: float = 0.005,
     log: Callable[[str], None] = print,
 ) -> dict:
-    src, dst = lab.src, lab.dst
+    src, dst = lab.homes()
     mark = src.log_mark()
     dst.stop_bridge()
     wait_log_time(src, rf"ann: friend {lab.ben_key} went offline", mark, TIMEOUT)

@@ -39,7 +39,7 @@ class ImapWatch:
         typ, data = imap.select("INBOX", readonly=True)
         if typ != "OK":
             raise RuntimeError(f"EXAMINE INBOX: {data!r}")
-        typ, data = imap.uid("SEARCH", None, "ALL")
+        typ, data = imap.uid("SEARCH", "ALL")  # no charset
         uids = [int(u) for u in data[0].split()] if typ == "OK" and data and data[0] else []
         self._last_uid = max(uids, default=0)
         imap.untagged_responses.clear()
@@ -50,6 +50,7 @@ class ImapWatch:
 
     def _run(self) -> None:
         imap = self._imap
+        assert imap is not None, "start() opens the session before the thread"
         try:
             while not self._stop.is_set():
                 imap.noop()
@@ -70,6 +71,7 @@ class ImapWatch:
                 self._changed.notify_all()
 
     def _fetch_new(self, now: float, wall: float) -> None:
+        assert self._imap is not None
         typ, data = self._imap.uid(
             "FETCH", f"{self._last_uid + 1}:*", "(UID BODY.PEEK[HEADER.FIELDS (X-BENCH-ID)])"
         )

@@ -82,6 +82,7 @@ class BenchLab:
 
     @property
     def bootstrap(self) -> list[tuple[str, int, bytes]]:
+        assert self.node.public_key is not None, "start_node() first"
         return [(self.node.host, self.node.port, self.node.public_key)]
 
     def start_node(self) -> None:
@@ -131,16 +132,23 @@ class BenchLab:
             self.src.postfix.wait_queue_empty(60)
         self.setup_seconds["ready"] = time.monotonic() - t0
 
+    def homes(self) -> tuple[Household, Household]:
+        """(src, dst), once start() has made them."""
+        assert self.src is not None and self.dst is not None, "start() first"
+        return self.src, self.dst
+
     @property
     def ann_key(self) -> str:
-        return self.src.tox_ids["ann"][:8].lower()
+        return self.homes()[0].tox_ids["ann"][:8].lower()
 
     @property
     def ben_key(self) -> str:
-        return self.dst.tox_ids["ben"][:8].lower()
+        return self.homes()[1].tox_ids["ben"][:8].lower()
 
     def pids(self) -> dict[str, int]:
-        return {"src_bridge": self.src.bridge_pid, "dst_bridge": self.dst.bridge_pid}
+        src, dst = self.homes()
+        assert src.bridge_pid is not None and dst.bridge_pid is not None, "both bridges run"
+        return {"src_bridge": src.bridge_pid, "dst_bridge": dst.bridge_pid}
 
     def stop(self) -> None:
         homes = [h for h in (self.src, self.dst) if h is not None]

@@ -74,6 +74,13 @@ class PartialWatch:
         self._thread.join(5)
 
 
+def _logged(field: str, line: str) -> str:
+    """Group 1 of regex `field` in a log line that has it."""
+    match = re.search(field, line)
+    assert match is not None, f"no /{field}/ in {line!r}"
+    return match.group(1)
+
+
 def _mono_of(wall: float) -> float:
     return wall - (time.time() - time.monotonic())
 
@@ -87,7 +94,7 @@ def run_bridged(
     log: Callable[[str], None] = print,
 ) -> tuple[dict, bytes]:
     """Returns the result and the message bytes (the raw transfer sends the same bytes)."""
-    src, dst = lab.src, lab.dst
+    src, dst = lab.homes()
     message = mails.compose_large(
         f"large-{uuid.uuid4().hex[:8]}", src.address("ann"), dst.tox_address("ben"), size, seed
     )
@@ -110,18 +117,18 @@ def run_bridged(
     # mail deferred earlier may arrive meanwhile)
     wait_log_time(dst, r"to=<ben@dst\.test>.*status=sent", marks[1], 10)
     rx_lines = log_lines(dst, r"to=<ben@dst\.test>.*status=sent", marks[1])
-    rx_line = max(rx_lines, key=lambda line: int(re.search(r"size=(\d+)", line).group(1)))
+    rx_line = max(rx_lines, key=lambda line: int(_logged(r"size=(\d+)", line)))
     rx_done = _mono_of(datetime.datetime.strptime(rx_line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp())
-    rx_start = rx_done - float(re.search(r"delay=([0-9.]+)", rx_line).group(1))
+    rx_start = rx_done - float(_logged(r"delay=([0-9.]+)", rx_line))
     result = {
         "size": message.size,
         **outcome,
-        "submit_s": message.accepted - message.started,
-        "accepted_to_visible_s": visible - message.accepted if visible else None,
-        "started_to_visible_s": visible - message.started if visible else None,
+        "submit_s": message.accepted_at - message.started_at,
+        "accepted_to_visible_s": visible - message.accepted_at if visible else None,
+        "started_to_visible_s": visible - message.started_at if visible else None,
         "stages_s": {
             # Postfix queue, LMTP into the src bridge, payload built and hashed, offer over Tox
-            "postfix_to_offer": (partial.created or rx_start) - message.accepted,
+            "postfix_to_offer": (partial.created or rx_start) - message.accepted_at,
             # first byte to last byte on the receiving side (partial file created → grown to full size)
             "tox_transfer": (partial.last_growth - partial.created)
             if partial.created and partial.last_growth
@@ -152,11 +159,11 @@ def run_direct(
     lab: BenchLab, size: int, seed: bytes, poll: float = 0.005, log: Callable[[str], None] = print
 ) -> dict:
     """The same size the direct way (dst's Postfix → Dovecot), then as a bare LMTP delivery."""
-    dst = lab.dst
+    src, dst = lab.homes()
     out: dict = {}
     with ImapWatch(dst.dovecot.imap_port, "direct", "direct-pw", poll) as watch:
         message = mails.compose_large(
-            f"large-direct-{uuid.uuid4().hex[:8]}", lab.src.address("ann"), dst.address("direct"), size, seed
+            f"large-direct-{uuid.uuid4().hex[:8]}", src.address("ann"), dst.address("direct"), size, seed
         )
         mails.inject(dst.postfix.smtp_port, [message], 1, timeout=600)
         outcome = wait_visible(watch, [message.bench_id], 300, dst.postfix.flush)
@@ -164,12 +171,12 @@ def run_direct(
         out["postfix"] = {
             **outcome,
             "size": message.size,
-            "submit_s": message.accepted - message.started,
-            "accepted_to_visible_s": seen - message.accepted if seen else None,
+            "submit_s": message.accepted_at - message.started_at,
+            "accepted_to_visible_s": seen - message.accepted_at if seen else None,
         }
 
         bare = mails.compose_large(
-            f"large-lmtp-{uuid.uuid4().hex[:8]}", lab.src.address("ann"), dst.address("direct"), size, seed
+            f"large-lmtp-{uuid.uuid4().hex[:8]}", src.address("ann"), dst.address("direct"), size, seed
         )
         t0 = time.monotonic()
         replies = asyncio.run(

@@ -37,6 +37,18 @@ class Mail:
     def size(self) -> int:
         return len(self.data)
 
+    @property
+    def started_at(self) -> float:
+        """`started`, of a mail that was sent."""
+        assert self.started is not None, f"{self.bench_id} was not sent"
+        return self.started
+
+    @property
+    def accepted_at(self) -> float:
+        """`accepted`, of a mail that was accepted."""
+        assert self.accepted is not None, f"{self.bench_id} was not accepted"
+        return self.accepted
+
 
 def _head(bench_id: str, sender: str, recipient: str) -> bytes:
     return (

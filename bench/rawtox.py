@@ -61,6 +61,7 @@ class RawPeer:
         self.address = self.wait("ready", 30)["address"]
 
     def _read(self) -> None:
+        assert self.proc.stdout is not None  # stdout=PIPE
         for line in self.proc.stdout:
             try:
                 self.events.put(json.loads(line))
@@ -69,6 +70,7 @@ class RawPeer:
         self.events.put({"event": "exit"})
 
     def send(self, **cmd) -> None:
+        assert self.proc.stdin is not None  # stdin=PIPE
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
 
@@ -117,22 +119,30 @@ class RawPair:
         self.sender.send(cmd="befriend", address=self.receiver.address)
         return self
 
+    def _peers(self) -> tuple[RawPeer, RawPeer]:
+        """(sender, receiver), once start() has made them."""
+        assert self.sender is not None and self.receiver is not None, "start() first"
+        return self.sender, self.receiver
+
     def wait_connected(self, timeout: float = 120) -> None:
         def online(e):
             return e["status"] != 0
 
-        self.sender.wait("friend", timeout, online)
-        got = self.receiver.wait("friend", timeout, online)
+        sender, receiver = self._peers()
+        assert self.started_at is not None
+        sender.wait("friend", timeout, online)
+        got = receiver.wait("friend", timeout, online)
         self.connected_s = got["t"] - self.started_at
 
     def transfer(self, path: Path, mode: str, bench_id: int, sha256: str, timeout: float = 300) -> dict:
-        for peer in (self.sender, self.receiver):
+        sender, receiver = self._peers()
+        for peer in (sender, receiver):
             peer.send(cmd="mode", mode=mode)
         time.sleep(0.2)  # the mode commands are read on another thread: let them land first
-        self.sender.send(cmd="send", id=bench_id, path=str(path))
-        offered = self.sender.wait("offered", 30, lambda e: e["id"] == bench_id)
-        got = self.receiver.wait("received", timeout)
-        sent = self.sender.wait("sent_all", 30, lambda e: e["id"] == bench_id)
+        sender.send(cmd="send", id=bench_id, path=str(path))
+        offered = sender.wait("offered", 30, lambda e: e["id"] == bench_id)
+        got = receiver.wait("received", timeout)
+        sent = sender.wait("sent_all", 30, lambda e: e["id"] == bench_id)
         seconds = got["t_done"] - offered["t"]
         return {
             "mode": mode,
@@ -148,11 +158,12 @@ class RawPair:
         }
 
     def burst(self, mode: str, count: int, size: int, inflight: int, timeout: float = 120) -> dict:
-        for peer in (self.sender, self.receiver):
+        sender, receiver = self._peers()
+        for peer in (sender, receiver):
             peer.send(cmd="mode", mode=mode)
         time.sleep(0.2)
-        self.sender.send(cmd="burst", count=count, size=size, inflight=inflight)
-        done = self.sender.wait("burst_done", timeout)
+        sender.send(cmd="burst", count=count, size=size, inflight=inflight)
+        done = sender.wait("burst_done", timeout)
         return {
             "mode": mode,
             "count": done["count"],
@@ -185,7 +196,7 @@ def run(
     path.write_bytes(payload)
     digest = hashlib.sha256(payload).hexdigest()
     pair.wait_connected()
-    out = {"friend_connection_s": pair.connected_s, "transfers": {}, "small": {}}
+    out: dict = {"friend_connection_s": pair.connected_s, "transfers": {}, "small": {}}
     if small_count:
         # First, on the link as the bridged burst found its own: idle since the friend connection
         # but for `preamble` files one at a time (the bridged path's warm-up and latency mails).

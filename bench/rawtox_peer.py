@@ -42,6 +42,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from toxbridge.tox.errors import ToxSendQueueFull
 from toxbridge.tox.library import FILE_CONTROL_RESUME, FILE_KIND_DATA
@@ -61,13 +62,14 @@ class BenchNode(ToxNode):
     mode = "default"
     busy_until = 0.0
     iterations = 0
-    after_iterate = None
+    after_iterate: Callable[[], None] | None = None
 
     def set_mode(self, mode: str) -> None:
         """default | fast: this class's loop; bridge: ToxNode's own loop, as the bridge runs it."""
         bridge_loop = (mode == "bridge") != (self.mode == "bridge")
         self.mode = mode
         if bridge_loop and self._task is not None:
+            assert self._loop is not None  # set with the task
             self._task.cancel()
             run = ToxNode._run(self) if mode == "bridge" else self._run()
             self._task = self._loop.create_task(run)
@@ -129,6 +131,7 @@ class Peer:
 
     def _start_small(self) -> None:
         b = self.burst
+        assert b is not None, "only during a burst"
         file_id = os.urandom(32)
         number = self.node.file_send(
             self.node.friends()[0], FILE_KIND_DATA, len(b["payload"]), file_id, SMALL_NAME

@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         )
 
         def small_phase() -> dict:
-            src, dst = lab.src, lab.dst
+            src, dst = lab.homes()
             direct = small.MailPath(
                 "direct",
                 dst.postfix.smtp_port,
@@ -180,13 +180,15 @@ def main(argv=None) -> int:
             for path, around in ((direct, None), (bridged, profiled("small-bridged"))):
                 watching = args.stages and path is bridged
                 if watching:
-                    burst_start = {}
+                    assert lab.lmtp_proxy is not None, "--stages makes the LMTP proxy"
+                    proxy = lab.lmtp_proxy
+                    burst_start: dict[str, float] = {}
 
                     @contextlib.contextmanager
                     def marked(
-                        inner=around, burst_start=burst_start
+                        inner=around, burst_start=burst_start, proxy=proxy
                     ):  # the Dovecot leg's figures cover the burst only
-                        burst_start["t"] = lab.lmtp_proxy.mark()
+                        burst_start["t"] = proxy.mark()
                         with inner() if inner else contextlib.nullcontext():
                             yield
 
@@ -207,7 +209,7 @@ def main(argv=None) -> int:
                 if watching:
                     out[path.name]["stages"] = {
                         "receiving_bridge": partials.stop(),
-                        "dovecot_leg": lab.lmtp_proxy.stats(burst_start.get("t", 0.0)),
+                        "dovecot_leg": proxy.stats(burst_start.get("t", 0.0)),
                     }
             # the bridge's last leg alone, as the receiving bridge delivers (into ben's mailbox,
             # after the bridged mails, so Dovecot's dedup database is as full as it was for them)

@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from toxbridge.lab.household import Household
+
 from . import mail as mails
 from .imapwatch import ImapWatch
 from .lab import log_lines
@@ -39,7 +41,7 @@ class MailPath:
     sender: str
     recipient: str
     flush: Callable[[], None]  # push the sending Postfix's deferred mail (only when stalled)
-    bridge: object | None = None  # the sending Household whose bridge log says what it deferred
+    bridge: Household | None = None  # the sending Household whose bridge log says what it deferred
 
 
 STALL = 3.0
@@ -47,9 +49,9 @@ _QUEUED_AS = re.compile(r"queued as ([0-9A-Za-z]+)")
 _DEFERRED = re.compile(r" ([0-9A-Za-z]+): to=<.*status=deferred \((.*)\)$")
 
 
-def deferred_by_bridge(home, since: int) -> dict[str, str]:
+def deferred_by_bridge(home: Household, since: int) -> dict[str, str]:
     """Postfix queue id -> the bridge's 4xx text, for every deferral logged after `since`."""
-    out = {}
+    out: dict[str, str] = {}
     for line in log_lines(home, r"status=deferred", since):
         match = _DEFERRED.search(line)
         if match:
@@ -130,7 +132,7 @@ def run(
             outcome = wait_visible(watch, [bench_id], 60, path.flush)
             problems = {k: problems[k] + outcome[k] for k in problems}
             if bench_id in watch.seen:
-                latencies.append(watch.seen[bench_id][0] - one.accepted)
+                latencies.append(watch.seen[bench_id][0] - one.accepted_at)
             time.sleep(0.05)
         result["latency_unloaded"] = {
             **summary(latencies),
@@ -161,8 +163,8 @@ def run(
         deferred = deferred_by_bridge(path.bridge, mark) if path.bridge else {}
         retried = [m for m in batch if queue_id(m) in deferred]
         first_try = [m for m in batch if m not in retried]
-        first = min(m.started for m in batch)
-        accepted_last = max(m.accepted for m in batch)
+        first = min(m.started_at for m in batch)
+        accepted_last = max(m.accepted_at for m in batch)
 
         def seen(group):
             return [watch.seen[m.bench_id][0] for m in group if m.bench_id in watch.seen]
@@ -186,10 +188,10 @@ def run(
             # arrivals in each second of the burst: does the path speed up as the burst goes on?
             "per_second": per_second(visible, first),
             "latency_loaded": summary(
-                [watch.seen[m.bench_id][0] - m.accepted for m in batch if m.bench_id in watch.seen]
+                [watch.seen[m.bench_id][0] - m.accepted_at for m in batch if m.bench_id in watch.seen]
             ),
             "latency_loaded_first_try": summary(
-                [watch.seen[m.bench_id][0] - m.accepted for m in first_try if m.bench_id in watch.seen]
+                [watch.seen[m.bench_id][0] - m.accepted_at for m in first_try if m.bench_id in watch.seen]
             ),
         }
         result["poll"] = watch.resolution()
@@ -255,7 +257,7 @@ def run_lmtp(
         asyncio.run(deliver_all())
         missing = watch.wait([m.bench_id for m in batch], 60)
     visible = [watch.seen[m.bench_id][0] for m in batch if m.bench_id in watch.seen]
-    first = min(m.started for m in batch)
+    first = min(m.started_at for m in batch)
     out = {
         "kind": kind,
         "mails": count,
@@ -263,7 +265,7 @@ def run_lmtp(
         "missing": len(missing),
         "refused": sum(1 for m in batch if not m.reply.startswith("250")),
         "throughput_msg_s": len(visible) / (max(visible) - first) if visible else None,
-        "answered_msg_s": count / (max(m.accepted for m in batch) - first),
+        "answered_msg_s": count / (max(m.accepted_at for m in batch) - first),
     }
     log(f"  Dovecot LMTP alone, {kind}: {out['throughput_msg_s'] or 0:.1f} msg/s")
     return out

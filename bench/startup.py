@@ -15,7 +15,7 @@ TIMEOUT = 120.0
 
 
 def run(lab: BenchLab, log: Callable[[str], None] = print) -> dict:
-    src, dst = lab.src, lab.dst
+    src, dst = lab.homes()
     _parallel([src.stop_bridge, dst.stop_bridge])
     marks = src.log_mark(), dst.log_mark()
     t0 = time.time()

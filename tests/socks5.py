@@ -66,6 +66,7 @@ class Socks5Proxy:
             return
 
         async def shut() -> None:
+            assert self._server is not None, "start() first"
             self._server.close()
             for writer in list(self._writers):
                 writer.close()

@@ -244,8 +244,8 @@ class Home:
             imap.starttls(ssl_context=self.tls())
             imap.login(user, PASSWORDS[user])
             imap.select("INBOX", readonly=True)
-            _, data = imap.uid("SEARCH", None, "ALL")
-            messages = []
+            _, data = imap.uid("SEARCH", "ALL")  # no charset
+            messages: list[bytes] = []
             for uid in data[0].split():
                 _, parts = imap.uid("FETCH", uid, "(BODY.PEEK[])")
                 messages.extend(p[1] for p in parts if isinstance(p, tuple))
@@ -455,11 +455,12 @@ def test_thunderbird_autoconfig_names_this_household(family):
     _, _, homes, _ = family
     h = homes[0]
     provider = ET.parse(h.dir / "www" / "mail" / "config-v1.1.xml").getroot().find("emailProvider")
+    assert provider is not None
     assert provider.findtext("domain") == h.domain
     servers = {
         s.get("type"): s for s in [*provider.findall("incomingServer"), *provider.findall("outgoingServer")]
     }
-    assert {t: int(s.findtext("port")) for t, s in servers.items()} == {
+    assert {t: int(s.findtext("port", "")) for t, s in servers.items()} == {
         "imap": h.ports["imap"],
         "pop3": h.ports["pop3"],
         "smtp": h.ports["submission"],

@@ -28,7 +28,8 @@ def test_defaults():
     cfg = config.parse(MINIMAL)
     assert cfg.dovecot_lmtp == Endpoint("127.0.0.1", 24)
     assert cfg.tox.port_range == (33445, 33545) and cfg.tox.udp and not cfg.tox.ipv6
-    assert cfg.user_by_address("BOB@bob.test").mailbox == "bob"
+    bob = cfg.user_by_address("BOB@bob.test")
+    assert bob is not None and bob.mailbox == "bob"
 
 
 def test_unix_socket_endpoint():

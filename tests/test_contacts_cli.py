@@ -59,6 +59,7 @@ def run(env, capsys):
         try:
             code = cli.main(["--config", str(env.config), "contacts", *args])
         except SystemExit as e:
+            assert isinstance(e.code, int), e.code  # argparse exits with a number
             code = e.code
         out, err = capsys.readouterr()
         return code, out, err

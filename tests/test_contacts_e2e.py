@@ -44,7 +44,7 @@ def compose(sender: str, to: str, subject: str, headers: str = "") -> tuple[str,
     return mid, text.encode()
 
 
-def arrived(home, user: str, mid: str, timeout: float = ARRIVAL) -> email.message.Message:
+def arrived(home, user: str, mid: str, timeout: float = ARRIVAL) -> email.message.EmailMessage:
     found: list[bytes] = []
 
     def check() -> bool:
@@ -201,6 +201,7 @@ def test_a_friend_cannot_preset_our_trust_headers(network):
     alice.postfix.send("alice@alice.test", [bob.tox_address("bob")], msg)
     got = arrived(bob, "bob", mid)
     results = got.get_all("Authentication-Results")
+    assert results is not None
     assert [r for r in results if str(r).startswith("bridge.bob.test")] == [
         r for r in results if "x-tox=pass" in str(r) and key(alice, "alice") in str(r)
     ]

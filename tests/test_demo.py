@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import cast
 
 from toxbridge.lab import demo
+from toxbridge.lab.household import Household
 
 
 class FakeHome(SimpleNamespace):
@@ -28,7 +30,7 @@ def test_account_table_is_aligned_and_says_how_to_reach_each_household(capsys):
         )
         for i, name in enumerate(["alice", "christopher"])
     ]
-    demo._print_accounts(homes)
+    demo._print_accounts(cast("list[Household]", homes))  # stand-ins with what the table reads
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.split()[:2] == ["user", "address"])
     rows = [line for line in lines if "127.0.0.1:" in line]

@@ -153,7 +153,9 @@ def locked() -> dict[str, tuple[str, list[str]]]:
     """name → (version, hashes)."""
     entries = {}
     for entry in re.split(r"\n(?=[A-Za-z])", re.sub(r"(?m)^#.*\n", "", LOCK.read_text()).strip()):
-        name, version = re.match(r"([\w.-]+)==([\w.]+)", entry).groups()
+        pinned = re.match(r"([\w.-]+)==([\w.]+)", entry)
+        assert pinned is not None, entry
+        name, version = pinned.groups()
         entries[name.lower()] = (version, re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
     return entries
 

@@ -243,13 +243,13 @@ def test_from_addresses(message, addresses):
 
 _local = st.text("abcdefghijklmnopqrstuvwxyz0123456789._+-", min_size=1, max_size=12)
 _domain = st.from_regex(r"[a-z0-9]{1,10}\.[a-z]{2,6}", fullmatch=True)
-_name = st.text(
+_display_name = st.text(
     st.characters(min_codepoint=32, max_codepoint=0x2FF, blacklist_characters="\x7f"), max_size=20
 )
 
 
 @given(
-    people=st.lists(st.tuples(_name, _local, _domain), min_size=1, max_size=4),
+    people=st.lists(st.tuples(_display_name, _local, _domain), min_size=1, max_size=4),
     crlf=st.booleans(),
     body=st.binary(max_size=200),
 )

@@ -18,7 +18,7 @@ import pytest
 
 from toxbridge.config import load
 from toxbridge.lab.ports import wait_until
-from toxbridge.mail.smtpreply import ReplyReader
+from toxbridge.mail.smtpreply import Reply, ReplyReader
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,8 @@ class Raw:
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.parser, self.pending = ReplyReader(), []
+        self.parser = ReplyReader()
+        self.pending: list[Reply] = []
         assert self.reply().code == 220
 
     def reply(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import cast
 
 from payloads import encode_payload
 
@@ -20,6 +21,7 @@ def incoming(tmp_path, kept: bytes) -> Incoming:
 
 
 def finish(inc: Incoming, resume_at: int) -> None:
+    assert inc.file is not None, "open() first"
     inc.file.write(PAYLOAD[resume_at:])
     inc.take(PAYLOAD[resume_at:])
     inc.close()
@@ -53,14 +55,16 @@ def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeyp
 
     from toxbridge.mail.smtpreply import Reply
     from toxbridge.tox import incoming as receiver_mod
+    from toxbridge.tox.delivered import DeliveryStore
     from toxbridge.tox.errors import ToxSendQueueFull
-    from toxbridge.tox.incoming import Receiver
+    from toxbridge.tox.incoming import Deliver, Receiver, Vet
 
     monkeypatch.setattr(receiver_mod, "ANSWER_RETRY_SECONDS", 0.001)
 
     class Node:
         def __init__(self, failures: int) -> None:
-            self.failures, self.sent, self.calls = failures, [], 0
+            self.failures, self.calls = failures, 0
+            self.sent: list[bytes] = []
 
         def send_lossless_packet(self, friend, data):
             self.calls += 1
@@ -76,7 +80,18 @@ def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeyp
             return f"#{friend}"
 
     async def answer(node) -> None:
-        inbox = Receiver(node, 1000, "h", "mb", "a@b.example", None, None, tmp_path, None)
+        # answering uses none of deliver, store, vet
+        inbox = Receiver(
+            node,
+            1000,
+            "h",
+            "mb",
+            "a@b.example",
+            cast(Deliver, None),
+            cast(DeliveryStore, None),
+            tmp_path,
+            cast(Vet, None),
+        )
         inbox._answer(0, bytes(32), Reply(250, "2.0.0 ok"))
         while not node.sent and node.calls < 1 + receiver_mod.ANSWER_RETRIES:
             await asyncio.sleep(0.001)  # the retries are timers on this loop

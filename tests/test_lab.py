@@ -268,9 +268,11 @@ def test_bootstrap_node(root):
     node = BootstrapNode(root, port=free_port(), tcp_port=free_port())
     try:
         node.start()
-        assert len(node.public_key) == 32
+        assert node.public_key is not None and len(node.public_key) == 32
         assert wait_until(lambda: "Public Key:" in node.log_path.read_text(), 10)
-        logged = re.search(r"Public Key: ([0-9A-F]{64})", node.log_path.read_text()).group(1)
+        logged_key = re.search(r"Public Key: ([0-9A-F]{64})", node.log_path.read_text())
+        assert logged_key is not None
+        logged = logged_key.group(1)
         assert bytes.fromhex(logged) == node.public_key
     finally:
         node.stop()

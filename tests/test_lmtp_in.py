@@ -173,7 +173,7 @@ def test_dsn_is_not_announced():
         c = Client(*await asyncio.open_connection("127.0.0.1", port))
         await c.reply()
         c.writer.write(b"LHLO postfix\r\n")
-        lines = []
+        lines: list[bytes] = []
         while not lines or not lines[-1].startswith(b"250 "):
             lines.append(await asyncio.wait_for(c.reader.readline(), 5))
         assert not any(line[4:].upper().startswith(b"DSN") for line in lines), lines

@@ -7,16 +7,19 @@ import asyncio
 import logging
 import uuid
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toxbridge.config import Privacy
+from toxbridge.contacts.routes import Routes
 from toxbridge.mail.privacy import strip
 from toxbridge.mail.smtpreply import Reply
 from toxbridge.outbound import Outbound
 from toxbridge.tox import wire
+from toxbridge.tox.identity import Identity
 
 DEFAULT = Privacy()
 OFF = Privacy(strip_received=False, strip_headers=())
@@ -181,7 +184,8 @@ def test_a_body_starting_with_whitespace_after_the_blank_line_is_kept():
 def test_switched_off_nothing_is_stripped():
     message = POSTFIX_RECEIVED + REST
     got = strip(message, OFF)
-    assert got.parts == (message,) and got.parts[0].obj is message and got.removed == ()
+    first = got.parts[0]  # read before == narrows parts to tuple[bytes]
+    assert got.parts == (message,) and first.obj is message and got.removed == ()
 
 
 def test_strip_received_off_keeps_received_strips_listed():
@@ -263,7 +267,8 @@ def messages(draw):
 
 def expected(header, tail, privacy: Privacy) -> tuple[bytes, dict[str, int]]:
     listed = {n.lower() for n in privacy.strip_headers}
-    kept, removed = [], {}
+    kept: list[bytes] = []
+    removed: dict[str, int] = {}
     top = privacy.strip_received
     for name, field in header:
         top = top and name == "received"
@@ -305,7 +310,7 @@ def test_switched_off_is_the_identity(message):
 
 class _Sender:
     def __init__(self) -> None:
-        self.sent: list[tuple[int, wire.Envelope, bytes]] = []
+        self.sent: list[tuple[int, wire.Envelope, tuple[bytes | memoryview, ...]]] = []  # message in parts
 
     async def send(self, friend, envelope, message):
         self.sent.append((friend, envelope, message))
@@ -322,7 +327,8 @@ def _bridge(privacy: Privacy) -> tuple[Outbound, _Sender]:
         sender=sender,
     )
     routes = SimpleNamespace(route=lambda mailbox, rcpt: SimpleNamespace(public_key=keys[rcpt]))
-    return Outbound([identity], routes), sender
+    # test doubles, with only what Outbound uses
+    return Outbound([cast(Identity, identity)], cast(Routes, routes)), sender
 
 
 def test_bridge_sends_the_stripped_mail_to_every_friend_and_logs_postfix_queue_id(caplog):

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import png
+import png  # type: ignore[import-untyped]  # pypng ships no type hints
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -164,6 +164,7 @@ class Household:
         try:
             code = cli.main(["--config", str(self.config), *args])
         except SystemExit as e:  # argparse's own usage errors
+            assert isinstance(e.code, int), e.code  # argparse exits with a number
             code = e.code
         out, err = self.capsys.readouterr()
         return code, out, err

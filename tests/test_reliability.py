@@ -122,7 +122,7 @@ def compose(i: int | str) -> tuple[str, bytes]:
 
 
 def ids_in(home: Household, user: str) -> Counter:
-    ids = Counter()
+    ids: Counter[str] = Counter()
     for raw in home.dovecot.fetch_inbox(user):
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
         ids[msg["Message-ID"] or ""] += 1
@@ -132,7 +132,7 @@ def ids_in(home: Household, user: str) -> Counter:
 
 def wait_arrivals(home: Household, wanted: set[str], timeout: float, by_subject: bool = False) -> Counter:
     keys = {("subject:" + w) if by_subject else w for w in wanted}
-    seen = Counter()
+    seen: Counter[str] = Counter()
 
     def arrived() -> bool:
         nonlocal seen

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from toxbridge.address import AddressError, tox_checksum
@@ -216,22 +218,27 @@ def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(ro
     still needs bob's own pairing (seen as a race in the full suite)."""
     from types import SimpleNamespace
 
-    from toxbridge.config import User
+    from toxbridge.config import Config, User
     from toxbridge.contacts.book import ContactBook
     from toxbridge.mail.headers import scan
     from toxbridge.tox import wire
     from toxbridge.tox.friends import Friends
+    from toxbridge.tox.node import ToxNode
 
     alice_key = b"\x05" * 32
     routes = Routes(ContactBook(), roster, ("bob@bob.test",))
     routes.learn("ghost", "alice@alice.test", alice_key)
-    bob = Friends(
-        SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None
+    bob = Friends(  # config and node are stand-ins: vet() reads config.learn_senders, never the node
+        cast(Config, SimpleNamespace(learn_senders=True)),
+        User("bob", "bob@bob.test"),
+        cast(ToxNode, None),
+        routes,
+        lambda: None,
     )
     envelope = wire.Envelope("alice@alice.test", ("bob@bob.test",), 10)
     assert bob.vet(alice_key, envelope, scan(b"From: Alice <alice@alice.test>\r\n")).ok
     assert routes.route("bob", "alice@alice.test").public_key == alice_key
-    bob.config = SimpleNamespace(learn_senders=False)  # off: nothing is learned, for nobody
+    bob.config = cast(Config, SimpleNamespace(learn_senders=False))  # off: nothing is learned, for nobody
     envelope = wire.Envelope("alice2@alice.test", ("bob@bob.test",), 10)
     assert (
         not bob.vet(alice_key, envelope, scan(b"")).ok
@@ -243,15 +250,20 @@ def test_a_header_longer_than_what_was_read_fails_and_nothing_is_learned(roster)
     """What lies beyond the bytes read is not seen, so not judged: Dovecot would show it."""
     from types import SimpleNamespace
 
-    from toxbridge.config import User
+    from toxbridge.config import Config, User
     from toxbridge.contacts.book import ContactBook
     from toxbridge.mail.headers import scan
     from toxbridge.tox import wire
     from toxbridge.tox.friends import Friends
+    from toxbridge.tox.node import ToxNode
 
     routes = Routes(ContactBook(), roster, ("bob@bob.test",))
-    bob = Friends(
-        SimpleNamespace(learn_senders=True), User("bob", "bob@bob.test"), None, routes, lambda: None
+    bob = Friends(  # config and node are stand-ins: vet() reads config.learn_senders, never the node
+        cast(Config, SimpleNamespace(learn_senders=True)),
+        User("bob", "bob@bob.test"),
+        cast(ToxNode, None),
+        routes,
+        lambda: None,
     )
     head = b"From: alice@alice.test\r\nX-Padding: " + b"x" * 2000  # no end of the header in sight
     verdict = bob.vet(

@@ -198,7 +198,7 @@ def test_answer(caplog):
 
 
 def test_the_key_is_everything_after_the_first_space():
-    seen = []
+    seen: list[str] = []
     socketmap.answer(b'transport "a b"@example.org', {"transport": seen.append})
     assert seen == ['"a b"@example.org']
 
@@ -231,6 +231,7 @@ async def postmap(config: Path, table: str, *keys: str) -> tuple[int, str, str]:
         stderr=subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(p.communicate(data), 30)
+    assert p.returncode is not None  # communicate() waited for the exit
     return p.returncode, out.decode(), err.decode()
 
 
@@ -415,7 +416,7 @@ class MapServer:
         self.answers: dict[str, str] = {}
         self.fail = False
         self.asked: list[tuple[float, str, set[str]]] = []  # (monotonic time, key, asking processes)
-        self._server = None
+        self._server: asyncio.AbstractServer | None = None
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
 
@@ -434,12 +435,12 @@ class MapServer:
         )
 
     def stop(self) -> None:
-        async def close():
-            self._server.close()
-            await self._server.wait_closed()
+        async def close(server: asyncio.AbstractServer) -> None:
+            server.close()
+            await server.wait_closed()
 
         if self._server:
-            self._run(close())
+            self._run(close(self._server))
             self._server = None
 
     @property
@@ -558,7 +559,7 @@ class MailLab:
 
     def outcome(self, mid: str, timeout: float = 30.0) -> tuple[str, str, str, str]:
         """(relay, dsn, status, text) of the first delivery attempt of the mail with Message-ID `mid`."""
-        found = []
+        found: list[tuple[str, str, str, str]] = []
 
         def logged() -> bool:
             log = self.postfix.maillog.read_text()
@@ -567,7 +568,8 @@ class MailLab:
                 rf"{queued.group(1)}: to=<[^>]*>, relay=(\S+), .*dsn=(\S+), status=(\w+) \((.*)\)", log
             )
             if done:
-                found.append(done.groups())
+                relay, dsn, status, text = done.groups()
+                found.append((relay, dsn, status, text))
             return bool(done)
 
         assert wait_until(logged, timeout, interval=0.05), (

@@ -24,7 +24,8 @@ def test_final_outcomes_are_remembered_across_reopen(tmp_path):
     store.close()
     store = DeliveryStore(path, keep_seconds=3600)
     assert store.lookup(b"\1" * 32, "bob") == Reply(250, "2.0.0 Saved")
-    assert store.lookup(b"\2" * 32, "bob").code == 550
+    refused = store.lookup(b"\2" * 32, "bob")
+    assert refused is not None and refused.code == 550
     assert store.lookup(b"\3" * 32, "bob") is None  # temporary: try again
     assert store.lookup(b"\1" * 32, "carol") is None  # per mailbox
 

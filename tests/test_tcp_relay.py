@@ -70,14 +70,14 @@ def socks_pair(lab_root, bootstrap_node):
     try:
         for name in ("sofia", "sven"):
             proxies[name] = Socks5Proxy().start()
-            proxy = {"type": "socks5", "host": "127.0.0.1", "port": proxies[name].port}
+            socks = {"type": "socks5", "host": "127.0.0.1", "port": proxies[name].port}
             homes.append(
                 Household(
                     lab_root,
                     name,
                     {name: f"{name}-pw"},
                     boot,
-                    tox_settings={**tcp_only(bootstrap_node), "proxy": proxy},
+                    tox_settings={**tcp_only(bootstrap_node), "proxy": socks},
                 )
             )
         start_pair(homes)
@@ -146,7 +146,9 @@ def assert_tcp_only(home: Household, peer: Household) -> None:
     # it reports its own connection to the network.
     home.wait_log(f"{home.name}: Tox network online \\(TCP\\)", TIMEOUT)
     assert not home.log_has(r"online \(UDP\)"), f"{home.name} used UDP"
-    assert sockets(home.bridge_pid, "udp") == [], f"{home.name}'s bridge holds a UDP socket"
+    pid = home.bridge_pid
+    assert pid is not None, f"{home.name}'s bridge is not running"
+    assert sockets(pid, "udp") == [], f"{home.name}'s bridge holds a UDP socket"
 
 
 # ---- TCP-only through the local relay

@@ -179,6 +179,13 @@ class Recorder:
 
 
 class Lab:
+    # set by the lab fixture: two befriended nodes, their friend numbers for each other
+    a: ToxNode
+    b: ToxNode
+    fa: int
+    fb: int
+    connect_seconds: float
+
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="tox-loop", daemon=True)
@@ -240,6 +247,7 @@ def lab():
             t0 = time.monotonic()
             fa = a.friend_add(b.address, b"hello from a")
             assert a.friend_by_public_key(b.public_key) == fa
+            assert isinstance(b.handler, Recorder)
             await b.handler.wait_for(lambda ev: ev[0] == "request", CONNECT_TIMEOUT)
             fb = b.friend_by_public_key(a.public_key)
             assert fb is not None
