@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import png  # type: ignore[import-untyped]  # pypng ships no type hints
+import png
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
