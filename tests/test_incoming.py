@@ -8,7 +8,7 @@ from typing import cast
 from payloads import encode_payload
 
 from toxbridge.tox import wire
-from toxbridge.tox.incoming import Incoming
+from toxbridge.tox.partial import Incoming
 
 MESSAGE = b"Subject: resume\r\n\r\n" + b"x" * 5000
 PAYLOAD = encode_payload(wire.Envelope("a@b.example", ("c@d.example",), len(MESSAGE)), MESSAGE)

@@ -9,7 +9,7 @@ from toxbridge.contacts.routes import Routes
 from toxbridge.mail.postqueue import deferred_for, parse_queue
 from toxbridge.mail.smtpreply import Reply
 from toxbridge.tox.delivered import DeliveryStore
-from toxbridge.tox.incoming import prune_partials
+from toxbridge.tox.partial import prune_partials
 
 KEY = bytes(range(32))
 OTHER = bytes(32)

@@ -21,7 +21,7 @@ from .ops import control, snapshot
 from .outbound import Outbound
 from .tox.delivered import DeliveryStore
 from .tox.identity import Identity
-from .tox.incoming import prune_partials
+from .tox.partial import prune_partials
 
 log = logging.getLogger("toxbridge.daemon")
 

@@ -11,13 +11,10 @@ once; nothing of it reaches a mailbox.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from ..contacts.sender_check import Verdict
 from ..mail import headers, trust_headers
@@ -28,12 +25,12 @@ from .delivered import DeliveryStore
 from .errors import ToxError, ToxSendQueueFull
 from .library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
 from .node import ToxNode
+from .partial import Incoming, read_at
 
 log = logging.getLogger("toxbridge.receiver")
 
 # Transfers one friend may have arriving at once; more are refused (4.x, the sender retries).
 MAX_INCOMING_PER_FRIEND = 16
-READ_SIZE = 1 << 20
 ANSWER_RETRIES, ANSWER_RETRY_SECONDS = 5, 0.2  # a full send queue: tries after 0.2, 0.4, ... 1 s
 # The message's header is read into memory up to this much (Postfix's header_size_limit is
 # 100 KiB); the body is streamed from the file. A header that goes on beyond it is not seen
@@ -44,53 +41,6 @@ Deliver = Callable[[str, Spooled], Awaitable[Reply]]  # (envelope sender, messag
 Vet = Callable[
     [bytes, wire.Envelope, headers.Header], Verdict
 ]  # (friend's key, envelope, header) -> may they send it?
-
-
-@dataclass(eq=False)
-class Incoming:
-    friend: int
-    number: int
-    file_id: bytes
-    size: int
-    path: Path
-    parser: wire.PayloadParser
-    file: BinaryIO | None = None
-    received: int = 0
-    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)  # the file_id to check, as bytes arrive
-    eight_bit: bool = False
-    started: float = field(default_factory=time.monotonic)
-    last_progress: float = field(default_factory=time.monotonic)
-
-    def open(self) -> int:
-        """Open the partial file, keeping what an earlier attempt left; returns where to resume."""
-        # At most size - 1 bytes are kept: toxcore cannot seek to the very end, and a complete
-        # file is left only by a bridge killed before it delivered (then one byte comes again).
-        keep = self.size - 1
-        try:
-            if self.path.exists() and self.path.stat().st_size <= self.size:
-                with open(self.path, "rb") as old:
-                    while self.received < keep and (chunk := old.read(min(READ_SIZE, keep - self.received))):
-                        self.take(chunk)
-        except (OSError, wire.WireError):
-            self.received, self.eight_bit = 0, False
-            self.parser = wire.PayloadParser(self.parser.max_message)
-            self.hasher = hashlib.sha256()
-        self.file = open(self.path, "r+b" if self.received else "wb", buffering=READ_SIZE)
-        self.file.seek(self.received)
-        self.file.truncate()
-        return self.received
-
-    def take(self, data: bytes) -> None:
-        """Account for bytes that arrived (the caller writes them); WireError for a bad envelope."""
-        self.parser.feed(data)  # refuses a bad envelope before the rest arrives
-        self.hasher.update(data)
-        self.eight_bit = self.eight_bit or not data.isascii()
-        self.received += len(data)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
 
 
 class Receiver:
@@ -297,7 +247,7 @@ class Receiver:
         try:
             envelope = inc.parser.finish()
             offset = inc.size - envelope.size  # where the message starts in the file
-            head = _read(inc.path, offset, min(envelope.size, HEAD_LIMIT))
+            head = read_at(inc.path, offset, min(envelope.size, HEAD_LIMIT))
         except wire.WireError as e:
             inc.path.unlink(missing_ok=True)
             log.warning("friend %s sent a malformed payload: %s", self._node.friend_label(inc.friend), e)
@@ -401,23 +351,3 @@ class Receiver:
             inc.close()
         if self._tasks:
             await asyncio.wait(self._tasks)
-
-
-def _read(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as spool:
-        spool.seek(offset)
-        return spool.read(length)
-
-
-def prune_partials(directory: Path, max_age: float) -> int:
-    """Remove partial transfers nobody resumed within `max_age` seconds."""
-    removed = 0
-    cutoff = time.time() - max_age
-    for path in directory.glob("*/*"):
-        try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-        except OSError:
-            continue
-    return removed
