@@ -64,11 +64,15 @@ class LMTPSession:
         return await self.reply()
 
     async def send(self, data: bytes) -> None:
+        """Write and wait until the server took it, at most the session timeout (a Dovecot that
+        stops reading would otherwise hold the mailbox for ever)."""
         self._writer.write(data)
-        await self._writer.drain()
+        await asyncio.wait_for(self._writer.drain(), self._timeout)
 
     def close(self) -> None:
-        self._writer.close()
+        """Drop the connection at once: close() would wait, unbounded, to flush what the server
+        never read; between mails nothing is buffered, so nothing is lost."""
+        self._writer.transport.abort()
 
 
 class _Stale(Exception):
