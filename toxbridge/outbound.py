@@ -144,7 +144,14 @@ class Outbound:
         self._idle.clear()
         abort = asyncio.ensure_future(self._abort.wait())
         try:
-            await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # Postfix's session is gone (it gave up, or aiosmtpd's timeout cut it): nobody
+                # waits for the answer, so the transfer stops too, and counts until it has.
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                raise
             if work.done():
                 return work.result()
             work.cancel()
