@@ -4,13 +4,18 @@ The outbox here is a stand-in for the Tox side; the integration tests drive the 
 """
 
 import asyncio
+import re
+from pathlib import Path
 
 import pytest
 
+from toxbridge.config import Config
+from toxbridge.config import parse as parse_config
 from toxbridge.mail.lmtp_in import make_server
 from toxbridge.mail.smtpreply import Reply, ReplyReader
 
 SENDER = "alice@alice.test"
+DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "toxbridge.yaml"
 GOOD = "a" * 64 + "@tox"
 
 
@@ -216,3 +221,28 @@ def test_dsn_parameters(mail, rcpt, codes):
         server.close()
 
     run(go())
+
+
+def _postfix_seconds(value: str) -> float:
+    """A Postfix time value (600s, 10m, 1h, 1d; no unit means seconds)."""
+    unit = value[-1] if value[-1].isalpha() else "s"
+    number = value[:-1] if value[-1].isalpha() else value
+    return float(number) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+
+
+def test_the_session_outlasts_postfixs_wait_for_the_answer():
+    """Postfix waits lmtp_data_done_timeout for the answer after DATA (the toxbridge service in
+    deploy/postfix/master.cf.toxbridge); the listener must not cut the session first, as aiosmtpd's
+    default of 300 s did with a big mail on a slow uplink."""
+    master_cf = (
+        Path(__file__).resolve().parents[1] / "deploy" / "postfix" / "master.cf.toxbridge"
+    ).read_text()
+    found = re.findall(r"^\s+-o\s+lmtp_data_done_timeout=(\d+[smhdw]?)\s*$", master_cf, re.M)
+    assert len(found) == 1, "master.cf.toxbridge sets lmtp_data_done_timeout once"
+    postfix_waits = _postfix_seconds(found[0])
+    default = Config(state_dir=Path("/var/lib/toxbridge"), users=()).lmtp_timeout
+    assert default > postfix_waits
+    deployed = parse_config(DEPLOY_YAML.read_text(), str(DEPLOY_YAML)).lmtp_timeout
+    assert deployed > postfix_waits
+    # what the listener is given is what aiosmtpd times sessions out with (its own attribute)
+    assert make_server(Outbox(), "test", 10_000, deployed)()._timeout_duration == deployed

@@ -94,6 +94,11 @@ class Config:
     state_dir: Path
     users: tuple[User, ...]
     lmtp_listen: Endpoint = Endpoint("127.0.0.1", 10025)
+    # How long Postfix's LMTP session may stay silent (a command, or the wait for our answer after
+    # the end of DATA) before the bridge drops it. Longer than the lmtp_data_done_timeout Postfix
+    # waits for that answer (600 s, deploy/postfix/master.cf.toxbridge), so the bridge never cuts
+    # a session Postfix still waits on; aiosmtpd's own 300 s did, on a slow uplink.
+    lmtp_timeout: float = 660.0
     # Postfix asks here, per recipient, whether mail goes to the bridge (socketmap transport table).
     socketmap_listen: Endpoint = Endpoint("127.0.0.1", 10026)
     # The household's contacts book: names, addresses and Tox IDs (toxbridge contacts add|remove).

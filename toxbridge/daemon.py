@@ -103,7 +103,7 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
         identity.friends.follow_contacts()
         log.info("%s: Tox ID %s", identity.user.mailbox, identity.node.address.hex().upper())
     outbound = Outbound(identities, routes)
-    factory = make_server(outbound, config.hostname, config.max_message_size)
+    factory = make_server(outbound, config.hostname, config.max_message_size, config.lmtp_timeout)
     listen = config.lmtp_listen
     if listen.path:
         server = await _listen("lmtp_listen", listen, lambda: loop.create_unix_server(factory, listen.path))

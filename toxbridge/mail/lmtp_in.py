@@ -136,6 +136,8 @@ class BridgeLMTP(LMTP):
             return
         content = bytes(body)
         del body
+        # The wait for the answer counts from the end of DATA, as Postfix's lmtp_data_done_timeout.
+        self._reset_timeout()
         envelope.content = envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
@@ -197,8 +199,9 @@ def _ascii(reply: Reply) -> str:
     return f"{reply.code} {text}"
 
 
-def make_server(outbox: Outbox, hostname: str, max_size: int):
-    """A protocol factory for loop.create_server / create_unix_server."""
+def make_server(outbox: Outbox, hostname: str, max_size: int, timeout: float = 660.0):
+    """A protocol factory for loop.create_server / create_unix_server; `timeout` is how long a
+    session may stay silent (the config's lmtp_timeout)."""
     handler = PostfixHandler(outbox)
 
     def factory():
@@ -209,6 +212,7 @@ def make_server(outbox: Outbox, hostname: str, max_size: int):
             data_size_limit=max_size,
             enable_SMTPUTF8=True,
             decode_data=False,
+            timeout=timeout,
         )
 
     return factory
