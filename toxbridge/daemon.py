@@ -75,14 +75,19 @@ async def run(config: Config) -> None:
             identities.append(Identity.open(config, user, store, routes))
         await _serve(config, identities, store, routes)
     finally:
-        store.close()
-        routes.roster.close()
-        for identity in identities:
-            identity.save()
-            if identity.node.running:
-                await identity.node.stop()
-            else:
-                identity.node.close()
+        await _close(identities, store, routes.roster)
+
+
+async def _close(identities: list[Identity], store: DeliveryStore, roster: Roster) -> None:
+    """The toxcore nodes and the SQLite files, once nothing uses them any more."""
+    store.close()
+    roster.close()
+    for identity in identities:
+        identity.save()
+        if identity.node.running:
+            await identity.node.stop()
+        else:
+            identity.node.close()
 
 
 async def _listen(key: str, listen, start):
@@ -163,25 +168,33 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
         notify("STOPPING=1")
         for listener in (server, tables, controls):  # no new mail, no new questions
             listener.close()
-        cut = await outbound.drain(config.stop_timeout)
-        if cut:
-            log.warning(
-                "stopped %d mail(s) on their way after %.0f s (stop_timeout); Postfix retries them",
-                cut,
-                config.stop_timeout,
-            )
-            await asyncio.sleep(0.2)  # let the LMTP sessions write those 4xx replies
-        for task in tasks:
-            task.cancel()
-        try:
-            await asyncio.wait_for(asyncio.gather(*(i.stop() for i in identities)), config.stop_timeout)
-        except TimeoutError:
-            log.warning(
-                "deliveries to Dovecot still running after %.0f s; the friends' bridges retry them",
-                config.stop_timeout,
-            )
+        await _stop_serving(config.stop_timeout, outbound, identities, tasks)
         control.socket_path(config.state_dir).unlink(missing_ok=True)
         log.info("stopped")
+
+
+async def _stop_serving(
+    stop_timeout: float, outbound: Outbound, identities: list[Identity], tasks: list[asyncio.Task]
+) -> None:
+    """Mail on its way out gets stop_timeout to finish, then the daemon's own tasks end and
+    deliveries to Dovecot get stop_timeout."""
+    cut = await outbound.drain(stop_timeout)
+    if cut:
+        log.warning(
+            "stopped %d mail(s) on their way after %.0f s (stop_timeout); Postfix retries them",
+            cut,
+            stop_timeout,
+        )
+        await asyncio.sleep(0.2)  # let the LMTP sessions write those 4xx replies
+    for task in tasks:
+        task.cancel()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(i.stop() for i in identities)), stop_timeout)
+    except TimeoutError:
+        log.warning(
+            "deliveries to Dovecot still running after %.0f s; the friends' bridges retry them",
+            stop_timeout,
+        )
 
 
 async def _report_status(identities: list[Identity]) -> None:
