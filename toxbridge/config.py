@@ -122,8 +122,9 @@ class Config:
     dedup_days: int = 30
     # A broken incoming transfer is kept this long for the sender's retry to resume from.
     partial_hours: int = 24
-    # On SIGTERM, mail on its way over Tox gets this long to finish; what is left is answered
-    # 4xx (Postfix keeps it). A second signal stops at once.
+    # On SIGTERM, mail on its way over Tox and deliveries to Dovecot get this long in all (one
+    # deadline); what is left is answered 4xx (Postfix keeps it). A second signal stops at once.
+    # Plus daemon.CLOSE_SECONDS it stays below TimeoutStopSec in deploy/systemd/toxbridge.service.
     stop_timeout: float = 20.0
     postfix: PostfixQueue = PostfixQueue()
     privacy: Privacy = Privacy()

@@ -35,6 +35,11 @@ NO_NETWORK_WARNING_SECONDS = 60.0
 STATUS_SECONDS = 5.0
 # How often the contacts file is checked for changes (a stat; reread only when it changed).
 CONTACTS_POLL_SECONDS = 1.0
+# After stop_timeout the stop still saves the profiles, stops the toxcore nodes and closes the
+# SQLite files: stop_timeout plus this must stay below TimeoutStopSec in
+# deploy/systemd/toxbridge.service (tests/test_daemon_stop.py checks it), or systemd kills the
+# bridge in the middle of it.
+CLOSE_SECONDS = 5.0
 # The master.cf service that carries mail to the bridge (deploy/postfix/master.cf.toxbridge).
 POSTFIX_SERVICE = "toxbridge"
 
@@ -79,15 +84,16 @@ async def run(config: Config) -> None:
 
 
 async def _close(identities: list[Identity], store: DeliveryStore, roster: Roster) -> None:
-    """The toxcore nodes and the SQLite files, once nothing uses them any more."""
-    store.close()
-    roster.close()
+    """The toxcore nodes first (their callbacks record deliveries and pairings), then the
+    SQLite files they wrote to."""
     for identity in identities:
         identity.save()
         if identity.node.running:
             await identity.node.stop()
         else:
             identity.node.close()
+    store.close()
+    roster.close()
 
 
 async def _listen(key: str, listen, start):
@@ -176,8 +182,10 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
 async def _stop_serving(
     stop_timeout: float, outbound: Outbound, identities: list[Identity], tasks: list[asyncio.Task]
 ) -> None:
-    """Mail on its way out gets stop_timeout to finish, then the daemon's own tasks end and
-    deliveries to Dovecot get stop_timeout."""
+    """One deadline, stop_timeout from now: mail on its way out gets it, the daemon's own tasks
+    end, deliveries to Dovecot get what is left of it (the stop fits in systemd's, see CLOSE_SECONDS)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + stop_timeout
     cut = await outbound.drain(stop_timeout)
     if cut:
         log.warning(
@@ -185,16 +193,25 @@ async def _stop_serving(
             cut,
             stop_timeout,
         )
-        await asyncio.sleep(0.2)  # let the LMTP sessions write those 4xx replies
+        # let the LMTP sessions write those 4xx replies
+        await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
     for task in tasks:
         task.cancel()
-    try:
-        await asyncio.wait_for(asyncio.gather(*(i.stop() for i in identities)), stop_timeout)
-    except TimeoutError:
+    # Every identity's stop begins, even with no time left (it closes the Dovecot connection
+    # when cancelled); what is still running at the deadline is cancelled and waited for.
+    stops = [asyncio.ensure_future(i.stop()) for i in identities]
+    if not stops:
+        return
+    _, running = await asyncio.wait(stops, timeout=max(0.0, deadline - loop.time()))
+    if running:
         log.warning(
-            "deliveries to Dovecot still running after %.0f s; the friends' bridges retry them",
+            "deliveries to Dovecot still running %.0f s after the stop began (stop_timeout); "
+            "the friends' bridges retry them",
             stop_timeout,
         )
+        for stop in running:
+            stop.cancel()
+    await asyncio.gather(*stops, return_exceptions=True)
 
 
 async def _report_status(identities: list[Identity]) -> None:

@@ -121,8 +121,10 @@ class Identity:
 
     async def stop(self) -> None:
         self.catch_up.stop()
-        await self.receiver.stop()
-        self._dovecot.close()
+        try:
+            await self.receiver.stop()
+        finally:  # also when the stop's deadline cancels it
+            self._dovecot.close()
 
     # ---- toxcore events (on the loop thread, inside iterate)
 

@@ -349,5 +349,12 @@ class Receiver:
         """Let running deliveries finish (bounded by the LMTP client's own timeout)."""
         for inc in self._incoming.values():
             inc.close()
-        if self._tasks:
+        if not self._tasks:
+            return
+        try:
             await asyncio.wait(self._tasks)
+        except asyncio.CancelledError:  # the stop's deadline: no delivery outlives the store
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            raise
