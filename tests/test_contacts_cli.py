@@ -212,7 +212,7 @@ def test_learned_pairings_show_in_list_and_remove_forgets_them(run, env):
     assert [(e.mailbox, e.address) for e in roster.learned()] == [("dad", "other@pal.example")]
     roster.close()
     code, out, err = run("remove", "pen@pal.example")
-    assert code == 1 and "no contact or learned address matches 'pen@pal.example'" in err
+    assert code == 1 and "no contact, accepted stranger or learned address matches 'pen@pal.example'" in err
 
 
 @pytest.mark.parametrize("what", ["Tarek", "tarek", "T@EXAMPLE.NET", ID_A.hex()[:8], ID_A.hex()[:8].upper()])
@@ -245,7 +245,7 @@ def test_remove_ambiguous_or_unknown_fails(run, env):
     code, out, err = run("remove", "TWIN")
     assert code == 1 and "'TWIN' matches 2 contacts (Twin, twin)" in err
     code, out, err = run("remove", "nobody@example.org")
-    assert code == 1 and out == "" and "no contact or learned address matches" in err
+    assert code == 1 and out == "" and "no contact, accepted stranger or learned address matches" in err
     assert env.contacts.read_text() == before
 
 
@@ -346,3 +346,70 @@ def test_accept_with_an_address_already_taken_fails(run, env):
     code, out, err = run("accept", ID_C[:32].hex()[:8], "--address", "a@example.org")
     assert code == 1 and out == "" and "already the address of 'A'" in err
     assert [c.name for c in env.book()] == ["A"]
+
+
+# ---------------------------------------------------------------- friendships that end
+
+
+def to_end(env: Env) -> list[tuple[str, bytes]]:
+    roster = env.roster()
+    try:
+        return [(m, k) for m in MAILBOXES for k in roster.friendships_to_end(m)]
+    finally:
+        roster.close()
+
+
+def test_removing_a_contact_asks_the_bridge_to_end_the_friendship(run, env):
+    run("add", "Tarek", ID_A.hex(), "tarek@example.org", "--user", "mom")
+    roster = env.roster()
+    roster.learn("mom", "tarek.other@example.org", ID_A[:32])
+    roster.close()
+    code, out, err = run("remove", "Tarek")
+    assert code == 0, err
+    assert f"ending the Tox friendship of {ID_A.hex().upper()[:16]}… with mom" in out
+    assert to_end(env) == [("mom", ID_A[:32])]
+    roster = env.roster()
+    assert roster.learned() == []  # what it learned goes with it
+    roster.close()
+    run("add", "Tarek", ID_A.hex(), "tarek@example.org")  # back before the bridge acted: kept
+    assert to_end(env) == []
+
+
+def test_a_key_still_serving_a_mailbox_stays_its_friend(run, env):
+    run("add", "Tarek for mom", ID_A.hex(), "tarek@example.org", "--user", "mom")
+    run("add", "Tarek for dad", ID_A.hex(), "t@example.org", "--user", "dad")
+    assert run("remove", "Tarek for mom")[0] == 0
+    assert to_end(env) == [("mom", ID_A[:32])]
+
+
+def test_accepted_strangers_show_in_list_and_remove_ends_them(run, env):
+    roster = env.roster()
+    roster.add_accepted("dad", ID_C[:32], "hi")
+    roster.add_accepted("dad", ID_B[:32], "hello")
+    roster.close()
+    strangers = [r for r in rows(run("list")[1]) if r[0] == "-"]
+    assert [r[1:4] for r in strangers] == [
+        ["-", ID_C[:32].hex().upper(), "dad"],
+        ["-", ID_B[:32].hex().upper(), "dad"],
+    ]
+    assert all(r[4].startswith("accepted stranger ") and recent(r[4][18:-4]) for r in strangers)
+    code, out, err = run("remove", ID_C.hex()[:7])
+    assert code == 1 and "no contact, accepted stranger or learned address" in err  # 8 digits at least
+    code, out, err = run("remove", ID_C.hex()[:10].upper())
+    assert code == 0, err
+    assert f"ending the Tox friendship of {ID_C.hex().upper()[:16]}… with dad" in out
+    assert to_end(env) == [("dad", ID_C[:32])]
+    assert [r[2] for r in rows(run("list")[1])] == [ID_B[:32].hex().upper()]
+
+
+def test_pending_shows_a_strangers_text_escaped_on_one_line(run, env):
+    hostile = "\x1b[2J\x1b]0;pwned\x07line\r\ndad\tDEADBEEF\tfake\u202eevil\\x1b" + "A" * 500
+    pend(env, ("dad", ID_C[:32], hostile))
+    code, out, err = run("pending")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 and out.count("\t") == 6, out  # the header and one row of four columns
+    assert all(c.isprintable() for c in lines[1].replace("\t", ""))
+    message = lines[1].split("\t")[3]
+    assert message.startswith("\\x1b[2J\\x1b]0;pwned\\x07line\\r\\ndad\\tDEADBEEF\\tfake\\u202eevil\\\\x1b")
+    assert len(message) <= 201 and message.endswith("…")

@@ -10,11 +10,13 @@ import time
 import uuid
 
 import pytest
-from toxpeer import PlainClient
+from toxpeer import PlainClient, befriend
 
+from toxbridge.config import load
 from toxbridge.lab import _fs
 from toxbridge.lab.household import Household
 from toxbridge.lab.ports import wait_until
+from toxbridge.ops import control
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +129,8 @@ def test_contact_address_crosses_tox_and_the_reply_comes_back(network, report):
 
 
 def test_contact_added_while_running_routes_and_removing_it_stops(network, report):
+    """alice and carol are friends (conftest): removing the contact for carol's key ends that too;
+    the test makes them friends again for the tests after it."""
     alice, carol = network["alice"], network["carol"]
     address = "carol.new@carol.test"
     added = time.monotonic()
@@ -141,7 +145,19 @@ def test_contact_added_while_running_routes_and_removing_it_stops(network, repor
         f"{time.monotonic() - added:.2f} s after `contacts add`"
     )
 
+    mark, carol_mark = alice.log_mark(), carol.log_mark()
+    removed = time.monotonic()
     alice.contacts("remove", "Carol")
+    alice.wait_log(f"alice: ended the Tox friendship with {key(carol, 'carol')[:8]}", ROUTING, since=mark)
+    assert key(carol, "carol") not in friends_of(alice, "alice")
+    carol.wait_log(f"carol: friend {key(alice, 'alice')[:8]} went offline", ARRIVAL, since=carol_mark)
+    report(f"carol saw alice's bridge end the friendship {time.monotonic() - removed:.2f} s after `remove`")
+    # carol still lists alice, yet her mail finds no friend at alice: it waits in carol's queue
+    carol_mid, carol_msg = compose("carol@carol.test", alice.tox_address("alice"), "friendship ended")
+    carol.postfix.send("carol@carol.test", [alice.tox_address("alice")], carol_msg)
+    assert wait_until(lambda: deferred(carol, alice.tox_address("alice")), ARRIVAL), carol.postfix.queue()
+    assert not delivered(alice, "alice", carol_mid)
+
     assert wait_until(lambda: lookup(alice, address) is None, ROUTING)
     mid2, msg2 = compose("alice@alice.test", address, "contact removed")
     alice.postfix.send("alice@alice.test", [address], msg2)
@@ -157,6 +173,47 @@ def test_contact_added_while_running_routes_and_removing_it_stops(network, repor
             else "Postfix routed it the normal way"
         )
     )
+    # friends again, as the session's other tests expect: a mail to carol's Tox ID asks again
+    again, msg = compose("alice@alice.test", carol.tox_address("carol"), "friends again")
+    alice.postfix.send("alice@alice.test", [carol.tox_address("carol")], msg)
+    arrived(carol, "carol", again)
+    arrived(alice, "alice", carol_mid)  # carol's deferred mail is pushed once they are friends again
+
+
+def deferred(home, address: str) -> bool:
+    """Does the household's Postfix hold mail for `address`, deferred with 4.4.1?"""
+    return any(
+        r.get("address", "").lower() == address.lower() and "4.4.1" in r.get("delay_reason", "")
+        for q in home.postfix.queue()
+        for r in q.get("recipients", [])
+    )
+
+
+def friends_of(home, user: str) -> list[str]:
+    """The keys of `user`'s Tox friends, as the running bridge tells `toxbridge status`."""
+    snapshot = control.query(control.socket_path(load(home.config_path).state_dir), "status")
+    assert snapshot is not None, f"{home.name}'s bridge does not answer on its control socket"
+    identity = next(i for i in snapshot["identities"] if i["mailbox"] == user)
+    return [f["key"] for f in identity["friends"]]
+
+
+def test_removing_an_accepted_stranger_ends_the_tox_friendship(network, bootstrap_node):
+    """alice's bridge accepts strangers; `contacts list` shows them, `contacts remove KEY` ends them."""
+    alice = network["alice"]
+    client = PlainClient(bootstrap_node)
+    try:
+        friend = befriend(client, alice, "alice")
+        stranger = client.node.public_key.hex()
+        listing = [line.split("\t") for line in alice.contacts("list").stdout.splitlines()]
+        assert any(row[2] == stranger.upper() and "accepted" in row[4] for row in listing), listing
+        mark = alice.log_mark()
+        alice.contacts("remove", stranger[:12])
+        alice.wait_log(f"alice: ended the Tox friendship with {stranger[:8]}", ROUTING, since=mark)
+        assert wait_until(lambda: client.call(client.node.friend_connection, friend) == 0, ARRIVAL)
+        assert stranger not in friends_of(alice, "alice")
+        assert stranger.upper() not in alice.contacts("list").stdout
+    finally:
+        client.close()
 
 
 def test_friend_forging_another_contacts_address_is_rejected(network):
@@ -274,5 +331,34 @@ def test_a_contacts_request_is_accepted_while_strangers_wait(dora, bootstrap_nod
         friend = client.call(client.node.friend_add, bytes.fromhex(dora.tox_ids["dora"]), b"it's me")
         assert wait_until(lambda: client.call(client.node.friend_connection, friend) != 0, ARRIVAL)
         assert client.node.public_key.hex().upper() not in dora.contacts("pending").stdout
+    finally:
+        client.close()
+
+
+HOSTILE_REQUEST = (
+    b"\x1b[2J\x1b[31mYour bridge is broken\x1b[0m\r\n"
+    b"dora\tDEADBEEF\t2020-01-01 00:00\ta fake pending row\n\x07\xe2\x80\xae" + b"A" * 800
+)
+
+
+def test_a_strangers_request_cannot_write_to_the_operators_terminal(dora, bootstrap_node):
+    """A stranger's friend request full of escape codes, newlines and length: `contacts pending`
+    and the bridge's log show it escaped, on one bounded line."""
+    client = PlainClient(bootstrap_node)
+    try:
+        stranger = client.node.public_key.hex()
+        mark = dora.log_mark()
+        client.call(client.node.friend_add, bytes.fromhex(dora.tox_ids["dora"]), HOSTILE_REQUEST)
+        dora.wait_log(f"dora: friend request from {stranger} .* is pending", ARRIVAL, since=mark)
+        out = dora.contacts("pending").stdout
+        assert not [c for c in out if not c.isprintable() and c not in "\t\n"], repr(out)
+        (row,) = [line for line in out.splitlines() if stranger.upper() in line]
+        assert not [line for line in out.splitlines() if line.startswith("dora\tDEADBEEF")]  # no fake row
+        message = row.split("\t")[3]
+        assert message.startswith("\\x1b[2J") and len(message) <= 300, message
+        with open(dora.bridge_log, "rb") as log:
+            log.seek(mark)
+            logged = [line for line in log.read().splitlines() if stranger.encode() in line]
+        assert logged and not [line for line in logged if b"\x1b" in line or len(line) > 600], logged
     finally:
         client.close()

@@ -112,6 +112,7 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
         identity.bootstrap()
         identity.node.start()
         identity.friends.follow_contacts()
+        identity.end_friendships()  # removed while the bridge was down
         log.info("%s: Tox ID %s", identity.user.mailbox, identity.node.address.hex().upper())
     outbound = Outbound(identities, routes)
     factory = make_server(outbound, config.hostname, config.max_message_size, config.lmtp_timeout)
@@ -236,24 +237,29 @@ async def _report_status(identities: list[Identity]) -> None:
 
 
 async def _follow_contacts_file(config: Config, routes: Routes, identities: list[Identity]) -> None:
-    """Reread the contacts file when it changes; a broken edit keeps the contacts as they were."""
-    mailboxes = config.mailboxes
+    """Reread the contacts file when it changes (a broken edit keeps the contacts as they were);
+    end the friendships `contacts remove` asked to end."""
     seen = _file_state(config.contacts)
     while True:
         await asyncio.sleep(CONTACTS_POLL_SECONDS)
         state = _file_state(config.contacts)
-        if state == seen:
-            continue
-        seen = state
-        try:
-            book = load_contacts(config.contacts, mailboxes)
-        except ContactsError as e:
-            log.error("contacts not reloaded, the previous ones stay in use: %s", e)
-            continue
-        routes.book = book
-        log.info("contacts reloaded from %s: %d entries", config.contacts, len(book.contacts))
+        if state != seen:
+            seen = state
+            _reload_contacts(config, routes, identities)
         for identity in identities:
-            identity.friends.follow_contacts()
+            identity.end_friendships()
+
+
+def _reload_contacts(config: Config, routes: Routes, identities: list[Identity]) -> None:
+    try:
+        book = load_contacts(config.contacts, config.mailboxes)
+    except ContactsError as e:
+        log.error("contacts not reloaded, the previous ones stay in use: %s", e)
+        return
+    routes.book = book
+    log.info("contacts reloaded from %s: %d entries", config.contacts, len(book.contacts))
+    for identity in identities:
+        identity.friends.follow_contacts()
 
 
 def _file_state(path) -> tuple | None:

@@ -10,7 +10,8 @@ from ..config import Config
 from . import editor
 from .book import Contact, check_address, parse_tox_id
 from .book import load as load_contacts
-from .roster import Roster
+from .peer_text import printable
+from .roster import Accepted, Roster
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -45,6 +46,11 @@ def list_contacts(cfg: Config, args) -> int:
             print(
                 f"-\t{entry.address}\t{entry.public_key.hex().upper()}\t{entry.mailbox}\tlearned {_day(entry.at)} UTC"
             )
+        for stranger in roster.accepted():
+            print(
+                f"-\t-\t{stranger.public_key.hex().upper()}\t{stranger.mailbox}\t"
+                f"accepted stranger {_day(stranger.at)} UTC"
+            )
         roster.close()
     return EXIT_OK
 
@@ -69,6 +75,10 @@ def _add(cfg: Config, contact: Contact) -> int:
             f"no user {unknown[0]!r} in {cfg.source}" if unknown else "a contact needs a name", EXIT_USAGE
         )
     editor.edit(cfg.contacts, mailboxes, lambda text, source: editor.added(text, source, mailboxes, contact))
+    roster = _roster(cfg, create=False)
+    if roster is not None:  # a removal the bridge has not carried out yet is off
+        roster.keep_friendship(contact.public_key)
+        roster.close()
     print(
         f"added {contact.name} ({(contact.tox_id or contact.public_key).hex().upper()[:16]}…) "
         f"for {', '.join(contact.addresses) or 'no ordinary address'}; the running bridge follows within seconds"
@@ -77,6 +87,9 @@ def _add(cfg: Config, contact: Contact) -> int:
 
 
 def remove(cfg: Config, args) -> int:
+    """A contact (by name, address or key prefix), an accepted stranger (by key prefix) or a
+    learned address. The Tox friendship of a contact or a stranger ends too (the running bridge
+    deletes the friend), with every address learned for its key."""
     mailboxes = cfg.mailboxes
     book = load_contacts(cfg.contacts, mailboxes)
     found = book.find(args.what)
@@ -85,12 +98,20 @@ def remove(cfg: Config, args) -> int:
             f"{args.what!r} matches {len(found)} contacts ({', '.join(c.name for c in found)}); "
             "give an address or a longer Tox ID prefix"
         )
+    strangers = [] if found else _accepted(cfg, args.what)
+    if len({s.public_key for s in strangers}) > 1:
+        return _fail(f"{args.what!r} matches {len(strangers)} accepted strangers; give more of the key")
     if found:
         gone = found[0]
         editor.edit(
             cfg.contacts, mailboxes, lambda text, source: editor.removed(text, source, mailboxes, gone)
         )
         print(f"removed {gone.name} (line {gone.line} of {cfg.contacts})")
+        left = load_contacts(cfg.contacts, mailboxes).with_key(gone.public_key)
+        ending = [m for m in gone.users or mailboxes if not any(c.serves(m) for c in left)]
+        _end_friendships(cfg, gone.public_key, ending)
+    elif strangers:
+        _end_friendships(cfg, strangers[0].public_key, [s.mailbox for s in strangers])
     forgotten = 0
     roster = _roster(cfg, create=False)
     if roster is not None:
@@ -98,9 +119,38 @@ def remove(cfg: Config, args) -> int:
         roster.close()
     if forgotten:
         print(f"forgot the learned pairing of {args.what} ({forgotten} mailbox(es))")
-    if not found and not forgotten:
-        return _fail(f"no contact or learned address matches {args.what!r}")
+    if not found and not strangers and not forgotten:
+        return _fail(f"no contact, accepted stranger or learned address matches {args.what!r}")
     return EXIT_OK
+
+
+def _accepted(cfg: Config, what: str) -> list[Accepted]:
+    """The strangers whose friend request the bridge accepted, whose key starts with `what`."""
+    wanted = what.strip().lower()[:64]  # a full Tox ID starts with the key
+    roster = _roster(cfg, create=False)
+    if roster is None or len(wanted) < 8:
+        return []
+    try:
+        return [a for a in roster.accepted() if a.public_key.hex().startswith(wanted)]
+    finally:
+        roster.close()
+
+
+def _end_friendships(cfg: Config, public_key: bytes, mailboxes: list[str]) -> None:
+    """Ask the bridge to delete the Tox friend of these mailboxes (now, or when it starts)."""
+    if not mailboxes or not cfg.state_dir.is_dir():  # no state: no bridge ever made the friend
+        return
+    roster = _roster(cfg, create=True)
+    assert roster is not None
+    try:
+        for mailbox in mailboxes:
+            roster.end_friendship(mailbox, public_key)
+    finally:
+        roster.close()
+    print(
+        f"ending the Tox friendship of {public_key.hex().upper()[:16]}… with {', '.join(mailboxes)}; "
+        "the running bridge deletes the friend within seconds"
+    )
 
 
 def _pending(cfg: Config) -> list:
@@ -117,7 +167,7 @@ def pending(cfg: Config, args) -> int:
     requests = _pending(cfg)
     print("USER\tPUBLIC KEY\tFIRST SEEN (UTC)\tMESSAGE")
     for p in requests:
-        print(f"{p.mailbox}\t{p.public_key.hex().upper()}\t{_day(p.first_seen)}\t{p.message}")
+        print(f"{p.mailbox}\t{p.public_key.hex().upper()}\t{_day(p.first_seen)}\t{printable(p.message)}")
     return EXIT_OK
 
 

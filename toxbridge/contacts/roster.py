@@ -3,12 +3,19 @@
 - learned pairings: an ordinary address a friend sent from, tied to that friend's key, so that
   a reply to it goes back over Tox. Learned per local mailbox (the identity that is the friend);
   never made for an address someone wrote into the contacts book.
-- pending friend requests from strangers, for `toxbridge contacts pending|accept`.
+- pending friend requests from strangers, for `toxbridge contacts pending|accept`: at most
+  PENDING_CAP per mailbox (the least recently asking dropped first), forgotten after
+  PENDING_DAYS without a new request. Anyone on Tox can send requests, as many as they like.
+- strangers whose request the bridge accepted (tox.friend_requests: accept), for `contacts list`.
+- friendships to end: `contacts remove` asks, the running bridge deletes the Tox friend and
+  the row (the CLI has no Tox node; the bridge may be down and does it when it starts).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +27,13 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS pending (mailbox TEXT NOT NULL, public_key BLOB NOT NULL,"
     " message TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,"
     " PRIMARY KEY (mailbox, public_key))",
+    "CREATE TABLE IF NOT EXISTS accepted (mailbox TEXT NOT NULL, public_key BLOB NOT NULL,"
+    " message TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (mailbox, public_key))",
+    "CREATE TABLE IF NOT EXISTS unfriend (mailbox TEXT NOT NULL, public_key BLOB NOT NULL,"
+    " at REAL NOT NULL, PRIMARY KEY (mailbox, public_key))",
 )
+PENDING_CAP = 100  # per mailbox
+PENDING_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,14 @@ class Learned:
     mailbox: str
     address: str
     public_key: bytes
+    at: float
+
+
+@dataclass(frozen=True)
+class Accepted:
+    mailbox: str
+    public_key: bytes
+    message: str
     at: float
 
 
@@ -43,6 +64,17 @@ class Pending:
 class Roster:
     def __init__(self, path: Path | str) -> None:
         self._db = open_database(path, SCHEMA)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Several writes as one (the connection autocommits each statement otherwise)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # ---- learned pairings
 
@@ -74,17 +106,36 @@ class Roster:
     def forget(self, address: str) -> int:
         return self._db.execute("DELETE FROM learned WHERE address = ?", (address.lower(),)).rowcount
 
+    def forget_key(self, mailbox: str, public_key: bytes) -> int:
+        """Forget every address learned for this key by this mailbox."""
+        return self._db.execute(
+            "DELETE FROM learned WHERE mailbox = ? AND public_key = ?", (mailbox, public_key)
+        ).rowcount
+
     # ---- friend requests from strangers
 
     def add_pending(self, mailbox: str, public_key: bytes, message: str) -> None:
+        """Keep (or renew) a stranger's request; drop expired ones and those over the cap."""
         now = time.time()
-        self._db.execute(
-            "INSERT INTO pending (mailbox, public_key, message, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (mailbox, public_key) DO UPDATE SET message = excluded.message, last_seen = excluded.last_seen",
-            (mailbox, public_key, message, now, now),
-        )
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO pending (mailbox, public_key, message, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (mailbox, public_key) DO UPDATE SET message = excluded.message, last_seen = excluded.last_seen",
+                (mailbox, public_key, message, now, now),
+            )
+            self._db.execute(
+                "DELETE FROM pending WHERE mailbox = ? AND rowid NOT IN (SELECT rowid FROM pending"
+                " WHERE mailbox = ? ORDER BY last_seen DESC, rowid DESC LIMIT ?)",
+                (mailbox, mailbox, PENDING_CAP),
+            )
+            self.expire_pending(now)
+
+    def expire_pending(self, now: float | None = None) -> int:
+        cutoff = (time.time() if now is None else now) - PENDING_DAYS * 86400
+        return self._db.execute("DELETE FROM pending WHERE last_seen < ?", (cutoff,)).rowcount
 
     def pending(self) -> list[Pending]:
+        self.expire_pending()
         rows = self._db.execute(
             "SELECT mailbox, public_key, message, first_seen, last_seen FROM pending ORDER BY first_seen"
         )
@@ -92,6 +143,44 @@ class Roster:
 
     def drop_pending(self, mailbox: str, public_key: bytes) -> None:
         self._db.execute("DELETE FROM pending WHERE mailbox = ? AND public_key = ?", (mailbox, public_key))
+
+    # ---- strangers accepted, friendships to end
+
+    def add_accepted(self, mailbox: str, public_key: bytes, message: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO accepted (mailbox, public_key, message, at) VALUES (?, ?, ?, ?)",
+            (mailbox, public_key, message, time.time()),
+        )
+
+    def accepted(self) -> list[Accepted]:
+        rows = self._db.execute("SELECT mailbox, public_key, message, at FROM accepted ORDER BY at")
+        return [Accepted(*row) for row in rows]
+
+    def end_friendship(self, mailbox: str, public_key: bytes) -> None:
+        """Ask the bridge to delete this Tox friend of `mailbox`; forget what it learned of it."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO unfriend (mailbox, public_key, at) VALUES (?, ?, ?)",
+                (mailbox, public_key, time.time()),
+            )
+            self._db.execute(
+                "DELETE FROM accepted WHERE mailbox = ? AND public_key = ?", (mailbox, public_key)
+            )
+            self._db.execute(
+                "DELETE FROM pending WHERE mailbox = ? AND public_key = ?", (mailbox, public_key)
+            )
+            self.forget_key(mailbox, public_key)
+
+    def keep_friendship(self, public_key: bytes) -> None:
+        """The key is a contact again (`contacts add`): a removal not yet carried out is off."""
+        self._db.execute("DELETE FROM unfriend WHERE public_key = ?", (public_key,))
+
+    def friendships_to_end(self, mailbox: str) -> list[bytes]:
+        rows = self._db.execute("SELECT public_key FROM unfriend WHERE mailbox = ? ORDER BY at", (mailbox,))
+        return [row[0] for row in rows]
+
+    def friendship_ended(self, mailbox: str, public_key: bytes) -> None:
+        self._db.execute("DELETE FROM unfriend WHERE mailbox = ? AND public_key = ?", (mailbox, public_key))
 
     def close(self) -> None:
         self._db.close()

@@ -9,11 +9,13 @@ learned for it when learn_senders is on.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from ..address import is_tox_address
 from ..config import Config, User
 from ..contacts.book import Contact
+from ..contacts.peer_text import MAX_STORED, printable
 from ..contacts.routes import Routes
 from ..contacts.sender_check import FAIL, Verdict, check
 from ..mail.headers import Header, from_addresses
@@ -22,6 +24,46 @@ from .node import ToxNode
 from .wire import Envelope
 
 log = logging.getLogger("toxbridge.identity")  # the identity's log lines, as before it was split
+
+# Strangers' friend requests logged one by one, per identity: at most this many a window.
+REQUEST_LOG_BURST = 5
+REQUEST_LOG_WINDOW = 60.0
+
+
+class LogBudget:
+    """A line per stranger's request, at most REQUEST_LOG_BURST per REQUEST_LOG_WINDOW seconds
+    (anyone on Tox can send requests as fast as they like); the rest are counted and the count
+    is said when the next window opens with a request."""
+
+    def __init__(self, mailbox: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.mailbox, self._clock = mailbox, clock
+        self._start, self._used, self._held = clock(), 0, 0
+
+    def spend(self) -> bool:
+        """May this request have its log line?"""
+        now = self._clock()
+        if now - self._start >= REQUEST_LOG_WINDOW:
+            if self._held:
+                log.info(
+                    "%s: %d more friend requests from strangers came in %.0f s, not logged one by one",
+                    self.mailbox,
+                    self._held,
+                    now - self._start,
+                )
+            self._start, self._used, self._held = now, 0, 0
+        if self._used < REQUEST_LOG_BURST:
+            self._used += 1
+            return True
+        if not self._held:
+            log.warning(
+                "%s: more than %d friend requests from strangers in %.0f s; the rest are counted, "
+                "not logged (`toxbridge contacts pending` lists those kept)",
+                self.mailbox,
+                REQUEST_LOG_BURST,
+                REQUEST_LOG_WINDOW,
+            )
+        self._held += 1
+        return False
 
 
 class Friends:
@@ -32,6 +74,7 @@ class Friends:
     ) -> None:
         self.config, self.user, self.node, self.routes = config, user, node, routes
         self._save = save  # the profile keeps the friend list
+        self._log_budget = LogBudget(user.mailbox)
 
     def request_text(self) -> bytes:
         """What a friend request from this identity says: who is asking, from which household."""
@@ -73,7 +116,7 @@ class Friends:
 
     def on_request(self, public_key: bytes, message: bytes) -> None:
         """A friend request: a contact's is accepted, a stranger's as tox.friend_requests says."""
-        text = message.decode("utf-8", "replace")[:200]
+        text = message.decode("utf-8", "replace")[:MAX_STORED]
         contact = self.contact(public_key)
         policy = "accept" if contact else self.config.tox.friend_requests
         if policy == "accept":
@@ -86,25 +129,26 @@ class Friends:
                 return
             self._save()
             self.routes.roster.drop_pending(self.user.mailbox, public_key)
+            if contact is None:
+                self.routes.roster.add_accepted(self.user.mailbox, public_key, text)
+                if not self._log_budget.spend():
+                    return
             who = f"contact {contact.name!r}" if contact else "a stranger (friend_requests: accept)"
             log.info(
-                "%s: accepted friend request from %s, %s (%r)", self.user.mailbox, public_key.hex(), who, text
+                "%s: accepted friend request from %s, %s (%s)",
+                self.user.mailbox,
+                public_key.hex(),
+                who,
+                printable(text),
             )
-        elif policy == "pending":
+            return
+        if policy == "pending":
             self.routes.roster.add_pending(self.user.mailbox, public_key, text)
-            log.info(
-                "%s: friend request from %s (%r) is pending; see `toxbridge contacts pending`",
-                self.user.mailbox,
-                public_key.hex(),
-                text,
-            )
+            line = "%s: friend request from %s (%s) is pending; see `toxbridge contacts pending`"
         else:
-            log.info(
-                "%s: ignored friend request from %s (%r); friend_requests is 'ignore'",
-                self.user.mailbox,
-                public_key.hex(),
-                text,
-            )
+            line = "%s: ignored friend request from %s (%s); friend_requests is 'ignore'"
+        if self._log_budget.spend():
+            log.info(line, self.user.mailbox, public_key.hex(), printable(text))
 
     def vet(self, public_key: bytes, envelope: Envelope, header: Header) -> Verdict:
         """May this friend send as the addresses the mail claims? Learns them for this mailbox:

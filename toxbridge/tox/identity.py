@@ -119,6 +119,27 @@ class Identity:
             return f"Tox friend {key} has not been online yet (friend request not accepted?)"
         return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
 
+    def end_friendships(self) -> None:
+        """Delete the Tox friends `toxbridge contacts remove` asked to be rid of (it wrote them
+        into the roster: the CLI has no Tox node), with whatever was on its way to or from them."""
+        roster, mailbox = self.friends.routes.roster, self.user.mailbox
+        for public_key in roster.friendships_to_end(mailbox):
+            friend = self.node.friend_by_public_key(public_key)
+            if friend is not None:
+                self.sender.on_friend_offline(friend)
+                self.receiver.on_friend_offline(friend)
+                try:
+                    self.node.friend_delete(friend)
+                except ToxError as e:
+                    log.warning("%s: cannot end the Tox friendship with %s: %s", mailbox, public_key.hex(), e)
+                    continue
+                self.peers.pop(friend, None)
+                self.online_since.pop(public_key, None)
+                self.offline_since.pop(public_key, None)
+                self.save()
+                log.info("%s: ended the Tox friendship with %s (contacts remove)", mailbox, public_key.hex())
+            roster.friendship_ended(mailbox, public_key)
+
     async def stop(self) -> None:
         self.catch_up.stop()
         try:
