@@ -32,6 +32,19 @@ def test_defaults():
     assert bob is not None and bob.mailbox == "bob"
 
 
+def test_recipient_delimiter_agrees_with_postfix():
+    """Postfix and the bridge strip the same +extension (deploy/postfix/main.cf.toxbridge)."""
+    from toxbridge.lab.postfix import main_cf_settings
+
+    main_cf = main_cf_settings((DEPLOY.parent / "postfix" / "main.cf.toxbridge").read_text())
+    assert main_cf["recipient_delimiter"] == config.load(DEPLOY).recipient_delimiter == "+"
+    assert config.parse(MINIMAL).recipient_delimiter == "+"
+    assert config.parse(MINIMAL + "recipient_delimiter: '+-'\n").recipient_delimiter == "+-"
+    for bad in ("'a'", "'@'", "'+ '"):
+        with pytest.raises(ConfigError, match="recipient_delimiter: separator characters only"):
+            config.parse(MINIMAL + f"recipient_delimiter: {bad}\n")
+
+
 def test_unix_socket_endpoint():
     cfg = config.parse(MINIMAL + "dovecot_lmtp: /run/dovecot/lmtp\n")
     assert cfg.dovecot_lmtp == Endpoint(path="/run/dovecot/lmtp")

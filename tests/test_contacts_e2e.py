@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import smtplib
 import time
 import uuid
@@ -362,3 +363,54 @@ def test_a_strangers_request_cannot_write_to_the_operators_terminal(dora, bootst
         assert logged and not [line for line in logged if b"\x1b" in line or len(line) > 600], logged
     finally:
         client.close()
+
+
+def outcome(home, recipient: str, since: int, timeout: float = ARRIVAL) -> str:
+    """The status (sent, bounced, deferred) of the first delivery to `recipient` logged after `since`."""
+    found: list[str] = []
+
+    def logged() -> bool:
+        with open(home.postfix.maillog, "rb") as log:
+            log.seek(since)
+            text = log.read().decode("utf-8", "replace")
+        match = re.search(rf"to=<{re.escape(recipient)}>, .*status=(\w+)", text)
+        found[:] = [match.group(1)] if match else []
+        return bool(match)
+
+    assert wait_until(logged, timeout, interval=0.1), _fs.tail(home.postfix.maillog)
+    return found[0]
+
+
+def test_a_pairing_bob_learned_carries_ghosts_mail_over_tox_too(network):
+    """Issue 15.5: alice mailed bob from her work address; ghost (bob's household, also alice's
+    friend) writes to it. Postfix sends it to the bridge for everyone, so ghost's mail must go
+    over Tox from ghost's own identity, not bounce as `not a Tox contact`."""
+    alice, bob = network["alice"], network["bob"]
+    work = f"alice.work-{uuid.uuid4().hex[:8]}@alice.test"
+    mid, msg = compose(f"Alice <{work}>", bob.tox_address("bob"), "from work")
+    alice.postfix.send("alice@alice.test", [bob.tox_address("bob")], msg)
+    arrived(bob, "bob", mid)
+    bob.wait_log(f"bob: learned {work} -> Tox key {key(alice, 'alice')[:8]}", ROUTING)
+    assert lookup(bob, work) == f"toxbridge:inet:127.0.0.1:{bob.bridge_port}"
+
+    since = bob.postfix.maillog.stat().st_size
+    mid2, msg2 = compose("ghost@bob.test", work, "ghost writes to alice's work address")
+    bob.postfix.send("ghost@bob.test", [work], msg2)
+    assert outcome(bob, work, since) == "sent", _fs.tail(bob.bridge_log)
+    got = arrived(alice, "alice", mid2)
+    assert f"Tox key {key(bob, 'ghost')}" in received(got)
+
+
+def test_an_extension_of_a_contacts_address_crosses_tox_as_written(network):
+    """Issue 15.7: bob+news@bob.test is bob@bob.test's (recipient_delimiter +), as Postfix sees it."""
+    alice, bob = network["alice"], network["bob"]
+    if lookup(alice, "bob@bob.test") is None:
+        alice.contacts("add", "Bob", bob.tox_ids["bob"], "bob@bob.test", "--user", "alice")
+        assert wait_until(lambda: lookup(alice, "bob@bob.test") is not None, ROUTING)
+    assert lookup(alice, "Bob+News@bob.test") == f"toxbridge:inet:127.0.0.1:{alice.bridge_port}"
+    mark = alice.log_mark()
+    mid, msg = compose("alice@alice.test", "Bob+News@bob.test", "with an extension")
+    alice.postfix.send("alice@alice.test", ["Bob+News@bob.test"], msg)
+    got = arrived(bob, "bob", mid)
+    assert f"Tox key {key(alice, 'alice')}" in received(got)
+    alice.wait_log(rf"to=<Bob\+News@bob\.test>, peer={key(bob, 'bob')[:8]}, .*status=sent", 5, since=mark)

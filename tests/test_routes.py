@@ -8,8 +8,9 @@ import pytest
 
 from toxbridge.address import AddressError, tox_checksum
 from toxbridge.contacts import book as contacts
+from toxbridge.contacts.book import ContactBook
 from toxbridge.contacts.roster import Roster
-from toxbridge.contacts.routes import NoRoute, Route, Routes
+from toxbridge.contacts.routes import OWN_USER, NoRoute, Route, Routes
 
 MAILBOXES = ("mom", "dad")
 NOSPAM = b"\x01\x02\x03\x04"
@@ -43,7 +44,7 @@ def roster():
 
 @pytest.fixture
 def routes(roster) -> Routes:
-    return Routes(contacts.parse(BOOK, "contacts.yaml", MAILBOXES), roster)
+    return Routes(contacts.parse(BOOK, "contacts.yaml", MAILBOXES), roster, mailboxes=MAILBOXES)
 
 
 # ---------------------------------------------------------------- route
@@ -90,12 +91,50 @@ def test_route_contact_not_serving_the_mailbox(routes):
     assert str(caught.value) == "contact 'Tarek' serves only mom in this household"
 
 
-def test_route_learned_pairing_is_per_mailbox(routes, roster):
+def test_route_learned_pairing_for_a_user_who_does_not_reach_its_key(routes, roster):
     assert roster.learn("dad", "Pal@Example.org", KEY_C)
     assert routes.route("dad", "pal@example.org") == Route(KEY_C, None, "learned pairing")
     assert routes.route("dad", "PAL@EXAMPLE.ORG").public_key == KEY_C
     with pytest.raises(NoRoute, match="not a Tox contact of this household"):
-        routes.route("mom", "pal@example.org")
+        routes.route("mom", "pal@example.org")  # mom's identity is no friend of KEY_C
+
+
+def test_a_pairing_one_user_learned_routes_another_whose_identity_reaches_the_key(routes, roster):
+    """Issue 15.5: the pairing is the household's; dad's mail goes from dad's own identity."""
+    roster.learn("mom", "tarek@work.example", KEY_C)
+    routes.reaches = lambda mailbox, key: key == KEY_C  # both identities are friends of KEY_C
+    assert routes.route("dad", "Tarek@Work.example") == Route(KEY_C, None, "learned pairing (by mom)")
+    assert routes.transport("tarek@work.example") is True
+
+
+def test_a_pairing_one_user_learned_takes_the_ordinary_route_when_another_cannot_reach_it(routes, roster):
+    """Issue 15.5: Postfix asks without the sender, so an address that one user's identity cannot
+    reach takes the ordinary route for all; the bridge never gets dad's mail only to bounce it."""
+    roster.learn("mom", "tarek@work.example", KEY_C)
+    assert routes.transport("tarek@work.example") is False  # dad's identity is no friend of KEY_C
+    with pytest.raises(NoRoute):
+        routes.route("dad", "tarek@work.example")
+    roster.learn("dad", "tarek@work.example", KEY_C)  # KEY_C mailed dad from it too
+    assert routes.transport("tarek@work.example") is True
+
+
+def test_without_the_daemon_a_contact_or_an_own_pairing_with_the_key_reaches_it(routes, roster):
+    roster.learn("mom", "tarek@work.example", KEY_A)  # Tarek's key; his contact serves only mom
+    assert routes.route("mom", "tarek@work.example").public_key == KEY_A
+    with pytest.raises(NoRoute):
+        routes.route("dad", "tarek@work.example")
+    roster.learn("dad", "tarek@home.example", KEY_A)  # Tarek mailed dad from another address
+    assert routes.route("dad", "tarek@work.example") == Route(KEY_A, None, "learned pairing (by mom)")
+    roster.learn("mom", "gran@work.example", KEY_B)  # Grandma's contact serves everyone
+    assert routes.route("dad", "gran@work.example").public_key == KEY_B
+
+
+def test_the_first_pairing_of_the_household_wins_for_users_without_their_own(routes, roster):
+    routes.reaches = lambda mailbox, key: True
+    roster.learn("mom", "pal@example.org", KEY_C)
+    roster.learn("kid", "pal@example.org", KEY_A)  # a later, different key (a race of two friends)
+    assert routes.route("kid", "pal@example.org").public_key == KEY_A  # its own
+    assert routes.route("dad", "pal@example.org").public_key == KEY_C  # the household's first
 
 
 def test_route_unknown_address(routes):
@@ -147,7 +186,8 @@ def test_transport_true_for_contacts_and_tox(routes, address):
     assert routes.transport(address) is True
 
 
-def test_transport_learned_by_any_mailbox(routes, roster):
+def test_transport_learned_by_any_mailbox_that_every_user_reaches(routes, roster):
+    routes.reaches = lambda mailbox, key: True
     assert routes.transport("pal@example.org") is False
     roster.learn("dad", "pal@example.org", KEY_C)
     assert routes.transport("Pal@Example.org") is True
@@ -158,6 +198,81 @@ def test_transport_learned_by_any_mailbox(routes, roster):
 def test_transport_false_for_unknown(routes):
     assert routes.transport("nobody@example.org") is False
     assert routes.transport("tarek@example.org.evil") is False
+
+
+# ---------------------------------------------------------------- +extension (issue 15.7)
+
+
+@pytest.mark.parametrize(
+    "address, delimiter, base",
+    [
+        ("tarek+x@example.org", "+", "tarek@example.org"),
+        ("tarek+x+y@example.org", "+", "tarek@example.org"),  # at the first delimiter, as Postfix
+        ("tarek@example.org", "+", "tarek@example.org"),
+        ("tarek-x@example.org", "+", "tarek-x@example.org"),
+        ("tarek-x@example.org", "+-", "tarek@example.org"),  # any one of the characters
+        ("tarek+x@example.org", "-", "tarek+x@example.org"),
+        ("+x@example.org", "+", "+x@example.org"),  # never an empty local part
+        ("tarek+@example.org", "+", "tarek@example.org"),
+        ("postmaster+x@example.org", "+", "postmaster@example.org"),
+        ("MAILER-DAEMON@example.org", "-", "MAILER-DAEMON@example.org"),  # Postfix never splits these
+        ("double-bounce@example.org", "-", "double-bounce@example.org"),
+        ("owner-list@example.org", "-", "owner-list@example.org"),  # owner_request_special
+        ("list-request@example.org", "-", "list-request@example.org"),
+        ("a-b-request@example.org", "+", "a-b-request@example.org"),
+        ('"a+b"@example.org', "+", '"a@example.org'),  # Postfix splits the bare text too
+        ("a+b@c+d@example.org", "+", "a@example.org"),  # the local part ends at the last @
+        ("no-at-sign+x", "+", "no-at-sign+x"),
+    ],
+)
+def test_strip_extension(address, delimiter, base):
+    assert contacts.strip_extension(address, delimiter) == base
+
+
+def test_an_extension_of_a_contacts_address_leads_to_the_contact(routes):
+    assert routes.route("mom", "Tarek+News@example.org") == Route(KEY_A, ID_A, "contact 'Tarek'")
+    assert routes.transport("tarek+news@example.org") is True
+    assert routes.transport("granny+x+y@example.org") is True
+    assert routes.claims("tarek+x@example.org") == ("contact 'Tarek'", {KEY_A})
+    assert routes.learn("mom", "tarek+x@example.org", KEY_C) is False  # written down, extension or not
+    assert routes.transport("tarek-news@example.org") is False  # not the delimiter
+
+
+def test_an_extension_of_a_learned_address_leads_to_the_pairing(routes, roster):
+    roster.learn("dad", "pal@example.org", KEY_C)
+    assert routes.route("dad", "pal+x@example.org") == Route(KEY_C, None, "learned pairing")
+    assert routes.claims("pal+x@example.org") == ("learned pairing", {KEY_C})
+    routes.reaches = lambda mailbox, key: True
+    assert routes.transport("PAL+x@example.org") is True
+
+
+def test_the_address_as_written_comes_before_its_extension_is_stripped(roster):
+    book = contacts.parse(
+        f"- {{name: A, addresses: [a@example.org], tox_id: {ID_A.hex()}}}\n"
+        f"- {{name: B, addresses: [a+b@example.org], tox_id: {ID_B.hex()}}}\n",
+        "contacts.yaml",
+        MAILBOXES,
+    )
+    routes = Routes(book, roster, mailboxes=MAILBOXES)
+    assert routes.route("mom", "a+b@example.org").public_key == KEY_B
+    assert routes.route("mom", "a+c@example.org").public_key == KEY_A
+
+
+def test_the_delimiter_is_the_configured_one(roster):
+    routes = Routes(
+        contacts.parse(BOOK, "contacts.yaml", MAILBOXES), roster, mailboxes=MAILBOXES, recipient_delimiter="-"
+    )
+    assert routes.transport("tarek-x@example.org") is True
+    assert routes.transport("tarek+x@example.org") is False
+
+
+def test_an_extension_of_a_users_own_address_is_the_users(roster):
+    routes = Routes(ContactBook(), roster, ("mom@home.example",), mailboxes=("mom",))
+    assert routes.transport("mom+x@home.example") is False
+    assert routes.claims("Mom+x@home.example") == ("user of this household", {OWN_USER})
+    assert routes.learn("mom", "mom+x@home.example", KEY_C) is False
+    with pytest.raises(NoRoute, match="an address of this household"):
+        routes.route("mom", "mom+x@home.example")
 
 
 # ---------------------------------------------------------------- claims, learn
@@ -210,7 +325,9 @@ def test_recipient_matcher(routes, roster):
     assert not to_tarek_for_mom("junk@tox")  # AddressError
     assert not routes.recipient_matcher("dad", KEY_A)("tarek@example.org")  # not served
     assert routes.recipient_matcher("dad", KEY_C)("pal@example.org")
-    assert not routes.recipient_matcher("mom", KEY_C)("pal@example.org")  # learned for dad only
+    assert not routes.recipient_matcher("mom", KEY_C)("pal@example.org")  # mom does not reach KEY_C
+    routes.reaches = lambda mailbox, key: True
+    assert routes.recipient_matcher("mom", KEY_C)("pal@example.org")  # the household's pairing
 
 
 def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(roster):

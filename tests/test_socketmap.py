@@ -414,6 +414,7 @@ class MapServer:
     def __init__(self, port: int) -> None:
         self.port = port
         self.answers: dict[str, str] = {}
+        self.function: socketmap.MapFunction | None = None  # when set, answers instead of `answers`
         self.fail = False
         self.asked: list[tuple[float, str, set[str]]] = []  # (monotonic time, key, asking processes)
         self._server: asyncio.AbstractServer | None = None
@@ -424,10 +425,20 @@ class MapServer:
         self.asked.append((time.monotonic(), key, asking_processes(self.port)))
         if self.fail:
             raise RuntimeError("simulated failure")
+        if self.function is not None:
+            return self.function(key)
         return self.answers.get(key.lower())
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def call(self, function):
+        """function() on the server's thread (where the map's SQLite objects must live)."""
+
+        async def call():
+            return function()
+
+        return self._run(call())
 
     def start(self) -> None:
         self._server = self._run(
@@ -606,6 +617,7 @@ def fresh(lab):
     answering again after the test."""
     yield uuid.uuid4().hex[:8]
     lab.map.fail = False
+    lab.map.function = None
     if not lab.map.running:
         lab.map.start()
 
@@ -660,6 +672,64 @@ def test_contact_goes_to_the_bridge_others_take_the_default_route(lab, fresh):
     # Over SMTP, smtpd refuses an address whose route is the error transport at RCPT time.
     code, text = lab.rcpt(alice, [stranger])[stranger]
     assert code == 550 and b"5.7.1" in text
+
+
+def bridge_routes(lab: MailLab, book_text: str = ""):
+    """The bridge's own Routes for the lab household (alice, alan), answering the map as the
+    daemon does; returned with its roster, so a test can learn pairings."""
+    from toxbridge.contacts import book
+    from toxbridge.contacts.roster import Roster
+    from toxbridge.contacts.routes import Routes
+
+    mailboxes = ("alice", "alan")
+    roster = lab.map.call(lambda: Roster(":memory:"))
+    own = (lab.address("alice"), lab.address("alan"))
+    routes = Routes(book.parse(book_text, "contacts.yaml", mailboxes), roster, own, mailboxes=mailboxes)
+    lab.map.function = lambda key: lab.bridge if routes.transport(key) else None
+    return routes, roster
+
+
+@real_servers
+def test_an_extension_goes_where_its_address_goes_and_arrives_as_written(lab, fresh):
+    """Issue 15.7: Postfix asks the socketmap only the address as written, so the bridge looks
+    `friend+news@` up as `friend@` (recipient_delimiter, main.cf.toxbridge and toxbridge.yaml)."""
+    friend = f"friend-{fresh}@example.org"
+    bridge_routes(lab, f"- {{name: Friend, addresses: [{friend}], tox_id: '{'ab' * 32}'}}\n")
+    alice, news = lab.address("alice"), f"Friend-{fresh}+News@example.org"
+
+    mid = lab.sendmail(alice, news)
+    relay, _, status, _ = lab.outcome(mid)
+    assert (relay, status) == (f"127.0.0.1[127.0.0.1]:{lab.sink_port}", "sent"), _fs.tail(lab.postfix.maillog)
+    assert wait_until(lambda: lab.sunk(mid), 10)
+    dump = next(p.read_bytes() for p in lab.dump.iterdir() if mid.encode() in p.read_bytes())
+    assert f"X-Rcpt-Args: <{news}>".encode() in dump  # the bridge is handed the address as written
+    assert lab.rcpt(alice, [news])[news][0] == 250  # smtpd agrees at RCPT time
+    # Only the delimiter splits: another character is another address, the lab's default route.
+    other = f"friend-{fresh}-news@example.org"
+    assert lab.outcome(lab.sendmail(alice, other))[2] == "bounced"
+
+
+@real_servers
+def test_a_pairing_not_every_identity_reaches_takes_the_ordinary_route(lab, fresh):
+    """Issue 15.5: Postfix asks without the sender. alice's identity learned pal's key, alan's is no
+    friend of it: pal's address takes the ordinary route (the lab's default) for both, so alan's
+    mail does not reach the bridge only to bounce; once alan's identity reaches it, Tox for both."""
+    pal = f"pal-{fresh}@example.org"
+    routes, roster = bridge_routes(lab)
+    lab.map.call(lambda: roster.learn("alice", pal, b"\xc3" * 32))
+    friends = {"alice"}
+    routes.reaches = lambda mailbox, key: mailbox in friends
+
+    alice, alan = lab.address("alice"), lab.address("alan")
+    assert lab.outcome(lab.sendmail(alan, pal)) == (
+        "none",
+        "5.7.1",
+        "bounced",
+        "the lab sends no mail beyond this machine",
+    )
+    friends.add("alan")
+    relay, _, status, _ = lab.outcome(lab.sendmail(alice, pal))  # another pair: qmgr asks afresh
+    assert (relay, status) == (f"127.0.0.1[127.0.0.1]:{lab.sink_port}", "sent")
 
 
 @real_servers

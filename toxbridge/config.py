@@ -109,6 +109,9 @@ class Config:
     # A friend's sender address that no contact claims is learned (address -> that friend's key),
     # so replies to it go over Tox. Off: such mail is treated like a forged sender.
     learn_senders: bool = True
+    # Postfix's recipient_delimiter (main.cf.toxbridge): tarek+news@example.org is looked up as
+    # tarek@example.org, as Postfix looks up its own tables; any one of the characters splits.
+    recipient_delimiter: str = "+"
     dovecot_lmtp: Endpoint = Endpoint("127.0.0.1", 24)
     hostname: str = "toxbridge.localdomain"
     max_message_size: int = 50 * 1024 * 1024
@@ -288,6 +291,8 @@ def _check(config: Config, data: LineDict, source: str) -> None:
         fail("socketmap_listen", "must differ from lmtp_listen")
     if config.forged_sender not in ("reject", "flag"):
         fail("forged_sender", f"must be reject or flag, not {config.forged_sender!r}")
+    if any(c.isspace() or c.isalnum() or c == "@" for c in config.recipient_delimiter):
+        fail("recipient_delimiter", "separator characters only (Postfix's recipient_delimiter, e.g. +)")
     if not config.users:
         fail("users", "at least one user is needed")
     seen: set[str] = set()

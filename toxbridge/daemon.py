@@ -73,11 +73,14 @@ async def run(config: Config) -> None:
             f"{e} (fix the contacts file; toxbridge does not start without its contacts)"
         ) from None
     store = DeliveryStore(config.state_dir / "delivered.sqlite", config.dedup_days * 86400)
-    routes = Routes(book, Roster(config.state_dir / "roster.sqlite"), tuple(u.address for u in config.users))
+    routes = Routes.of(config, book, Roster(config.state_dir / "roster.sqlite"))
     identities: list[Identity] = []
     try:
         for user in config.users:
             identities.append(Identity.open(config, user, store, routes))
+        nodes = {i.user.mailbox: i.node for i in identities}
+        # A pairing another user learned serves a user whose own identity is that key's friend.
+        routes.reaches = lambda mailbox, key: nodes[mailbox].friend_by_public_key(key) is not None
         await _serve(config, identities, store, routes)
     finally:
         await _close(identities, store, routes.roster)

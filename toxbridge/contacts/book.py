@@ -57,6 +57,26 @@ def normalise_address(address: str) -> str:
     return address.strip().lower()
 
 
+# Local parts Postfix never splits at recipient_delimiter (split_addr.c), and with "-" among the
+# delimiters (owner_request_special, on by default) neither owner-* nor *-request.
+_UNSPLIT = ("postmaster", "mailer-daemon", "double-bounce")
+
+
+def strip_extension(address: str, delimiters: str) -> str:
+    """The address without its extension, as Postfix strips it for table lookups: the local part
+    (up to the last @) ends at the first of the `delimiters` characters, unless that would leave
+    it empty or it is one Postfix keeps whole. An address without an extension comes back as is."""
+    local, at, domain = address.rpartition("@")
+    if not at or not delimiters or local.lower() in _UNSPLIT:
+        return address
+    if "-" in delimiters and (local.lower().startswith("owner-") or local.lower().endswith("-request")):
+        return address
+    cut = next((i for i, c in enumerate(local) if c in delimiters), -1)
+    if cut <= 0:
+        return address
+    return f"{local[:cut]}@{domain}"
+
+
 def check_address(address: str) -> str:
     """A contact's ordinary address, normalised; raises ValueError saying what is wrong."""
     address = normalise_address(address)

@@ -1,8 +1,9 @@
 """What the bridge learned about Tox peers, in SQLite shared by the daemon and the CLI.
 
 - learned pairings: an ordinary address a friend sent from, tied to that friend's key, so that
-  a reply to it goes back over Tox. Learned per local mailbox (the identity that is the friend);
-  never made for an address someone wrote into the contacts book.
+  a reply to it goes back over Tox. Recorded per local mailbox (the identity that is the friend),
+  used by the whole household (contacts/routes.py); never made for an address someone wrote
+  into the contacts book.
 - pending friend requests from strangers, for `toxbridge contacts pending|accept`: at most
   PENDING_CAP per mailbox (the least recently asking dropped first), forgotten after
   PENDING_DAYS without a new request. Anyone on Tox can send requests, as many as they like.
@@ -91,6 +92,21 @@ class Roster:
             "SELECT public_key FROM learned WHERE mailbox = ? AND address = ?", (mailbox, address.lower())
         ).fetchone()
         return row[0] if row else None
+
+    def first_learned(self, address: str) -> tuple[str, bytes] | None:
+        """(mailbox, key) of the household's first pairing for this address (trust on first use)."""
+        row = self._db.execute(
+            "SELECT mailbox, public_key FROM learned WHERE address = ? ORDER BY at, mailbox LIMIT 1",
+            (address.lower(),),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def has_key(self, mailbox: str, public_key: bytes) -> bool:
+        """Did this mailbox learn any address from this key (so the key mailed it, as a friend)?"""
+        row = self._db.execute(
+            "SELECT 1 FROM learned WHERE mailbox = ? AND public_key = ? LIMIT 1", (mailbox, public_key)
+        ).fetchone()
+        return row is not None
 
     def keys_of(self, address: str) -> set[bytes]:
         """Every key any mailbox learned for this address."""

@@ -281,7 +281,7 @@ def _transport_test(config: Config):
         book = ContactBook()
     roster_path = config.state_dir / "roster.sqlite"
     roster = Roster(roster_path) if roster_path.exists() else Roster(":memory:")
-    return Routes(book, roster, tuple(u.address for u in config.users)).transport
+    return Routes.of(config, book, roster).transport
 
 
 def run(config: Config) -> list[Check]:
