@@ -11,6 +11,8 @@ from toxbridge.contacts import book as contacts
 from toxbridge.contacts.book import ContactBook
 from toxbridge.contacts.roster import Roster
 from toxbridge.contacts.routes import OWN_USER, NoRoute, Route, Routes
+from toxbridge.mail.headers import scan
+from toxbridge.tox import wire
 
 MAILBOXES = ("mom", "dad")
 NOSPAM = b"\x01\x02\x03\x04"
@@ -330,28 +332,30 @@ def test_recipient_matcher(routes, roster):
     assert routes.recipient_matcher("mom", KEY_C)("pal@example.org")  # the household's pairing
 
 
+def bobs_friends(routes: Routes):
+    """bob's Friends (the sender vetting) over `routes`; config and node are stand-ins: vet()
+    reads config.learn_senders, never the node."""
+    from types import SimpleNamespace
+
+    from toxbridge.config import Config, User
+    from toxbridge.tox.friends import Friends
+    from toxbridge.tox.node import ToxNode
+
+    config = cast(Config, SimpleNamespace(learn_senders=True))
+    return Friends(config, User("bob", "bob@bob.test"), cast(ToxNode, None), routes, lambda: None)
+
+
 def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(roster):
     """bob and ghost share a household; alice's mail reached ghost first. bob's reply to alice
     still needs bob's own pairing (seen as a race in the full suite)."""
     from types import SimpleNamespace
 
-    from toxbridge.config import Config, User
-    from toxbridge.contacts.book import ContactBook
-    from toxbridge.mail.headers import scan
-    from toxbridge.tox import wire
-    from toxbridge.tox.friends import Friends
-    from toxbridge.tox.node import ToxNode
+    from toxbridge.config import Config
 
     alice_key = b"\x05" * 32
     routes = Routes(ContactBook(), roster, ("bob@bob.test",))
     routes.learn("ghost", "alice@alice.test", alice_key)
-    bob = Friends(  # config and node are stand-ins: vet() reads config.learn_senders, never the node
-        cast(Config, SimpleNamespace(learn_senders=True)),
-        User("bob", "bob@bob.test"),
-        cast(ToxNode, None),
-        routes,
-        lambda: None,
-    )
+    bob = bobs_friends(routes)
     envelope = wire.Envelope("alice@alice.test", ("bob@bob.test",), 10)
     assert bob.vet(alice_key, envelope, scan(b"From: Alice <alice@alice.test>\r\n")).ok
     assert routes.route("bob", "alice@alice.test").public_key == alice_key
@@ -365,23 +369,7 @@ def test_a_pairing_another_local_identity_learned_is_learned_for_this_one_too(ro
 
 def test_a_header_longer_than_what_was_read_fails_and_nothing_is_learned(roster):
     """What lies beyond the bytes read is not seen, so not judged: Dovecot would show it."""
-    from types import SimpleNamespace
-
-    from toxbridge.config import Config, User
-    from toxbridge.contacts.book import ContactBook
-    from toxbridge.mail.headers import scan
-    from toxbridge.tox import wire
-    from toxbridge.tox.friends import Friends
-    from toxbridge.tox.node import ToxNode
-
-    routes = Routes(ContactBook(), roster, ("bob@bob.test",))
-    bob = Friends(  # config and node are stand-ins: vet() reads config.learn_senders, never the node
-        cast(Config, SimpleNamespace(learn_senders=True)),
-        User("bob", "bob@bob.test"),
-        cast(ToxNode, None),
-        routes,
-        lambda: None,
-    )
+    bob = bobs_friends(Routes(ContactBook(), roster, ("bob@bob.test",)))
     head = b"From: alice@alice.test\r\nX-Padding: " + b"x" * 2000  # no end of the header in sight
     verdict = bob.vet(
         b"\x05" * 32, wire.Envelope("alice@alice.test", ("bob@bob.test",), len(head) + 5000), scan(head)
