@@ -8,7 +8,7 @@ from typing import cast
 from payloads import encode_payload
 
 from toxbridge.tox import wire
-from toxbridge.tox.partial import Incoming
+from toxbridge.tox.partial import Incoming, Partials
 
 MESSAGE = b"Subject: resume\r\n\r\n" + b"x" * 5000
 PAYLOAD = encode_payload(wire.Envelope("a@b.example", ("c@d.example",), len(MESSAGE)), MESSAGE)
@@ -91,6 +91,7 @@ def test_an_answer_that_meets_a_full_send_queue_is_tried_again(tmp_path, monkeyp
             cast(DeliveryStore, None),
             tmp_path,
             cast(Vet, None),
+            partials=Partials(tmp_path, 1 << 30, 1 << 30, 0),
         )
         inbox._answer(0, bytes(32), Reply(250, "2.0.0 ok"))
         while not node.sent and node.calls < 1 + receiver_mod.ANSWER_RETRIES:

@@ -9,7 +9,7 @@ from toxbridge.contacts.routes import Routes
 from toxbridge.mail.postqueue import deferred_for, parse_queue
 from toxbridge.mail.smtpreply import Reply
 from toxbridge.tox.delivered import DeliveryStore
-from toxbridge.tox.partial import prune_partials
+from toxbridge.tox.partial import Partials
 
 KEY = bytes(range(32))
 OTHER = bytes(32)
@@ -77,5 +77,7 @@ def test_prune_partials(tmp_path):
     old.write_bytes(b"x")
     new.write_bytes(b"y")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    assert prune_partials(tmp_path, 3600) == 1
+    partials = Partials(tmp_path, 1 << 30, 1 << 30, 0)
+    partials.scan()  # what an earlier run left
+    assert partials.prune(3600) == 1
     assert not old.exists() and new.exists()

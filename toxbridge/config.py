@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+# A payload is the message plus toxbridge's envelope (tox/wire.py: at most 16 KiB and a prefix);
+# a partial file is counted in whole 4 KiB blocks. 64 KiB covers both.
+PAYLOAD_ROOM = 64 * 1024
 _MAILBOX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
@@ -125,6 +128,12 @@ class Config:
     dedup_days: int = 30
     # A broken incoming transfer is kept this long for the sender's retry to resume from.
     partial_hours: int = 24
+    # The room partial files may take (friends that offer mails and cancel them must not fill
+    # the disk): bytes per friend (at least one mail of max_message_size, so every mail fits),
+    # in all, and the free space they always leave. Offers past these are refused 452 4.3.1.
+    partial_bytes_per_friend: int = 128 * 1024 * 1024
+    partial_bytes_total: int = 512 * 1024 * 1024
+    partial_min_free: int = 1024 * 1024 * 1024
     # On SIGTERM, mail on its way over Tox and deliveries to Dovecot get this long in all (one
     # deadline); what is left is answered 4xx (Postfix keeps it). A second signal stops at once.
     # Plus daemon.CLOSE_SECONDS it stays below TimeoutStopSec in deploy/systemd/toxbridge.service.
@@ -293,6 +302,13 @@ def _check(config: Config, data: LineDict, source: str) -> None:
         fail("forged_sender", f"must be reject or flag, not {config.forged_sender!r}")
     if any(c.isspace() or c.isalnum() or c == "@" for c in config.recipient_delimiter):
         fail("recipient_delimiter", "separator characters only (Postfix's recipient_delimiter, e.g. +)")
+    if config.partial_bytes_per_friend < config.max_message_size + PAYLOAD_ROOM:
+        fail(
+            "partial_bytes_per_friend",
+            f"must be at least max_message_size + {PAYLOAD_ROOM} (else the largest mail never fits)",
+        )
+    if config.partial_bytes_total < config.partial_bytes_per_friend:
+        fail("partial_bytes_total", "must be at least partial_bytes_per_friend")
     if not config.users:
         fail("users", "at least one user is needed")
     seen: set[str] = set()

@@ -21,7 +21,7 @@ from .ops import control, snapshot
 from .outbound import Outbound
 from .tox.delivered import DeliveryStore
 from .tox.identity import Identity
-from .tox.partial import prune_partials
+from .tox.partial import Partials
 
 log = logging.getLogger("toxbridge.daemon")
 
@@ -74,14 +74,21 @@ async def run(config: Config) -> None:
         ) from None
     store = DeliveryStore(config.state_dir / "delivered.sqlite", config.dedup_days * 86400)
     routes = Routes.of(config, book, Roster(config.state_dir / "roster.sqlite"))
+    partials = Partials(
+        state_subdir(config.state_dir, "partial"),
+        config.partial_bytes_per_friend,
+        config.partial_bytes_total,
+        config.partial_min_free,
+    )
+    partials.scan()  # what an earlier run left counts against the caps
     identities: list[Identity] = []
     try:
         for user in config.users:
-            identities.append(Identity.open(config, user, store, routes))
+            identities.append(Identity.open(config, user, store, routes, partials))
         nodes = {i.user.mailbox: i.node for i in identities}
         # A pairing another user learned serves a user whose own identity is that key's friend.
         routes.reaches = lambda mailbox, key: nodes[mailbox].friend_by_public_key(key) is not None
-        await _serve(config, identities, store, routes)
+        await _serve(config, identities, store, routes, partials)
     finally:
         await _close(identities, store, routes.roster)
 
@@ -109,7 +116,9 @@ async def _listen(key: str, listen, start):
         ) from None
 
 
-async def _serve(config: Config, identities: list[Identity], store: DeliveryStore, routes: Routes) -> None:
+async def _serve(
+    config: Config, identities: list[Identity], store: DeliveryStore, routes: Routes, partials: Partials
+) -> None:
     loop = asyncio.get_running_loop()
     for identity in identities:
         identity.bootstrap()
@@ -159,7 +168,7 @@ async def _serve(config: Config, identities: list[Identity], store: DeliveryStor
         for job in (
             _rebootstrap(config, identities),
             _drop_stalled(config, identities),
-            _housekeeping(config, store),
+            _housekeeping(config, store, partials),
             _follow_contacts_file(config, routes, identities),
             _report_status(identities),
         )
@@ -273,11 +282,11 @@ def _file_state(path) -> tuple | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-async def _housekeeping(config: Config, store: DeliveryStore) -> None:
+async def _housekeeping(config: Config, store: DeliveryStore, partials: Partials) -> None:
     """Forget old delivery records and partial transfers nobody resumed: now, then hourly."""
     while True:
         forgotten = store.prune()
-        removed = prune_partials(config.state_dir / "partial", config.partial_hours * 3600)
+        removed = partials.prune(config.partial_hours * 3600)
         if forgotten or removed:
             log.info(
                 "housekeeping: forgot %d delivery records, removed %d stale partial transfers",

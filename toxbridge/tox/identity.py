@@ -21,6 +21,7 @@ from .friends import Friends
 from .incoming import Receiver
 from .node import ToxNode
 from .outgoing import Sender
+from .partial import Partials
 
 log = logging.getLogger("toxbridge.identity")
 
@@ -31,13 +32,19 @@ class Identity:
     """Handler of one ToxNode's events; keeps who is online since when."""
 
     def __init__(
-        self, config: Config, user: User, node: ToxNode, store: DeliveryStore, routes: Routes
+        self,
+        config: Config,
+        user: User,
+        node: ToxNode,
+        store: DeliveryStore,
+        routes: Routes,
+        partials: Partials,
     ) -> None:
         self.config, self.user, self.node = config, user, node
         self.friends = Friends(config, user, node, routes, self.save)
         self.catch_up = CatchUp(config, user, node, routes)
         self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout)
-        partial_dir = state_subdir(state_subdir(config.state_dir, "partial"), user.mailbox)
+        partial_dir = state_subdir(partials.root, user.mailbox)
         self._dovecot = lmtp_out.LMTPClient(config.dovecot_lmtp, config.hostname)  # one mail at a time
         self.receiver = Receiver(
             node,
@@ -50,6 +57,7 @@ class Identity:
             partial_dir,
             self.friends.vet,
             config.forged_sender,
+            partials=partials,
         )
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
@@ -59,7 +67,9 @@ class Identity:
         node.handler = self
 
     @classmethod
-    def open(cls, config: Config, user: User, store: DeliveryStore, routes: Routes) -> Identity:
+    def open(
+        cls, config: Config, user: User, store: DeliveryStore, routes: Routes, partials: Partials
+    ) -> Identity:
         path = profile.profile_path(config.state_dir, user.mailbox)
         savedata = profile.read(path)
         # Start at a random port of the range: a restart on the port the killed process had
@@ -81,7 +91,7 @@ class Identity:
                 f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
                 "(other Tox programs running? widen the range)"
             ) from None
-        identity = cls(config, user, node, store, routes)
+        identity = cls(config, user, node, store, routes, partials)
         if savedata is None:
             identity.save()
         return identity

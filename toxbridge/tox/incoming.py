@@ -25,7 +25,7 @@ from .delivered import DeliveryStore
 from .errors import ToxError, ToxSendQueueFull
 from .library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
 from .node import ToxNode
-from .partial import Incoming, read_at
+from .partial import Incoming, Partials, read_at
 
 log = logging.getLogger("toxbridge.receiver")
 
@@ -58,6 +58,8 @@ class Receiver:
         partial_dir: Path,
         vet: Vet,
         forged_sender: str = "reject",
+        *,
+        partials: Partials,
     ) -> None:
         self._node = node
         self._max_message = max_message
@@ -70,6 +72,7 @@ class Receiver:
         self._partial_dir = partial_dir
         self._vet = vet
         self._forged_sender = forged_sender  # reject | flag
+        self._partials = partials  # the room partial files may take, shared by every identity
         self._incoming: dict[tuple[int, int], Incoming] = {}
         self._delivering: set[bytes] = set()
         self._flooding: set[int] = set()  # friends told "too many at once" in this burst
@@ -133,16 +136,22 @@ class Receiver:
             return
         self._flooding.discard(friend)
         peer_key = self._node.friend_public_key(friend).hex()
-        inc = Incoming(
-            friend,
-            number,
-            file_id,
-            size,
-            self._partial_dir / f"{peer_key}-{file_id.hex()}",
-            wire.PayloadParser(self._max_message),
-        )
+        path = self._partial_dir / f"{peer_key}-{file_id.hex()}"
+        earlier = self._partials.earlier(path)
+        no_room = self._partials.admit(peer_key, path, size)
+        if no_room is not None:
+            log.warning(
+                "%s: no room for a mail of %d bytes from friend %s (%s); refused for now",
+                file_id.hex()[:12],
+                size,
+                self._node.friend_label(friend),
+                no_room,
+            )
+            self._refuse(friend, number, file_id, Reply(452, f"4.3.1 {no_room}; try again later"))
+            return
+        inc = Incoming(friend, number, file_id, size, path, wire.PayloadParser(self._max_message))
         try:
-            resume_at = inc.open()
+            resume_at = inc.open(earlier)
             if resume_at:
                 self._node.file_seek(friend, number, resume_at)
                 log.info(
@@ -151,6 +160,7 @@ class Receiver:
             self._node.file_control(friend, number, FILE_CONTROL_RESUME)
         except (OSError, ToxError) as e:
             inc.close()
+            self._partials.release(path)
             log.warning("%s: cannot take the transfer: %s", file_id.hex()[:12], e)
             self._refuse(
                 friend, number, file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now")
@@ -190,6 +200,7 @@ class Receiver:
             inc = self._incoming.pop((friend, number), None)
             if inc is not None:
                 inc.close()  # the partial file stays for a retry to resume
+                self._partials.release(inc.path, inc)
                 log.info(
                     "%s: friend %s stopped the transfer at byte %d; kept for a retry",
                     inc.file_id.hex()[:12],
@@ -205,6 +216,7 @@ class Receiver:
             if now - inc.last_progress > stall_timeout:
                 del self._incoming[key]
                 inc.close()
+                self._partials.release(inc.path, inc)
                 log.warning(
                     "%s: transfer from friend %s stalled at byte %d; cancelled, kept for a retry",
                     inc.file_id.hex()[:12],
@@ -215,7 +227,9 @@ class Receiver:
 
     def on_friend_offline(self, friend: int) -> None:
         for key in [k for k in self._incoming if k[0] == friend]:
-            self._incoming.pop(key).close()
+            inc = self._incoming.pop(key)
+            inc.close()
+            self._partials.release(inc.path, inc)
 
     def _drop(self, inc: Incoming, reply: Reply, why: str) -> None:
         """A transfer that cannot become a mail: answered, cancelled, its partial file removed."""
@@ -223,6 +237,7 @@ class Receiver:
         del self._incoming[(inc.friend, inc.number)]
         inc.close()
         inc.path.unlink(missing_ok=True)
+        self._partials.forget(inc.path)
         self._refuse(inc.friend, inc.number, inc.file_id, reply)
 
     def _refuse(self, friend: int, number: int, file_id: bytes, reply: Reply) -> None:
@@ -234,6 +249,7 @@ class Receiver:
         inc.close()
         if inc.received != inc.size or inc.hasher.digest() != inc.file_id:
             inc.path.unlink(missing_ok=True)
+            self._partials.forget(inc.path)
             log.warning(
                 "friend %s sent a mail whose length or hash does not match; asked to resend",
                 self._node.friend_label(inc.friend),
@@ -250,11 +266,13 @@ class Receiver:
             head = read_at(inc.path, offset, min(envelope.size, HEAD_LIMIT))
         except wire.WireError as e:
             inc.path.unlink(missing_ok=True)
+            self._partials.forget(inc.path)
             log.warning("friend %s sent a malformed payload: %s", self._node.friend_label(inc.friend), e)
             self._answer(inc.friend, inc.file_id, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"))
             return
         except OSError as e:
             log.warning("%s: cannot read the received mail back: %s", inc.file_id.hex()[:12], e)
+            self._partials.release(inc.path)
             self._answer(
                 inc.friend, inc.file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now")
             )
@@ -305,6 +323,7 @@ class Receiver:
         finally:
             self._delivering.discard(inc.file_id)
             inc.path.unlink(missing_ok=True)
+            self._partials.forget(inc.path)
         status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
         log.info(
             "%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
@@ -349,6 +368,7 @@ class Receiver:
         """Let running deliveries finish (bounded by the LMTP client's own timeout)."""
         for inc in self._incoming.values():
             inc.close()
+            self._partials.release(inc.path)
         if not self._tasks:
             return
         try:
