@@ -203,7 +203,9 @@ def test_learned_pairings_show_in_list_and_remove_forgets_them(run, env):
         ["-", "pen@pal.example", ID_C[:32].hex().upper(), "dad"],
         ["-", "pen@pal.example", ID_C[:32].hex().upper(), "mom"],
     ]
-    assert all(r[4].startswith("learned ") and r[4].endswith(" UTC") and recent(r[4][8:-4]) for r in learned)
+    # marked as a first claim (issue 15.4); the note says how to refuse one
+    assert "trust on first use" in err and "contacts remove ADDRESS" in err
+    assert all(r[4].startswith("learned* ") and r[4].endswith(" UTC") and recent(r[4][9:-4]) for r in learned)
 
     code, out, err = run("remove", "PEN@pal.example")
     assert code == 0, err

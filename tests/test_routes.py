@@ -271,7 +271,7 @@ def test_the_delimiter_is_the_configured_one(roster):
 def test_an_extension_of_a_users_own_address_is_the_users(roster):
     routes = Routes(ContactBook(), roster, ("mom@home.example",), mailboxes=("mom",))
     assert routes.transport("mom+x@home.example") is False
-    assert routes.claims("Mom+x@home.example") == ("user of this household", {OWN_USER})
+    assert routes.claims("Mom+x@home.example") == ("a user of this household", {OWN_USER})
     assert routes.learn("mom", "mom+x@home.example", KEY_C) is False
     with pytest.raises(NoRoute, match="an address of this household"):
         routes.route("mom", "mom+x@home.example")

@@ -140,7 +140,7 @@ async def _serve(
         if listen.path
         else f"{POSTFIX_SERVICE}:inet:{listen.host}:{listen.port}"
     )
-    transport = {"transport": lambda key: nexthop if routes.transport(key) else None}
+    transport = {"transport": lambda key: nexthop if routes.postfix_asks(key) else None}
     tables = await _listen(
         "socketmap_listen",
         config.socketmap_listen,

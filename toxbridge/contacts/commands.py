@@ -44,7 +44,14 @@ def list_contacts(cfg: Config, args) -> int:
     if roster is not None:
         for entry in roster.learned():
             print(
-                f"-\t{entry.address}\t{entry.public_key.hex().upper()}\t{entry.mailbox}\tlearned {_day(entry.at)} UTC"
+                f"-\t{entry.address}\t{entry.public_key.hex().upper()}\t{entry.mailbox}\t"
+                f"learned* {_day(entry.at)} UTC"
+            )
+        if roster.learned():
+            print(
+                "* learned: claimed by that Tox key's first mail (trust on first use), not written by "
+                "anyone here; refuse one with `toxbridge contacts remove ADDRESS`",
+                file=sys.stderr,
             )
         for stranger in roster.accepted():
             print(

@@ -8,6 +8,9 @@
   PENDING_CAP per mailbox (the least recently asking dropped first), forgotten after
   PENDING_DAYS without a new request. Anyone on Tox can send requests, as many as they like.
 - strangers whose request the bridge accepted (tox.friend_requests: accept), for `contacts list`.
+- addresses the socketmap told Postfix to route the ordinary way (the household mails them, or
+  they mailed it, without Tox): a friend may never claim them (issue 15.4). At most
+  ORDINARY_CAP, the least recently asked forgotten first.
 - friendships to end: `contacts remove` asks, the running bridge deletes the Tox friend and
   the row (the CLI has no Tox node; the bridge may be down and does it when it starts).
 """
@@ -30,11 +33,14 @@ SCHEMA = (
     " PRIMARY KEY (mailbox, public_key))",
     "CREATE TABLE IF NOT EXISTS accepted (mailbox TEXT NOT NULL, public_key BLOB NOT NULL,"
     " message TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (mailbox, public_key))",
+    "CREATE TABLE IF NOT EXISTS ordinary (address TEXT PRIMARY KEY, at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ordinary_at ON ordinary (at)",
     "CREATE TABLE IF NOT EXISTS unfriend (mailbox TEXT NOT NULL, public_key BLOB NOT NULL,"
     " at REAL NOT NULL, PRIMARY KEY (mailbox, public_key))",
 )
 PENDING_CAP = 100  # per mailbox
 PENDING_DAYS = 30
+ORDINARY_CAP = 10000  # addresses Postfix was told to route the ordinary way; the oldest go first
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,28 @@ class Roster:
         return self._db.execute(
             "DELETE FROM learned WHERE mailbox = ? AND public_key = ?", (mailbox, public_key)
         ).rowcount
+
+    # ---- addresses of the ordinary route
+
+    def note_ordinary(self, address: str) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO ordinary (address, at) VALUES (?, ?)"
+                " ON CONFLICT (address) DO UPDATE SET at = excluded.at",
+                (address.lower(), time.time()),
+            )
+            self._db.execute(
+                "DELETE FROM ordinary WHERE at <="
+                " (SELECT at FROM ordinary ORDER BY at DESC LIMIT 1 OFFSET ?)",
+                (ORDINARY_CAP,),
+            )
+
+    def is_ordinary(self, address: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM ordinary WHERE address = ?", (address.lower(),)).fetchone()
+        return row is not None
+
+    def ordinary_count(self) -> int:
+        return self._db.execute("SELECT count(*) FROM ordinary").fetchone()[0]
 
     # ---- friend requests from strangers
 

@@ -12,6 +12,14 @@ Postfix asks the transport without the sender, so the route cannot differ per us
 only learned goes to the bridge when every user's identity reaches its key, and otherwise takes
 the ordinary route for all, as before anyone learned it; mail never reaches the bridge only to
 bounce for one user (issue 15).
+
+No friend ever claims (so learns) an address of the household's own domains (the domains of
+its users' addresses), nor one the socketmap told Postfix to route the ordinary way (the
+household mailed it, or at MAIL FROM it mailed the household, without Tox): trust on first use
+would hand it the household's later mail (issue 15.4). Limits: Postfix asks senders too, so an
+outsider who mails the household first, with the address a friend would later claim, keeps
+that friend from learning it (a contacts entry still ties it); mail that never passed this
+Postfix is not known; the record holds the ORDINARY_CAP latest addresses.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from ..address import AddressError, is_tox_address, parse_tox_address
 from ..config import Config
 from .book import Contact, ContactBook, normalise_address, strip_extension
 from .roster import Roster
+from .sender_check import NOT_A_FRIENDS
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class Route:
     via: str  # how the address is known, for replies and logs
 
 
-OWN_USER = b""  # stands for "tied to one of our own identities" (no friend's key is empty)
+OWN_USER = NOT_A_FRIENDS  # stands for "tied to one of our own identities"
 
 
 class NoRoute(LookupError):
@@ -53,6 +62,7 @@ class Routes:
         self.roster = roster
         # The bridge users' own addresses: never a friend's, never routed to Tox, never learned.
         self.own = {normalise_address(a) for a in own_addresses}
+        self.own_domains = {a.rpartition("@")[2] for a in self.own}
         self.mailboxes = tuple(mailboxes)  # every user: the transport must suit each of them
         self.delimiter = recipient_delimiter  # Postfix's recipient_delimiter (any one character)
         # Does this user's identity reach this key? The daemon sets it to "is a friend of the
@@ -78,6 +88,12 @@ class Routes:
 
     def _own(self, address: str) -> bool:
         return any(k in self.own for k in self._keys(address))
+
+    def _own_domain(self, address: str) -> bool:
+        return normalise_address(address).rpartition("@")[2] in self.own_domains
+
+    def _ordinary(self, address: str) -> bool:
+        return any(self.roster.is_ordinary(k) for k in self._keys(address))
 
     def _contact(self, address: str) -> Contact | None:
         return next((c for k in self._keys(address) if (c := self.book.owner(k)) is not None), None)
@@ -131,10 +147,18 @@ class Routes:
             return False
         return all(self._learned(m, address) is not None for m in self.mailboxes)
 
+    def postfix_asks(self, address: str) -> bool:
+        """transport() for the socketmap: Postfix asks it for every recipient and, at MAIL FROM,
+        every sender. An address it routes the ordinary way is recorded: no friend may claim it."""
+        over_tox = self.transport(address)
+        if not over_tox and "@" in address and not is_tox_address(address) and not self._own_domain(address):
+            self.roster.note_ordinary(normalise_address(address))
+        return over_tox
+
     def claims(self, address: str) -> tuple[str, set[bytes]]:
         """Which keys an ordinary address is tied to, and how (for sender_check.check)."""
         if self._own(address):
-            return "user of this household", {OWN_USER}
+            return "a user of this household", {OWN_USER}
         contact = self._contact(address)
         if contact is not None:
             return f"contact {contact.name!r}", {contact.public_key}
@@ -142,10 +166,16 @@ class Routes:
             keys = self.roster.keys_of(k)
             if keys:
                 return "learned pairing", keys
+        if self._own_domain(address):
+            return "an address of this household's own domains", {NOT_A_FRIENDS}
+        if self._ordinary(address):
+            return "mailed by this household by the ordinary route", {NOT_A_FRIENDS}
         return "", set()
 
     def learn(self, mailbox: str, address: str, public_key: bytes) -> bool:
         if self._own(address) or self._contact(address) is not None:  # never over what someone wrote
+            return False
+        if self._own_domain(address) or self._ordinary(address):  # never the household's (15.4)
             return False
         return self.roster.learn(mailbox, normalise_address(address), public_key)
 

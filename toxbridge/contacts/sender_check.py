@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from ..address import AddressError, is_tox_address, parse_tox_address
 
 PASS, FAIL = "pass", "fail"
+# The key of an address no friend may claim: the household's own, or mailed by the ordinary
+# route (no friend's key is empty).
+NOT_A_FRIENDS = b""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ def check(
         how, keys = claims(address)
         if public_key in keys:
             how_tied.append(f"{address} by {how}")
+        elif NOT_A_FRIENDS in keys:
+            return Verdict(FAIL, f"{address} is no Tox friend's to claim: {how}")
         elif keys:
             return Verdict(
                 FAIL, f"{address} belongs to another Tox {how or 'contact'}, not to the sending friend"

@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
+_FTEXT = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # a field name as RFC 5322 3.6.8 spells it
+_ADDR_SPEC = re.compile(r"[^\s@<>()\[\],;:\\\"]+@[^\s@<>()\[\],;:\\\"]+")
 
 
 @dataclass(frozen=True)
@@ -126,3 +128,64 @@ def from_addresses(header: Header) -> list[str]:
     Raw UTF-8 (SMTPUTF8) is read as such; bytes that are not UTF-8 become U+FFFD."""
     values = [unfold(f.value).decode("utf-8", "replace") for f in header.named("From")]
     return [a.lower() for _, a in email.utils.getaddresses(values) if "@" in a]
+
+
+def sender_defect(header: Header) -> str:
+    """Why the header's sender cannot be judged ("" when it can): it needs exactly one From
+    field, whose value is addresses and nothing else, and no field before it that another reader
+    (a mail client parsing the header itself, Python's email) may take as the header's end or
+    as a different field: a name with a NUL, SP, control or 8-bit byte, or a line without a
+    colon. A header judged this way shows the same From in IMAP as the check read
+    (tests/test_headers_dovecot.py)."""
+    if any(b"\0" in f.name for f in header.fields):
+        return "a NUL byte in a header field name"
+    froms = [i for i, f in enumerate(header.fields) if f.is_named("From")]
+    if len(froms) != 1:
+        return "the header has no From field" if not froms else f"the header has {len(froms)} From fields"
+    the_from = header.fields[froms[0]]
+    for f in header.fields[: froms[0]]:
+        if not f.colon or not _FTEXT.fullmatch(f.name):
+            return "a malformed header field before From (a name without colon, or not printable ASCII)"
+    if the_from.name_end + 1 != the_from.value_start:
+        return "space between From and its colon"
+    if b"\0" in the_from.value:
+        return "a NUL byte in the From field"
+    value = unfold(the_from.value).decode("utf-8", "replace")
+    parsed = email.utils.getaddresses([value])
+    if not _balanced(value) or not parsed or not all(_ADDR_SPEC.fullmatch(address) for _, address in parsed):
+        return "the From field does not read as mail addresses"
+    return ""
+
+
+def _balanced(value: str) -> bool:
+    """Quotes, comments and <…> closed, and after a `>` only space, comments or a comma: where
+    Python's email and Dovecot read such a value apart (`<a@x>b@y`, `<a@x`), it is refused."""
+    quoted, depth, angle, closed, escaped = False, 0, False, False, False
+    for ch in value:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == "(":
+            depth += 1
+        elif depth:
+            depth -= ch == ")"
+        elif ch in " \t\r\n":
+            continue
+        elif closed and ch != ",":
+            return False
+        elif ch == '"':
+            quoted, closed = True, False
+        elif ch == "<":
+            if angle:
+                return False
+            angle, closed = True, False
+        elif ch == ">":
+            if not angle:
+                return False
+            angle, closed = False, True
+        else:
+            closed = False
+    return not (quoted or depth or angle)

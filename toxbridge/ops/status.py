@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import Config, Endpoint
 from ..contacts.book import ContactBook, ContactsError
 from ..contacts.book import load as load_contacts
-from ..contacts.roster import Roster
+from ..contacts.roster import Learned, Roster
 from ..contacts.routes import Routes
 from ..mail import postqueue, socketmap
 from ..tox.profile import profile_path
@@ -309,6 +309,13 @@ def run(config: Config) -> list[Check]:
     except (OSError, subprocess.SubprocessError) as e:
         entries, error = None, str(e)
     checks.append(queue_check(entries, _transport_test(config), error, now))
+    roster_path = config.state_dir / "roster.sqlite"
+    if roster_path.exists():
+        roster = Roster(roster_path)
+        try:
+            checks.append(claims_check(roster.learned(), now))
+        finally:
+            roster.close()
     try:
         free = shutil.disk_usage(config.state_dir).free
     except OSError:
@@ -344,3 +351,23 @@ def as_text(checks: list[Check]) -> str:
 
 def as_json(checks: list[Check]) -> dict:
     return {"status": worst(checks), "checks": [asdict(c) for c in checks]}
+
+
+CLAIM_DAYS = 7  # a pairing this young is still news to the household
+
+
+def claims_check(learned: list[Learned], now: float) -> Check:
+    """Pairings friends claimed by trust on first use in the last CLAIM_DAYS: each hands that
+    friend the household's mail to the address, so the household should see them (issue 15.4)."""
+    fresh = [e for e in learned if now - e.at < CLAIM_DAYS * 86400]
+    if not fresh:
+        return Check("claims", OK, f"no address newly claimed by a Tox friend in {CLAIM_DAYS} days")
+    shown = ", ".join(f"{e.address} -> {e.public_key.hex()[:8]} ({e.mailbox})" for e in fresh[:5])
+    more = f" and {len(fresh) - 5} more" if len(fresh) > 5 else ""
+    return Check(
+        "claims",
+        WARN,
+        f"{len(fresh)} address(es) first claimed by a Tox friend in {CLAIM_DAYS} days, their mail now "
+        f"goes over Tox: {shown}{more}",
+        "check them with `toxbridge contacts list`; refuse one: `toxbridge contacts remove ADDRESS`",
+    )

@@ -18,7 +18,7 @@ from ..contacts.book import Contact
 from ..contacts.peer_text import MAX_STORED, printable
 from ..contacts.routes import Routes
 from ..contacts.sender_check import FAIL, Verdict, check
-from ..mail.headers import Header, from_addresses
+from ..mail.headers import Header, from_addresses, sender_defect
 from .errors import ToxError
 from .node import ToxNode
 from .wire import Envelope
@@ -154,11 +154,15 @@ class Friends:
         """May this friend send as the addresses the mail claims? Learns them for this mailbox:
         unclaimed ones, and those another local identity learned for the same key (pairings are
         kept per mailbox: without its own, this user's reply would find no route). A header
-        that goes on beyond the bytes read (`header.data`) cannot be judged: it fails."""
+        that goes on beyond the bytes read (`header.data`) cannot be judged: it fails, and so does one
+        without exactly one well-formed From field (mail.headers.sender_defect)."""
         if not header.complete and len(header.data) < envelope.size:
             return Verdict(
                 FAIL, f"the header is longer than the {len(header.data) // 1024} KiB the bridge reads"
             )
+        defect = sender_defect(header)  # exactly one From, read alike by every reader (issue 15.1)
+        if defect:
+            return Verdict(FAIL, defect)
         from_header = from_addresses(header)
         verdict = check(
             public_key, envelope.sender, from_header, self.routes.claims, self.config.learn_senders
