@@ -10,7 +10,6 @@ import subprocess
 import uuid
 
 import pytest
-
 from test_e2e import ARRIVAL, message_id, split, wait_for, with_id
 
 pytestmark = pytest.mark.integration
