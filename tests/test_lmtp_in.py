@@ -98,6 +98,41 @@ def test_foreign_sender_refused():
     run(go())
 
 
+def test_null_sender_reaches_the_outbox_as_the_empty_string():
+    """MAIL FROM:<> (a bounce, a vacation reply) is not aiosmtpd's syntax error: the outbox
+    sees the null sender at MAIL, at RCPT and after DATA; RCPT TO:<> stays refused."""
+
+    class NullOutbox(Outbox):
+        def __init__(self):
+            super().__init__()
+            self.asked = []
+
+        def check_sender(self, address):
+            self.asked.append(("MAIL", address))
+            return Reply(250, "2.1.0 Ok")
+
+        def check_recipient(self, sender, address):
+            self.asked.append(("RCPT", sender))
+            return super().check_recipient(sender, address)
+
+    async def go():
+        outbox = NullOutbox()
+        server, c = await session(outbox)
+        assert (await c.cmd(b"MAIL FROM:<> SIZE=20 BODY=8BITMIME")).code == 250
+        assert (await c.cmd(b"MAIL FROM:<>")).code == 503  # still one MAIL per transaction
+        assert (await c.cmd(b"RCPT TO:<>")).code >= 500
+        assert (await c.cmd(f"RCPT TO:<{GOOD}>".encode())).code == 250
+        assert (await c.cmd(b"DATA")).code == 354
+        c.writer.write(b"From: MAILER-DAEMON@bob.test\r\n\r\nbounce\r\n.\r\n")
+        assert (await c.reply()).code == 250
+        assert outbox.asked == [("MAIL", ""), ("RCPT", ""), ("RCPT", "")]
+        assert outbox.sent[0][:2] == ("", [GOOD])
+        assert (await c.cmd(b"MAIL FROM:<>junk")).code == 553  # not a null sender, not an address
+        server.close()
+
+    run(go())
+
+
 def test_exception_is_temporary_for_each_recipient():
     async def go():
         server, c = await session(Outbox(fail=True))

@@ -88,3 +88,54 @@ def test_a_mail_whose_postfix_session_is_gone_is_cancelled_not_left_running():
         server.close()
 
     asyncio.run(go())
+
+
+class _RecordingSender:
+    def __init__(self, mailbox: str, sent: list) -> None:
+        self.mailbox, self.sent = mailbox, sent
+
+    async def send(self, friend, envelope, message):
+        self.sent.append((self.mailbox, friend, envelope.sender, envelope.recipients))
+        return [Reply(250, "2.0.0 ok")] * len(envelope.recipients)
+
+
+def test_the_null_sender_leaves_from_the_first_user_whose_friend_the_recipient_is():
+    """A bounce has no user as sender: the first identity (config order) that is already a friend
+    of the recipient's key sends it; none is: 550, and never a friend request."""
+    bob_key, carol_key = b"\x0b" * 32, b"\x0c" * 32
+    sent: list = []
+
+    def identity(mailbox: str, friends: dict[bytes, int]):
+        def friend_add(*args):
+            raise AssertionError("a null-sender mail sent a friend request")
+
+        return SimpleNamespace(
+            user=SimpleNamespace(address=f"{mailbox}@alice.test", mailbox=mailbox),
+            config=SimpleNamespace(privacy=Privacy()),
+            node=SimpleNamespace(
+                public_key=mailbox.encode().ljust(32, b"\0"),
+                friend_by_public_key=friends.get,
+                friend_connection=lambda friend: 2,
+                friend_add=friend_add,
+            ),
+            sender=_RecordingSender(mailbox, sent),
+        )
+
+    keys = {"bob@tox": bob_key, "carol@tox": carol_key, "carol@carol.test": carol_key}
+    routes = SimpleNamespace(route=lambda mailbox, rcpt: SimpleNamespace(public_key=keys[rcpt], tox_id=None))
+    identities = [identity("alice", {carol_key: 7}), identity("alan", {bob_key: 3, carol_key: 4})]
+    outbound = Outbound([cast(Identity, i) for i in identities], cast(Routes, routes))
+    assert outbound.check_sender("").code == 250
+    assert outbound.check_recipient("", "bob@tox").code == 250
+    assert outbound.check_recipient("", "carol@carol.test").code == 250
+    replies = asyncio.run(
+        outbound.send("", ["bob@tox", "carol@carol.test", "carol@tox"], b"Subject: x\r\n\r\n")
+    )
+    assert [r.code for r in replies] == [250, 250, 250]
+    assert sorted(sent) == [
+        ("alan", 3, "", ("bob@tox",)),
+        ("alice", 7, "", ("carol@carol.test", "carol@tox")),
+    ]
+    keys["dave@tox"] = b"\x0d" * 32  # nobody's friend
+    reply = outbound.check_recipient("", "dave@tox")
+    assert (reply.code, "no user of this household is a Tox friend" in reply.text) == (550, True)

@@ -1,5 +1,12 @@
 """The bridge's outbound side as Postfix sees it: who may send, where each recipient goes,
-and one reply per recipient from the far end."""
+and one reply per recipient from the far end.
+
+The null sender `<>` (Postfix's bounces and DSNs, Sieve's vacation replies) belongs to no user.
+Such a mail leaves, per recipient, from the first user (in the config's order) whose Tox
+identity is already a friend of the recipient's key: only a friend can be reached, and always
+the same identity, so the receiving household binds the bounce's From: (MAILER-DAEMON@our
+domain) to one key. It never sends a friend request (a bounce to a forged sender must not make
+friends) and never waits for another identity to come online: that friend offline is 4.4.1."""
 
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ class Outbound:
     """mail.lmtp_in.Outbox over the household's identities: what Postfix hands the LMTP listener leaves over Tox."""
 
     def __init__(self, identities: list[Identity], routes: Routes) -> None:
+        self._identities = list(identities)  # the config's order: who sends a null-sender mail
         self._by_address = {i.user.address.lower(): i for i in identities}
         self._routes = routes
         self.in_flight = 0  # mails being carried now (for a graceful stop and status)
@@ -37,6 +45,8 @@ class Outbound:
         return self._by_address.get(sender.lower())
 
     def check_sender(self, address: str) -> Reply:
+        if address == "":
+            return Reply(250, "2.1.0 Ok (null sender: sent by the user whose friend the recipient is)")
         if self._identity(address) is None:
             return Reply(
                 550, f"5.7.1 <{address}>: not a sender of this bridge (only its users' own addresses)"
@@ -44,6 +54,8 @@ class Outbound:
         return Reply(250, "2.1.0 Ok")
 
     def check_recipient(self, sender: str, address: str) -> Reply:
+        if sender == "":
+            return self._check_null_sender_recipient(address)
         identity = self._identity(sender)
         if identity is None:
             return Reply(503, "5.5.1 MAIL FROM first")
@@ -63,6 +75,35 @@ class Outbound:
             return offline(f"<{address}>: {identity.offline_text(friend)}")
         return Reply(250, "2.1.5 Ok")
 
+    def _check_null_sender_recipient(self, address: str) -> Reply:
+        picked = self._null_sender_identity(address)
+        if isinstance(picked, Reply):
+            return picked
+        identity, friend, _ = picked
+        if identity.node.friend_connection(friend) == 0:
+            return offline(f"<{address}>: {identity.offline_text(friend)}")
+        return Reply(250, "2.1.5 Ok")
+
+    def _null_sender_identity(self, address: str) -> tuple[Identity, int, bytes] | Reply:
+        """The first identity whose friend `address` leads to, that friend and its key; else the refusal."""
+        refusal: Reply | None = None
+        for identity in self._identities:
+            try:
+                key = self._routes.route(identity.user.mailbox, address).public_key
+            except AddressError as e:
+                return Reply(550, f"5.1.3 <{address}>: bad Tox address: {e}")
+            except NoRoute as e:
+                refusal = refusal or Reply(550, f"5.1.1 <{address}>: {e}")
+                continue
+            friend = identity.node.friend_by_public_key(key) if key != identity.node.public_key else None
+            if friend is not None:
+                return identity, friend, key
+        return refusal or Reply(
+            550,
+            f"5.1.1 <{address}>: no user of this household is a Tox friend of it "
+            "(mail from the null sender sends no friend request)",
+        )
+
     def _befriend(self, identity: Identity, address: str, route: Route) -> Reply:
         if route.tox_id is None:
             return Reply(
@@ -81,46 +122,48 @@ class Outbound:
         return offline(f"<{address}>: Tox friend request sent; the mail waits until it is accepted")
 
     async def send(self, sender: str, recipients: list[str], message: bytes) -> list[Reply]:
-        identity = self._identity(sender)
+        identity = self._identity(sender) if sender else next(iter(self._identities), None)
         if identity is None:  # MAIL FROM was checked; this guards against a changed config only
             return [Reply(550, "5.7.1 not a sender of this bridge")] * len(recipients)
         started = time.monotonic()
         queue_id = _queue_id(message)  # from Postfix's own Received: header, before it is stripped
         # Once, before any friend: the payload hash (the receiver's dedup key) is over these bytes.
+        # (All identities share one config, so a null-sender mail is stripped alike for each.)
         stripped = privacy.strip(message, identity.config.privacy)
         if stripped.removed:
             log.debug("%s: privacy: removed %s", queue_id, stripped.summary())
         parts = stripped.parts  # the body is a view of Postfix's bytes, not a copy
         size = sum(len(part) for part in parts)
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple[str, int], list[int]] = {}  # (mailbox, friend) -> recipients' indexes
+        senders: dict[str, Identity] = {}
         replies: list[Reply | None] = [None] * len(recipients)
         peers = ["-"] * len(recipients)
         for index, rcpt in enumerate(recipients):
-            try:  # contacts may have changed since RCPT
-                key = self._routes.route(identity.user.mailbox, rcpt).public_key
-            except (NoRoute, AddressError) as e:
-                replies[index] = Reply(550, f"5.1.1 <{rcpt}>: {e}")
+            picked = self._friend(identity, sender, rcpt)  # contacts may have changed since RCPT
+            if isinstance(picked, Reply):
+                replies[index] = picked
                 continue
+            sending, friend, key = picked
             peers[index] = key.hex()[:8]
-            friend = identity.node.friend_by_public_key(key)
             if friend is None:  # unfriended between RCPT and DATA
                 replies[index] = offline("recipient is no longer a Tox friend")
             else:
-                groups.setdefault(friend, []).append(index)
+                senders[sending.user.mailbox] = sending
+                groups.setdefault((sending.user.mailbox, friend), []).append(index)
         friends = list(groups)
         outcomes = await self._unless_stopped(
             asyncio.gather(
                 *(
-                    identity.sender.send(
-                        f, wire.Envelope(sender, tuple(recipients[i] for i in groups[f]), size), parts
+                    senders[m].sender.send(
+                        f, wire.Envelope(sender, tuple(recipients[n] for n in groups[m, f]), size), parts
                     )
-                    for f in friends
+                    for m, f in friends
                 )
             ),
-            [len(groups[f]) for f in friends],
+            [len(groups[g]) for g in friends],
         )
-        for friend, answer in zip(friends, outcomes, strict=False):
-            for index, reply in zip(groups[friend], answer, strict=False):
+        for group, answer in zip(friends, outcomes, strict=False):
+            for index, reply in zip(groups[group], answer, strict=False):
                 replies[index] = reply
         done = [reply for reply in replies if reply is not None]
         assert len(done) == len(recipients), "every recipient has its reply by now"
@@ -137,6 +180,18 @@ class Outbound:
                 reply,
             )
         return done
+
+    def _friend(
+        self, identity: Identity, sender: str, rcpt: str
+    ) -> tuple[Identity, int | None, bytes] | Reply:
+        """At DATA: who sends to `rcpt` and to which friend (None: no longer a friend), with its key."""
+        if sender == "":
+            return self._null_sender_identity(rcpt)
+        try:
+            key = self._routes.route(identity.user.mailbox, rcpt).public_key
+        except (NoRoute, AddressError) as e:
+            return Reply(550, f"5.1.1 <{rcpt}>: {e}")
+        return identity, identity.node.friend_by_public_key(key), key
 
     async def _unless_stopped(self, work: asyncio.Future, sizes: list[int]) -> list[list[Reply]]:
         """The friends' answers, or 4xx for every recipient when the bridge is told to stop first."""

@@ -6,6 +6,8 @@ What aiosmtpd gets wrong for LMTP, and how this module fixes it:
   line too long) are repeated once per recipient, so Postfix's session never desynchronises;
 - an unhandled exception becomes `500` (permanent); here it is `451 4.3.0` (Postfix retries);
 - unknown MAIL/RCPT parameters get `555`; the DSN ones (RFC 3461) are accepted here, see below;
+- `MAIL FROM:<>` is a syntax error there; here it is the null sender of a bounce or an
+  auto-reply (RFC 5321 section 4.5.5), handed to the outbox as "";
 - its DATA holds every line as an object of its own (4x the mail at its peak); here one buffer.
 """
 
@@ -21,6 +23,10 @@ from aiosmtpd.smtp import Envelope, Session
 from .smtpreply import Reply
 
 log = logging.getLogger("toxbridge.lmtp_in")
+
+# aiosmtpd takes an empty MAIL FROM for "no MAIL yet": the null sender is this stand-in inside the
+# session (no address parses to it) and "" for the outbox.
+NULL_SENDER = "<>"
 
 TEMPFAIL = Reply(451, "4.3.0 internal error in toxbridge; Postfix will retry")
 
@@ -74,6 +80,14 @@ class BridgeLMTP(LMTP):
             await super().smtp_RCPT(arg)
         finally:
             self._command = ""
+
+    def _getaddr(self, arg):
+        """aiosmtpd's address parser, plus the null reverse-path `<>` of MAIL (never of RCPT)."""
+        rest = arg.lstrip()
+        if self._command == "MAIL" and rest.startswith("<>"):
+            rest = rest[2:]
+            return (NULL_SENDER, rest) if rest[:1] in ("", " ") else (None, None)
+        return super()._getaddr(arg)
 
     def _getparams(self, params):
         """aiosmtpd's parameter parser, minus the valid DSN parameters of this command (an
@@ -161,7 +175,7 @@ class PostfixHandler:
         self._outbox = outbox
 
     async def handle_MAIL(self, server, session: Session, envelope: Envelope, address: str, options):
-        reply = self._outbox.check_sender(address)
+        reply = self._outbox.check_sender(_reverse_path(address))
         if reply.code == 250:
             envelope.mail_from = address
             envelope.mail_options.extend(options)
@@ -169,7 +183,7 @@ class PostfixHandler:
 
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, options):
         assert envelope.mail_from is not None  # aiosmtpd takes RCPT only after MAIL
-        reply = self._outbox.check_recipient(envelope.mail_from, address)
+        reply = self._outbox.check_recipient(_reverse_path(envelope.mail_from), address)
         if reply.code == 250:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
@@ -180,7 +194,9 @@ class PostfixHandler:
         # aiosmtpd calls DATA's hook only after MAIL and with the message read (smtp_DATA above).
         assert envelope.mail_from is not None and isinstance(envelope.original_content, bytes)
         try:
-            replies = await self._outbox.send(envelope.mail_from, recipients, envelope.original_content)
+            replies = await self._outbox.send(
+                _reverse_path(envelope.mail_from), recipients, envelope.original_content
+            )
             if len(replies) != len(recipients):
                 raise RuntimeError(f"{len(replies)} replies for {len(recipients)} recipients")
         except Exception:
@@ -191,6 +207,11 @@ class PostfixHandler:
     async def handle_exception(self, error: Exception) -> str:
         log.error("LMTP session error: %s: %s", type(error).__name__, error)
         return str(TEMPFAIL)
+
+
+def _reverse_path(mail_from: str) -> str:
+    """The envelope sender as the outbox knows it: "" for the null sender."""
+    return "" if mail_from == NULL_SENDER else mail_from
 
 
 def _ascii(reply: Reply) -> str:
