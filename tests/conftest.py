@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from toxbridge.contacts.roster import Roster
 from toxbridge.lab.bootstrapd import BootstrapNode
 from toxbridge.lab.household import Household, befriend_all
 from toxbridge.lab.ports import free_port
@@ -29,6 +30,14 @@ def report(request):
             terminal.write_line(f"\n{request.node.name}: {line}")
 
     return write
+
+
+@pytest.fixture
+def roster():
+    """Learned pairings and pending requests in memory, for the unit tests of contacts and friends."""
+    r = Roster(":memory:")
+    yield r
+    r.close()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 
 from toxbridge.config import Config, User
 from toxbridge.contacts.book import ContactBook
-from toxbridge.contacts.roster import ORDINARY_CAP, Roster
+from toxbridge.contacts.roster import ORDINARY_CAP
 from toxbridge.contacts.routes import Routes
 from toxbridge.mail.headers import scan, sender_defect
 from toxbridge.ops.status import WARN, claims_check
@@ -23,13 +23,6 @@ from toxbridge.tox.node import ToxNode
 
 FRIEND = b"\x05" * 32
 USERS = ("bob@bob.test", "ghost@bob.test")
-
-
-@pytest.fixture
-def roster():
-    r = Roster(":memory:")
-    yield r
-    r.close()
 
 
 @pytest.fixture

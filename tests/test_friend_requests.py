@@ -27,13 +27,6 @@ def key(n: int) -> bytes:
     return n.to_bytes(32, "big")
 
 
-@pytest.fixture
-def roster():
-    r = Roster(":memory:")
-    yield r
-    r.close()
-
-
 class Clock:
     def __init__(self, at: float = 1_000_000.0) -> None:
         self.at = at

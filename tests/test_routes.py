@@ -9,7 +9,6 @@ import pytest
 from toxbridge.address import AddressError, tox_checksum
 from toxbridge.contacts import book as contacts
 from toxbridge.contacts.book import ContactBook
-from toxbridge.contacts.roster import Roster
 from toxbridge.contacts.routes import OWN_USER, NoRoute, Route, Routes
 from toxbridge.mail.headers import scan
 from toxbridge.tox import wire
@@ -35,13 +34,6 @@ BOOK = f"""\
   addresses: [granny@example.org, Gran@Example.net]
   tox_id: {KEY_B.hex()}
 """
-
-
-@pytest.fixture
-def roster():
-    r = Roster(":memory:")
-    yield r
-    r.close()
 
 
 @pytest.fixture
