@@ -152,6 +152,7 @@ def test_pipelined_transaction_gets_its_replies_in_order(lmtp, network):
         b"RCPT TO:<not-a-tox-address@tox>\r\n"
         b"RCPT TO:<bob@example.org> FOO=BAR\r\n"
         b"DATA\r\n"
+        b"From: alice@alice.test\r\n"  # exactly one From: the receiving bridge judges it (issue 15.1)
         b"Subject: pipelined " + token + b"\r\n\r\n..leading dot\r\n.\r\n"
         b"NOOP\r\n"
     )
