@@ -21,6 +21,7 @@ from .ports import free_port, port_accepts, wait_until
 from .postfix import Postfix
 
 BRIDGE_START_TIMEOUT = 30.0
+CONTACTS_RELOAD_TIMEOUT = 10.0
 
 
 class Household:
@@ -103,10 +104,15 @@ class Household:
         return _fs.run([sys.executable, "-m", "toxbridge", "--config", str(self.config_path), *args])
 
     def contacts(self, *args: str) -> subprocess.CompletedProcess:
-        """`toxbridge contacts ARGS` for this household; raises when it fails."""
+        """`toxbridge contacts ARGS` for this household; raises when it fails. After `add`, waits
+        until the running bridge has reread the file (it polls every second): a lookup cannot
+        tell, since an address learned before may route to the bridge already."""
+        mark = self.log_mark()
         done = self.toxbridge("contacts", *args)
         if done.returncode != 0:
             raise RuntimeError(f"toxbridge contacts {' '.join(args)} failed: {done.stderr}")
+        if args[:1] == ("add",) and self._bridge is not None and self._bridge.poll() is None:
+            self.wait_log("contacts reloaded from", CONTACTS_RELOAD_TIMEOUT, since=mark)
         return done
 
     def start(self) -> None:
