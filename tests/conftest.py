@@ -61,7 +61,7 @@ def bootstrap_node(lab_root):
 @pytest.fixture(scope="session")
 def network(lab_root, bootstrap_node):
     """alice (alice, alan), bob (bob; ghost has a Tox identity but no Dovecot mailbox), carol
-    (forged_sender: flag).
+    (forged_sender: flag; LMTP and socketmap on TCP ports).
 
     alice's identity is a friend of bob, ghost and carol, made through the real friend-request
     path: the first mail is deferred (4.4.1), the peer accepts, Postfix delivers on flush.
@@ -77,9 +77,15 @@ def network(lab_root, bootstrap_node):
         bridge_settings={"result_timeout": 5, "transfer_stall_timeout": 10},
     )
     bob = Household(lab_root, "bob", {"bob": "bob-pw"}, boot, bridge_users=["bob", "ghost"])
-    # carol's household delivers mail with a forged sender, flagged, instead of rejecting it.
+    # carol's household delivers mail with a forged sender, flagged, instead of rejecting it, and
+    # its bridge listens for Postfix on loopback ports, the option beside the unix sockets.
     carol = Household(
-        lab_root, "carol", {"carol": "carol-pw"}, boot, bridge_settings={"forged_sender": "flag"}
+        lab_root,
+        "carol",
+        {"carol": "carol-pw"},
+        boot,
+        bridge_settings={"forged_sender": "flag"},
+        tcp_listeners=True,
     )
     homes = [alice, bob, carol]
     try:

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from toxbridge.lab import _fs
-from toxbridge.lab.ports import free_port, port_accepts, wait_until
+from toxbridge.lab.ports import free_port, port_accepts, socket_accepts, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -147,8 +147,6 @@ class Home:
             "toxbridge_config_dir": str(d / "toxbridge-etc"),
             "toxbridge_state_dir": str(d / "toxbridge-state"),
             "toxbridge_systemd_dir": str(d / "systemd"),
-            "toxbridge_lmtp_listen": f"127.0.0.1:{p['bridge']}",
-            "toxbridge_socketmap_listen": f"127.0.0.1:{p['socketmap']}",
             "thunderbird_autoconfig_dir": str(d / "www"),
             "thunderbird_autoconfig_submission_port": p["submission"],
             "tox_bootstrapd_enabled": self.node,
@@ -195,12 +193,17 @@ class Home:
         bridge = self._spawn(
             SYSTEM_USER, [str(self.toxbridge), "--config", str(self.toxbridge_config), "run"], "toxbridge.log"
         )
-        ports = [self.ports[k] for k in ("smtp", "submission", "lmtp", "imap", "bridge")] + (
+        ports = [self.ports[k] for k in ("smtp", "submission", "lmtp", "imap")] + (
             [self.ports["relay"]] if self.node else []
         )
-        assert wait_until(lambda: all(port_accepts(p) for p in ports) or bridge.poll() is not None, 60), (
-            f"{self.name}: not all of {ports} accept\n{_fs.tail(self.dir / 'toxbridge.log')}"
-        )
+        # The playbook's default: the bridge's unix socket in Postfix's queue directory.
+        lmtp = self.dir / "postfix" / "spool" / "toxbridge" / "lmtp"
+        assert wait_until(
+            lambda: (
+                (all(port_accepts(p) for p in ports) and socket_accepts(lmtp)) or bridge.poll() is not None
+            ),
+            60,
+        ), f"{self.name}: not all of {ports} and {lmtp} accept\n{_fs.tail(self.dir / 'toxbridge.log')}"
 
     def stop(self) -> None:
         for process in self.processes:  # runuser and what it runs: one process group each
@@ -263,8 +266,6 @@ def home(root: Path, name: str, users: list[str], tox_only: bool, node: bool) ->
         "pop3",
         "imaps",
         "pop3s",
-        "bridge",
-        "socketmap",
         "dht",
         "relay",
     )

@@ -8,6 +8,7 @@ from toxbridge import config
 from toxbridge.config import ConfigError, Endpoint
 
 DEPLOY = Path(__file__).parent.parent / "deploy" / "toxbridge.yaml"
+SPOOL = "/var/spool/postfix"  # Postfix's queue directory on Debian
 
 MINIMAL = """\
 state_dir: /var/lib/tb
@@ -21,7 +22,27 @@ def test_shipped_example_is_valid():
     cfg = config.load(DEPLOY)
     assert cfg.users[0].mailbox == "alice"
     assert cfg.tox.local_discovery is False
-    assert cfg.lmtp_listen == Endpoint("127.0.0.1", 10025)
+    assert (
+        cfg.lmtp_listen
+        == config.Config(Path("/"), ()).lmtp_listen
+        == Endpoint(path=f"{SPOOL}/toxbridge/lmtp")
+    )
+
+
+def test_shipped_postfix_files_name_the_shipped_sockets():
+    """main.cf's socketmap (relative to the queue directory: trivial-rewrite is chrooted there) and
+    transport.regexp's nexthop name the sockets deploy/toxbridge.yaml listens on."""
+    from toxbridge.lab.postfix import main_cf_settings
+
+    cfg = config.load(DEPLOY)
+    postfix = DEPLOY.parent / "postfix"
+    socketmap = cfg.socketmap_listen.path.removeprefix(f"{SPOOL}/")
+    transport_maps = main_cf_settings((postfix / "main.cf.toxbridge").read_text())["transport_maps"]
+    assert f"socketmap:unix:{socketmap}:transport" in transport_maps
+    assert (
+        f"/@tox$/                 toxbridge:unix:{cfg.lmtp_listen.path}\n"
+        in (postfix / "transport.regexp").read_text()
+    )
 
 
 def test_defaults():

@@ -34,7 +34,7 @@ def lookup(home, key: str) -> str | None:
             str(home.postfix.config_dir),
             "-q",
             key,
-            f"socketmap:inet:127.0.0.1:{home.socketmap_port}:transport",
+            f"socketmap:{home.socketmap}:transport",
         ]
     )
     assert done.returncode in (0, 1), done.stderr
@@ -93,7 +93,7 @@ def test_contact_address_crosses_tox_and_the_reply_comes_back(network, report):
     alice, bob = network["alice"], network["bob"]
     alice.contacts("add", "Bob", bob.tox_ids["bob"], "bob@bob.test", "--user", "alice")
     assert wait_until(lambda: lookup(alice, "bob@bob.test") is not None, ROUTING)
-    assert lookup(alice, "bob@bob.test") == f"toxbridge:inet:127.0.0.1:{alice.bridge_port}"
+    assert lookup(alice, "bob@bob.test") == f"toxbridge:{alice.postfix.bridge_nexthop}"
     assert lookup(alice, "*") is None and lookup(alice, "nobody@bob.test") is None
 
     mid, msg = compose("Alice <alice@alice.test>", "bob@bob.test", "over tox by name")
@@ -112,7 +112,7 @@ def test_contact_address_crosses_tox_and_the_reply_comes_back(network, report):
         and "learned" in line
         for line in listing.splitlines()
     )
-    assert lookup(bob, "alice@alice.test") == f"toxbridge:inet:127.0.0.1:{bob.bridge_port}"
+    assert lookup(bob, "alice@alice.test") == f"toxbridge:{bob.postfix.bridge_nexthop}"
 
     reply_mid, reply = compose(
         "bob@bob.test", "alice@alice.test", "Re: over tox by name", f"In-Reply-To: {mid}\r\n"
@@ -391,7 +391,7 @@ def test_a_pairing_bob_learned_carries_ghosts_mail_over_tox_too(network):
     alice.postfix.send("alice@alice.test", [bob.tox_address("bob")], msg)
     arrived(bob, "bob", mid)
     bob.wait_log(f"bob: learned {work} -> Tox key {key(alice, 'alice')[:8]}", ROUTING)
-    assert lookup(bob, work) == f"toxbridge:inet:127.0.0.1:{bob.bridge_port}"
+    assert lookup(bob, work) == f"toxbridge:{bob.postfix.bridge_nexthop}"
 
     since = bob.postfix.maillog.stat().st_size
     mid2, msg2 = compose("ghost@bob.test", work, "ghost writes to alice's work address")
@@ -407,7 +407,7 @@ def test_an_extension_of_a_contacts_address_crosses_tox_as_written(network):
     if lookup(alice, "bob@bob.test") is None:
         alice.contacts("add", "Bob", bob.tox_ids["bob"], "bob@bob.test", "--user", "alice")
         assert wait_until(lambda: lookup(alice, "bob@bob.test") is not None, ROUTING)
-    assert lookup(alice, "Bob+News@bob.test") == f"toxbridge:inet:127.0.0.1:{alice.bridge_port}"
+    assert lookup(alice, "Bob+News@bob.test") == f"toxbridge:{alice.postfix.bridge_nexthop}"
     mark = alice.log_mark()
     mid, msg = compose("alice@alice.test", "Bob+News@bob.test", "with an extension")
     alice.postfix.send("alice@alice.test", ["Bob+News@bob.test"], msg)

@@ -13,6 +13,7 @@ import os
 import smtplib
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +29,10 @@ ARRIVAL = 60.0
 class Raw:
     """A blocking LMTP client that sends exactly the bytes it is given."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(str(path))
         self.parser = ReplyReader()
         self.pending: list[Reply] = []
         assert self.reply().code == 220
@@ -57,7 +60,7 @@ class Raw:
 
 @pytest.fixture
 def lmtp(network):
-    client = Raw(network["alice"].bridge_port)
+    client = Raw(network["alice"].postfix.bridge_lmtp_socket)
     assert client.cmd(b"LHLO postfix.alice.test").code == 250
     yield client
     client.close()

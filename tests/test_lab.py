@@ -64,7 +64,7 @@ def alice(root):
         smtp_port=free_port(),
         local_users=["alice", "alan"],
         dovecot_lmtp_port=dovecot.lmtp_port,
-        bridge_lmtp_port=free_port(),
+        bridge_lmtp_port=None,
     )
     try:
         dovecot.start()
@@ -136,7 +136,7 @@ def test_tox_mail_without_bridge_stays_deferred(alice):
     qid = entry["queue_id"]
     (rcpt,) = entry["recipients"]
     assert rcpt["address"] == TOX_RCPT
-    assert "127.0.0.1" in rcpt["delay_reason"], rcpt
+    assert str(postfix.bridge_lmtp_socket) in rcpt["delay_reason"], rcpt
 
     # A push (what the bridge does when a friend comes online) retries at
     # once; with no bridge it is deferred again, never bounced.
@@ -182,9 +182,9 @@ def test_running_postfix_uses_the_deploy_settings(alice):
         assert running.get(key) == value, key
     assert running["virtual_mailbox_domains"] == "alice.test"
     assert running["virtual_transport"] == f"lmtp:inet:127.0.0.1:{postfix.dovecot_lmtp_port}"
-    assert running["transport_maps"] == shipped["transport_maps"].replace(
-        "127.0.0.1:10026:", f"127.0.0.1:{postfix.socketmap_port}:"
-    )
+    # The socketmap's unix socket is relative to the queue directory: the shipped line serves as is.
+    assert running["transport_maps"] == shipped["transport_maps"]
+    assert "socketmap:unix:toxbridge/socketmap:transport" in shipped["transport_maps"]
     for key in (
         "message_size_limit",
         "transport_maps",
@@ -204,7 +204,7 @@ def test_running_postfix_uses_the_deploy_settings(alice):
     assert "lmtp_data_done_timeout=600s" in service
 
     transport = (postfix.config_dir / "transport.regexp").read_text()
-    assert f"/@tox$/                 toxbridge:inet:127.0.0.1:{postfix.bridge_lmtp_port}" in transport
+    assert f"/@tox$/                 toxbridge:unix:{postfix.bridge_lmtp_socket}" in transport
     assert "/@alice\\.test$/       :" in transport
 
 

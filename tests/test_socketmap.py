@@ -411,8 +411,9 @@ class MapServer:
     """The socketmap server on its own event loop thread, answering from `answers` (lower-cased
     address -> OK value), which the test changes at will; every lookup is recorded."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int = 0, path: Path | None = None) -> None:
         self.port = port
+        self.path = path  # a unix socket instead of 127.0.0.1:port
         self.answers: dict[str, str] = {}
         self.function: socketmap.MapFunction | None = None  # when set, answers instead of `answers`
         self.fail = False
@@ -422,7 +423,7 @@ class MapServer:
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
 
     def _lookup(self, key: str) -> str | None:
-        self.asked.append((time.monotonic(), key, asking_processes(self.port)))
+        self.asked.append((time.monotonic(), key, asking_processes(self.port) if self.port else set()))
         if self.fail:
             raise RuntimeError("simulated failure")
         if self.function is not None:
@@ -441,9 +442,8 @@ class MapServer:
         return self._run(call())
 
     def start(self) -> None:
-        self._server = self._run(
-            socketmap.start_server(Endpoint("127.0.0.1", self.port), {"transport": self._lookup})
-        )
+        endpoint = Endpoint(path=str(self.path)) if self.path else Endpoint("127.0.0.1", self.port)
+        self._server = self._run(socketmap.start_server(endpoint, {"transport": self._lookup}))
 
     def stop(self) -> None:
         async def close(server: asyncio.AbstractServer) -> None:
@@ -457,6 +457,11 @@ class MapServer:
     @property
     def running(self) -> bool:
         return self._server is not None
+
+    @property
+    def connections(self) -> int:
+        assert isinstance(self._server, socketmap.SocketmapServer)
+        return len(self._server._connections)
 
     def close(self) -> None:
         self.stop()
@@ -879,3 +884,53 @@ def test_tox_only_bounces_non_contacts(lab_dir):
         }
     finally:
         lab.stop()
+
+
+def test_chrooted_trivial_rewrite_reaches_the_unix_socketmap(lab_dir):
+    """Debian runs trivial-rewrite chrooted in the queue directory. The shipped relative path
+    (socketmap:unix:toxbridge/socketmap, relative to the queue directory) reaches the bridge's
+    socket from inside that chroot, also when it connects again after closing an idle connection."""
+    from toxbridge.lab.postfix import Postfix
+
+    root = _fs.prepare_root(lab_dir / "chroot")
+    postfix = Postfix(
+        root, "chroot", "chroot.test", free_port(), ["alice"], free_port(), None, chrooted=("rewrite/unix",)
+    )
+    table = MapServer(path=postfix.socketmap_socket)
+    table.answers = {
+        "first@elsewhere.example": "error:5.1.2 first answer through the chroot",
+        "second@elsewhere.example": "error:5.1.2 second answer through the chroot",
+    }
+    try:
+        postfix.write_config()  # makes the socket directory, which the map's socket lives in
+        table.start()
+        postfix.start()
+
+        def rcpt(address: str) -> tuple[int, bytes]:
+            with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("alice@chroot.test")
+                return s.rcpt(address)
+
+        assert rcpt("first@elsewhere.example") == (
+            550,
+            b"5.1.2 <first@elsewhere.example>: Recipient address rejected: first answer through the chroot",
+        )
+        (rewrite,) = [
+            p for p in pids_of("trivial-rewrite") if os.readlink(f"/proc/{p}/root") == str(postfix.queue_dir)
+        ]
+        assert wait_until(lambda: table.connections == 0, 30), "Postfix kept its idle connection"
+        assert rcpt("second@elsewhere.example")[1].endswith(b"second answer through the chroot")
+        assert os.readlink(f"/proc/{rewrite}/root") == str(postfix.queue_dir)  # the same, chrooted process
+    finally:
+        postfix.stop()
+        table.close()
+
+
+def pids_of(command: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == command:
+                found.append(pid)
+    return found

@@ -92,18 +92,23 @@ class User:
     address: str  # the person's own e-mail address: the only sender their identity sends for
 
 
+SOCKET_DIR = "/var/spool/postfix/toxbridge"
+
+
 @dataclass(frozen=True)
 class Config:
     state_dir: Path
     users: tuple[User, ...]
-    lmtp_listen: Endpoint = Endpoint("127.0.0.1", 10025)
+    # Unix sockets that only Postfix may open (mail/listen.py says why and how), in Postfix's queue
+    # directory, where chrooted trivial-rewrite reaches the socketmap.
+    lmtp_listen: Endpoint = Endpoint(path=f"{SOCKET_DIR}/lmtp")
     # How long Postfix's LMTP session may stay silent (a command, or the wait for our answer after
     # the end of DATA) before the bridge drops it. Longer than the lmtp_data_done_timeout Postfix
     # waits for that answer (600 s, deploy/postfix/master.cf.toxbridge), so the bridge never cuts
     # a session Postfix still waits on; aiosmtpd's own 300 s did, on a slow uplink.
     lmtp_timeout: float = 660.0
     # Postfix asks here, per recipient, whether mail goes to the bridge (socketmap transport table).
-    socketmap_listen: Endpoint = Endpoint("127.0.0.1", 10026)
+    socketmap_listen: Endpoint = Endpoint(path=f"{SOCKET_DIR}/socketmap")
     # The household's contacts book: names, addresses and Tox IDs (toxbridge contacts add|remove).
     contacts: Path = Path("/etc/toxbridge/contacts.yaml")
     # Mail from a friend whose From: or envelope sender belongs to someone else: reject (550 5.7.1)

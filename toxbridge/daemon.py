@@ -16,6 +16,7 @@ from .contacts.roster import Roster
 from .contacts.routes import Routes
 from .files import state_subdir
 from .mail import socketmap
+from .mail.listen import ListenError, unix_socket
 from .mail.lmtp_in import make_server
 from .ops import control, snapshot
 from .outbound import Outbound
@@ -109,6 +110,8 @@ async def _close(identities: list[Identity], store: DeliveryStore, roster: Roste
 async def _listen(key: str, listen, start):
     try:
         return await start()
+    except ListenError as e:
+        raise StartupError(f"cannot listen for Postfix on {listen} ({key}): {e.strerror}") from None
     except OSError as e:
         raise StartupError(
             f"cannot listen for Postfix on {listen} ({key}): {e.strerror} "
@@ -130,8 +133,14 @@ async def _serve(
     factory = make_server(outbound, config.hostname, config.max_message_size, config.lmtp_timeout)
     listen = config.lmtp_listen
     if listen.path:
-        server = await _listen("lmtp_listen", listen, lambda: loop.create_unix_server(factory, listen.path))
+        server = await _listen(
+            "lmtp_listen", listen, lambda: loop.create_unix_server(factory, sock=unix_socket(listen.path))
+        )
     else:
+        log.warning(
+            "lmtp_listen is a TCP port: every process on this host can send Tox mail as a household "
+            "user through it; a unix socket (the default) lets only Postfix"
+        )
         server = await _listen(
             "lmtp_listen", listen, lambda: loop.create_server(factory, listen.host, listen.port)
         )

@@ -17,7 +17,7 @@ import yaml
 
 from . import _fs
 from .dovecot import Dovecot
-from .ports import free_port, port_accepts, wait_until
+from .ports import free_port, port_accepts, socket_accepts, wait_until
 from .postfix import Postfix
 
 BRIDGE_START_TIMEOUT = 30.0
@@ -37,20 +37,23 @@ class Household:
         bridge_settings: dict | None = None,
         tox_only: bool = False,
         tox_settings: dict | None = None,
+        tcp_listeners: bool = False,
     ) -> None:
         """users: mailbox → password (all get Dovecot mailboxes); bridge_users: those with a Tox
         identity (default: all); bootstrap: (host, port, public key) of local DHT nodes;
         bridge_settings: top-level toxbridge.yaml keys to set (e.g. result_timeout); tox_only: Postfix
         bounces mail to non-contacts (deploy/postfix/main.cf.tox-only); tox_settings: keys of the
-        config's tox section to set or override (e.g. udp, tcp_relays, proxy)."""
+        config's tox section to set or override (e.g. udp, tcp_relays, proxy); tcp_listeners: the
+        bridge listens for Postfix on loopback ports (bridge_port, socketmap_port) instead of the
+        unix sockets in Postfix's queue directory that deploy/ uses."""
         self.root = _fs.prepare_root(Path(root) / name)
         self.name = name
         self.domain = f"{name}.test"
         self.users = dict(users)
         self.bridge_users = list(bridge_users if bridge_users is not None else users)
-        self.bridge_port = free_port()
+        self.bridge_port = free_port() if tcp_listeners else None
         self.dovecot = Dovecot(self.root, name, self.users, free_port(), free_port(), free_port())
-        self.socketmap_port = free_port()
+        self.socketmap_port = free_port() if tcp_listeners else None
         self.postfix = Postfix(
             self.root,
             name,
@@ -80,8 +83,8 @@ class Household:
     def _write_config(self, bootstrap, friend_requests: str, settings: dict) -> None:
         config = {
             "state_dir": str(self.root / "state"),
-            "lmtp_listen": f"127.0.0.1:{self.bridge_port}",
-            "socketmap_listen": f"127.0.0.1:{self.socketmap_port}",
+            "lmtp_listen": self._listen(self.bridge_port, self.postfix.bridge_lmtp_socket),
+            "socketmap_listen": self._listen(self.socketmap_port, self.postfix.socketmap_socket),
             "dovecot_lmtp": f"127.0.0.1:{self.dovecot.lmtp_port}",
             "contacts": str(self.contacts_path),
             "hostname": f"bridge.{self.domain}",
@@ -99,6 +102,22 @@ class Household:
             **settings,
         }
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    @staticmethod
+    def _listen(port: int | None, socket_path: Path) -> str:
+        return str(socket_path) if port is None else f"127.0.0.1:{port}"
+
+    @property
+    def socketmap(self) -> str:
+        """The bridge's socketmap as postmap -q names it."""
+        if self.socketmap_port is None:
+            return f"unix:{self.postfix.socketmap_socket}"
+        return f"inet:127.0.0.1:{self.socketmap_port}"
+
+    def _bridge_listens(self) -> bool:
+        if self.bridge_port is None:
+            return socket_accepts(self.postfix.bridge_lmtp_socket)
+        return port_accepts(self.bridge_port)
 
     def toxbridge(self, *args: str) -> subprocess.CompletedProcess:
         return _fs.run([sys.executable, "-m", "toxbridge", "--config", str(self.config_path), *args])
@@ -136,7 +155,7 @@ class Household:
                 env={**os.environ, **env} if env else None,
             )
         ok = wait_until(
-            lambda: port_accepts(self.bridge_port) or self._bridge.poll() is not None, BRIDGE_START_TIMEOUT
+            lambda: self._bridge_listens() or self._bridge.poll() is not None, BRIDGE_START_TIMEOUT
         )
         if not ok or self._bridge.poll() is not None:
             raise RuntimeError(f"toxbridge for {self.name} did not start:\n{_fs.tail(self.bridge_log)}")

@@ -6,6 +6,7 @@ import random
 import socket
 import threading
 import time
+from pathlib import Path
 
 # Below this the lab never picks: the well-known and registered ports of real services.
 LOWEST_PORT = 20000
@@ -56,6 +57,17 @@ def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def socket_accepts(path: Path) -> bool:
+    """A unix stream socket at `path` takes a connection."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(str(path))
+            return True
+        except OSError:
+            return False
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

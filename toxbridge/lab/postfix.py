@@ -1,14 +1,16 @@
 """A private Postfix instance on loopback, built from deploy/postfix/.
 
 main.cf = the few settings any private instance needs (own queue, data and
-log, loopback only, no DNS) + deploy/postfix/main.cf.toxbridge (its socketmap
-endpoint 127.0.0.1:10026 becomes 127.0.0.1:socketmap_port) + `postconf -e` for
-the host-specific values (domain, ports), with tox_only the settings of
-deploy/postfix/main.cf.tox-only, and `extra`.
+log, loopback only, no DNS) + deploy/postfix/main.cf.toxbridge (its socketmap,
+the unix socket toxbridge/socketmap relative to the queue directory, kept as it
+is, or 127.0.0.1:socketmap_port) + `postconf -e` for the host-specific values
+(domain, ports), with tox_only the settings of deploy/postfix/main.cf.tox-only,
+and `extra`.
 master.cf = Debian's master.cf with chroot off and smtpd bound to
 127.0.0.1:smtp_port + deploy/postfix/master.cf.toxbridge verbatim.
-transport.regexp = deploy/postfix/transport.regexp with the bridge port and the
-HOST-SPECIFIC household domain rewritten.
+transport.regexp = deploy/postfix/transport.regexp with the bridge's socket (in
+this instance's queue directory) or port and the HOST-SPECIFIC household domain
+rewritten. The bridge's socket directory is made as the playbook makes it.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import time
 from pathlib import Path
 
 from . import _fs
-from .ports import free_port, port_accepts, wait_until
+from .ports import port_accepts, wait_until
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
-DEPLOY_BRIDGE_NEXTHOP = "inet:127.0.0.1:10025"
-DEPLOY_SOCKETMAP = "socketmap:inet:127.0.0.1:10026:"
+DEPLOY_BRIDGE_NEXTHOP = "unix:/var/spool/postfix/toxbridge/lmtp"
+DEPLOY_SOCKETMAP = "socketmap:unix:toxbridge/socketmap:"
+# The bridge's sockets, in the queue directory as on a household (mail/listen.py).
+BRIDGE_SOCKET_DIR = "toxbridge"
 DEPLOY_LOCAL_DOMAIN = r"/@home\.example$/"
 DEPLOY_ALIAS_DOMAIN = "@home.example "
 DEPLOY_ALIAS_TARGET = "mom@home.example"
@@ -36,11 +40,14 @@ class Postfix:
     """Postfix for one household: SMTP on 127.0.0.1:smtp_port.
 
     Mail for `domain` users goes to Dovecot LMTP on 127.0.0.1:dovecot_lmtp_port;
-    mail for `@tox` goes to the bridge on 127.0.0.1:bridge_lmtp_port; any other
-    address is asked to the socketmap on 127.0.0.1:socketmap_port (None: a free
-    port nobody serves, i.e. the bridge is down). Whatever it does not claim
+    mail for `@tox` goes to the bridge on 127.0.0.1:bridge_lmtp_port (None: the
+    unix socket bridge_lmtp_socket); any other address is asked to the socketmap
+    on 127.0.0.1:socketmap_port (None: the unix socket socketmap_socket; nobody
+    serving it means the bridge is down). Whatever it does not claim
     takes the lab's default_transport (an error bounce), or with `tox_only` the
-    deploy/postfix/main.cf.tox-only bounce. `root` must sit under
+    deploy/postfix/main.cf.tox-only bounce. `chrooted` names master.cf services
+    that run chrooted in the queue directory as on Debian (the lab runs the rest
+    unchrooted: a chroot needs copies of /etc files). `root` must sit under
     world-traversable parents (``tempfile.mkdtemp(dir="/tmp")``).
     """
 
@@ -52,11 +59,12 @@ class Postfix:
         smtp_port: int,
         local_users: list[str],
         dovecot_lmtp_port: int,
-        bridge_lmtp_port: int,
+        bridge_lmtp_port: int | None,
         extra: dict[str, str] | None = None,
         *,
         socketmap_port: int | None = None,
         tox_only: bool = False,
+        chrooted: tuple[str, ...] = (),
     ):
         self.root = Path(root)
         self.name = name
@@ -65,17 +73,28 @@ class Postfix:
         self.local_users = list(local_users)
         self.dovecot_lmtp_port = dovecot_lmtp_port
         self.bridge_lmtp_port = bridge_lmtp_port
-        self.socketmap_port = socketmap_port if socketmap_port is not None else free_port()
+        self.socketmap_port = socketmap_port
         self.tox_only = tox_only
+        self.chrooted = chrooted
         self.extra = dict(extra or {})
         self.dir = self.root / f"postfix-{name}"
         self.config_dir = self.dir / "etc"
         self.queue_dir = self.dir / "spool"
+        self.bridge_socket_dir = self.queue_dir / BRIDGE_SOCKET_DIR
+        self.bridge_lmtp_socket = self.bridge_socket_dir / "lmtp"
+        self.socketmap_socket = self.bridge_socket_dir / "socketmap"
         self.data_dir = self.dir / "data"
         self.maillog = self.dir / "maillog"
         self.startup_log = self.dir / "startup.log"
         self.myhostname = f"{name}.postfix.lab.invalid"
         self._started = False
+
+    @property
+    def bridge_nexthop(self) -> str:
+        """The bridge's LMTP as a Postfix nexthop (what transport.regexp and the socketmap say)."""
+        if self.bridge_lmtp_port is None:
+            return f"unix:{self.bridge_lmtp_socket}"
+        return f"inet:127.0.0.1:{self.bridge_lmtp_port}"
 
     # --- configuration ----------------------------------------------------
 
@@ -100,6 +119,11 @@ class Postfix:
         self.data_dir.mkdir(exist_ok=True)
         shutil.chown(self.data_dir, "postfix", "postfix")
         self.data_dir.chmod(0o700)
+        # As the playbook makes it: the bridge (root here) owns it, Postfix's group may enter, and
+        # set-group-id gives the sockets made in it that group.
+        self.bridge_socket_dir.mkdir(exist_ok=True)
+        shutil.chown(self.bridge_socket_dir, "root", "postfix")
+        self.bridge_socket_dir.chmod(0o2750)
         deploy = _fs.deploy_dir() / "postfix"
 
         base = f"""\
@@ -134,7 +158,8 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
         main_cf = (deploy / "main.cf.toxbridge").read_text()
         if DEPLOY_SOCKETMAP not in main_cf:
             raise RuntimeError(f"deploy/postfix/main.cf.toxbridge no longer names {DEPLOY_SOCKETMAP}")
-        main_cf = main_cf.replace(DEPLOY_SOCKETMAP, f"socketmap:inet:127.0.0.1:{self.socketmap_port}:")
+        if self.socketmap_port is not None:
+            main_cf = main_cf.replace(DEPLOY_SOCKETMAP, f"socketmap:inet:127.0.0.1:{self.socketmap_port}:")
         (self.config_dir / "main.cf").write_text(base + main_cf)
         (self.config_dir / "master.cf").write_text(
             _lab_master_cf(SYSTEM_MASTER_CF.read_text(), self.smtp_port)
@@ -148,7 +173,7 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
                 raise RuntimeError(f"deploy/postfix/transport.regexp no longer names {needed}")
         local_domain = "/@" + self.domain.replace(".", "\\.") + "$/"
         (self.config_dir / "transport.regexp").write_text(
-            transport.replace(DEPLOY_BRIDGE_NEXTHOP, f"inet:127.0.0.1:{self.bridge_lmtp_port}").replace(
+            transport.replace(DEPLOY_BRIDGE_NEXTHOP, self.bridge_nexthop).replace(
                 DEPLOY_LOCAL_DOMAIN, local_domain
             )
         )
@@ -174,6 +199,8 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
             **self.extra,
         }
         self._postconf("-e", *(f"{k}={v}" for k, v in overrides.items()))
+        for service in self.chrooted:
+            self._postconf("-F", f"{service}/chroot=y")
 
     # --- lifecycle ----------------------------------------------------------
 

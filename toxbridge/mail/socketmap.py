@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import stat
 from collections.abc import Callable
 
 from ..config import Endpoint
+from .listen import unix_socket
 
 log = logging.getLogger("toxbridge.socketmap")
 
@@ -204,13 +203,7 @@ class SocketmapServer(asyncio.AbstractServer):
 
     async def _listen(self, endpoint: Endpoint) -> None:
         if endpoint.path:
-            # A stale socket of an earlier run would make bind fail.
-            try:
-                if stat.S_ISSOCK(os.lstat(endpoint.path).st_mode):
-                    os.unlink(endpoint.path)
-            except FileNotFoundError:
-                pass
-            self._server = await asyncio.start_unix_server(self._handle, path=endpoint.path)
+            self._server = await asyncio.start_unix_server(self._handle, sock=unix_socket(endpoint.path))
         else:
             self._server = await asyncio.start_server(self._handle, endpoint.host, endpoint.port)
 

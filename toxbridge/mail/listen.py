@@ -1,0 +1,62 @@
+"""The sockets the bridge listens on for Postfix (LMTP and the socketmap), made one way.
+
+Whoever can talk LMTP to the bridge sends Tox mail as any household user (the bridge checks only
+that the envelope sender is one), so the default is a unix socket that only Postfix can open: mode
+0660, group of its directory. That directory, /var/spool/postfix/toxbridge, is owned by the
+bridge's user with group postfix and mode 2750 (set-group-id: a socket made in it takes the
+group postfix even though the bridge is not a member). It lies in Postfix's queue directory
+because trivial-rewrite, which asks the socketmap, runs chrooted there on Debian. A TCP port on
+loopback stays possible (host:port), but every process on the host can reach it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+
+# Postfix's lmtp client and trivial-rewrite run as the user postfix, a member of the socket's group.
+SOCKET_MODE = 0o660
+
+
+class ListenError(OSError):
+    """The socket cannot be made as it must be; the text says how to fix it."""
+
+
+def unix_socket(path: str) -> socket.socket:
+    """A unix stream socket bound at `path`, mode 0660 and the directory's group, not yet
+    listening: asyncio's create_unix_server(sock=...) calls listen() after this, so no client can
+    connect before the mode and group are right."""
+    directory = os.path.dirname(path) or "."
+    try:
+        dir_stat = os.stat(directory)
+    except FileNotFoundError:
+        raise ListenError(
+            errno.ENOENT,
+            f"directory {directory} does not exist; create it for the bridge's user with Postfix's "
+            f"group: install -d -o toxbridge -g postfix -m 2750 {directory}",
+        ) from None
+    try:  # A socket left by an earlier run would make bind fail; anything else is not ours.
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, SOCKET_MODE)
+        if os.stat(path).st_gid != dir_stat.st_gid:
+            # Without set-group-id on the directory the socket has the bridge's own group.
+            try:
+                os.chown(path, -1, dir_stat.st_gid)
+            except PermissionError:
+                raise ListenError(
+                    errno.EPERM,
+                    f"{path} would not belong to the group of {directory}, so Postfix could not "
+                    f"connect: make the directory set-group-id (chmod g+s {directory})",
+                ) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
