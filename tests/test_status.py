@@ -188,3 +188,15 @@ def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
     }
     checks = status.identity_checks(got, CONFIG, NOW)
     assert [c.level for c in checks] == [OK, OK, WARN, WARN]
+
+
+def test_a_socket_only_postfix_may_open_is_a_warning_with_advice():
+    from toxbridge.config import Endpoint
+
+    sock = Endpoint(path="/var/spool/postfix/toxbridge/lmtp")
+    denied = status.listener_check("lmtp", "lmtp_listen", sock, "Permission denied", daemon_up=True)
+    assert denied.level == WARN and "run status as root" in denied.action
+    held = status.listener_check("lmtp", "lmtp_listen", sock, "Connection refused", daemon_up=True)
+    assert held.level == ERROR and f"ss -lxp | grep {sock.path}" in held.action
+    port = status.listener_check("lmtp", "lmtp_listen", Endpoint("127.0.0.1", 10025), "x", daemon_up=True)
+    assert "ss -ltnp | grep 10025" in port.action

@@ -8,6 +8,8 @@ functions take what was observed and return Checks.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import socket
 import stat
@@ -141,13 +143,20 @@ def identity_checks(identity: dict, config: Config, now: float) -> list[Check]:
 def listener_check(name: str, key: str, endpoint: Endpoint, error: str | None, daemon_up: bool) -> Check:
     if error is None:
         return Check(name, OK, f"answers on {endpoint}")
+    if endpoint.path and error == os.strerror(errno.EACCES):
+        # The socket is for Postfix only (mail/listen.py): not a fault of the bridge.
+        return Check(
+            name, WARN, f"{endpoint}: {error}", "only Postfix and root may open it: run status as root"
+        )
     if not daemon_up:
         return Check(name, ERROR, f"nothing answers on {endpoint} ({error})", "start toxbridge")
     return Check(
         name,
         ERROR,
         f"{endpoint} does not answer as it should ({error})",
-        f"another program may hold the port: `ss -ltnp | grep {endpoint.port}`; or change {key}",
+        f"another program may hold it: `ss -lxp | grep {endpoint.path}`; or change {key}"
+        if endpoint.path
+        else f"another program may hold the port: `ss -ltnp | grep {endpoint.port}`; or change {key}",
     )
 
 
