@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import smtplib
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -37,12 +39,15 @@ class Household:
         bridge_settings: dict | None = None,
         tox_only: bool = False,
         tox_settings: dict | None = None,
+        submission: bool = False,
     ) -> None:
         """users: mailbox → password (all get Dovecot mailboxes); bridge_users: those with a Tox
         identity (default: all); bootstrap: (host, port, public key) of local DHT nodes;
         bridge_settings: top-level toxbridge.yaml keys to set (e.g. result_timeout); tox_only: Postfix
         bounces mail to non-contacts (deploy/postfix/main.cf.tox-only); tox_settings: keys of the
-        config's tox section to set or override (e.g. udp, tcp_relays, proxy)."""
+        config's tox section to set or override (e.g. udp, tcp_relays, proxy); submission: Postfix
+        also runs a submission service as the playbook sets it up (STARTTLS, the users' Dovecot
+        logins, the bridge's milter), on `postfix.submission_port`."""
         self.root = _fs.prepare_root(Path(root) / name)
         self.name = name
         self.domain = f"{name}.test"
@@ -51,6 +56,7 @@ class Household:
         self.bridge_port = free_port()
         self.dovecot = Dovecot(self.root, name, self.users, free_port(), free_port(), free_port())
         self.socketmap_port = free_port()
+        self.milter_port = free_port()
         self.postfix = Postfix(
             self.root,
             name,
@@ -62,6 +68,9 @@ class Household:
             postfix_extra,
             socketmap_port=self.socketmap_port,
             tox_only=tox_only,
+            milter_port=self.milter_port,
+            submission_port=free_port() if submission else None,
+            sasl_path=str(self.dovecot.auth_socket) if submission else None,
         )
         self.config_path = self.root / "toxbridge.yaml"
         self.contacts_path = self.root / "contacts.yaml"
@@ -82,6 +91,7 @@ class Household:
             "state_dir": str(self.root / "state"),
             "lmtp_listen": f"127.0.0.1:{self.bridge_port}",
             "socketmap_listen": f"127.0.0.1:{self.socketmap_port}",
+            "milter_listen": f"127.0.0.1:{self.milter_port}",
             "dovecot_lmtp": f"127.0.0.1:{self.dovecot.lmtp_port}",
             "contacts": str(self.contacts_path),
             "hostname": f"bridge.{self.domain}",
@@ -115,6 +125,20 @@ class Household:
             self.wait_log("contacts reloaded from", CONTACTS_RELOAD_TIMEOUT, since=mark)
         return done
 
+    def submit(self, user: str, recipients: list[str], message: bytes, sender: str | None = None) -> dict:
+        """Send as a mail client does: submission, STARTTLS, login with the user's password; the
+        envelope sender is the user's address unless `sender` says otherwise ("" for a bounce).
+        Returns the refused recipients (SMTP code, text); raises when all are refused."""
+        if self.postfix.submission_port is None:
+            raise RuntimeError(f"household {self.name} has no submission service (submission=True)")
+        context = ssl.create_default_context()
+        context.check_hostname = False  # the lab's certificate is self-signed
+        context.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", self.postfix.submission_port, timeout=60) as smtp:
+            smtp.starttls(context=context)
+            smtp.login(user, self.users[user])
+            return smtp.sendmail(self.address(user) if sender is None else sender, recipients, message)
+
     def start(self) -> None:
         self.dovecot.start()
         self.postfix.start()
@@ -136,7 +160,12 @@ class Household:
                 env={**os.environ, **env} if env else None,
             )
         ok = wait_until(
-            lambda: port_accepts(self.bridge_port) or self._bridge.poll() is not None, BRIDGE_START_TIMEOUT
+            # the milter listens last (after LMTP and the socketmap): then all of them answer
+            lambda: (
+                (port_accepts(self.bridge_port) and port_accepts(self.milter_port))
+                or self._bridge.poll() is not None
+            ),
+            BRIDGE_START_TIMEOUT,
         )
         if not ok or self._bridge.poll() is not None:
             raise RuntimeError(f"toxbridge for {self.name} did not start:\n{_fs.tail(self.bridge_log)}")

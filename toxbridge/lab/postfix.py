@@ -27,6 +27,7 @@ STOP_TIMEOUT = 30.0
 SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
 DEPLOY_BRIDGE_NEXTHOP = "inet:127.0.0.1:10025"
 DEPLOY_SOCKETMAP = "socketmap:inet:127.0.0.1:10026:"
+DEPLOY_MILTER = "toxbridge_milter = inet:127.0.0.1:10027\n"
 DEPLOY_LOCAL_DOMAIN = r"/@home\.example$/"
 DEPLOY_ALIAS_DOMAIN = "@home.example "
 DEPLOY_ALIAS_TARGET = "mom@home.example"
@@ -57,6 +58,9 @@ class Postfix:
         *,
         socketmap_port: int | None = None,
         tox_only: bool = False,
+        milter_port: int | None = None,
+        submission_port: int | None = None,
+        sasl_path: str | None = None,
     ):
         self.root = Path(root)
         self.name = name
@@ -67,6 +71,9 @@ class Postfix:
         self.bridge_lmtp_port = bridge_lmtp_port
         self.socketmap_port = socketmap_port if socketmap_port is not None else free_port()
         self.tox_only = tox_only
+        self.milter_port = milter_port if milter_port is not None else free_port()
+        self.submission_port = submission_port
+        self.sasl_path = sasl_path
         self.extra = dict(extra or {})
         self.dir = self.root / f"postfix-{name}"
         self.config_dir = self.dir / "etc"
@@ -88,6 +95,10 @@ class Postfix:
     def postconf(self, settings: dict[str, str]) -> None:
         """Change main.cf settings of the running instance and reload it."""
         self._postconf("-e", *(f"{k}={v}" for k, v in settings.items()))
+        self.reload()
+
+    def reload(self) -> None:
+        """`postfix reload`: new daemon processes (they forget what they looked up)."""
         rc = _fs.run_daemon_start(["postfix", "-c", str(self.config_dir), "reload"], self.startup_log)
         if rc != 0:
             raise RuntimeError(f"postfix {self.name} reload failed (rc={rc}):\n{_fs.tail(self.startup_log)}")
@@ -135,9 +146,13 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
         if DEPLOY_SOCKETMAP not in main_cf:
             raise RuntimeError(f"deploy/postfix/main.cf.toxbridge no longer names {DEPLOY_SOCKETMAP}")
         main_cf = main_cf.replace(DEPLOY_SOCKETMAP, f"socketmap:inet:127.0.0.1:{self.socketmap_port}:")
+        if DEPLOY_MILTER not in main_cf:
+            raise RuntimeError(f"deploy/postfix/main.cf.toxbridge no longer names {DEPLOY_MILTER.strip()}")
+        main_cf = main_cf.replace(DEPLOY_MILTER, f"toxbridge_milter = inet:127.0.0.1:{self.milter_port}\n")
         (self.config_dir / "main.cf").write_text(base + main_cf)
         (self.config_dir / "master.cf").write_text(
             _lab_master_cf(SYSTEM_MASTER_CF.read_text(), self.smtp_port)
+            + self._submission_service()
             + "\n# ---- deploy/postfix/master.cf.toxbridge follows verbatim ----\n"
             + (deploy / "master.cf.toxbridge").read_text()
         )
@@ -174,6 +189,38 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
             **self.extra,
         }
         self._postconf("-e", *(f"{k}={v}" for k, v in overrides.items()))
+
+    def _submission_service(self) -> str:
+        """The submission service as ansible/roles/postfix writes it (STARTTLS required, the
+        users' Dovecot logins, the bridge's milter), on 127.0.0.1:submission_port."""
+        if self.submission_port is None:
+            return ""
+        if self.sasl_path is None:
+            raise ValueError("a submission service needs sasl_path (Dovecot's auth socket)")
+        cert, key = self.config_dir / "tls.crt", self.config_dir / "tls.key"
+        if not cert.exists():
+            made = _fs.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-days", "7", "-subj", f"/CN={self.myhostname}",
+                 "-keyout", str(key), "-out", str(cert)]
+            )  # fmt: skip
+            if made.returncode != 0:
+                raise RuntimeError(f"openssl could not make the lab certificate: {made.stderr}")
+        return f"""
+# The household's mail clients send here (lab copy of ansible/roles/postfix/templates/master.cf.j2).
+127.0.0.1:{self.submission_port} inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_cert_file={cert}
+  -o smtpd_tls_key_file={key}
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path={self.sasl_path}
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_milters=$toxbridge_milter
+"""
 
     # --- lifecycle ----------------------------------------------------------
 
