@@ -149,6 +149,7 @@ class Home:
             "toxbridge_systemd_dir": str(d / "systemd"),
             "toxbridge_lmtp_listen": f"127.0.0.1:{p['bridge']}",
             "toxbridge_socketmap_listen": f"127.0.0.1:{p['socketmap']}",
+            "toxbridge_milter_listen": f"127.0.0.1:{p['milter']}",
             "thunderbird_autoconfig_dir": str(d / "www"),
             "thunderbird_autoconfig_submission_port": p["submission"],
             "tox_bootstrapd_enabled": self.node,
@@ -265,6 +266,7 @@ def home(root: Path, name: str, users: list[str], tox_only: bool, node: bool) ->
         "pop3s",
         "bridge",
         "socketmap",
+        "milter",
         "dht",
         "relay",
     )

@@ -187,8 +187,9 @@ def test_with_the_milter_unreachable_mail_goes_out_without_a_notice(homes):
     """milter_default_action = accept: a milter that does not answer (here: Postfix pointed at
     a port nobody serves) holds no mail; the mail leaves both ways, only the notice is missing."""
     nora, otto, world = homes["nora"], homes["otto"], homes["world"]
-    milter = nora.postfix._postconf("-h", "toxbridge_milter").strip()
-    nora.postfix.postconf({"toxbridge_milter": f"inet:127.0.0.1:{free_port()}"})
+    service = f"{nora.postfix.submission_service}/inet/smtpd_milters"
+    nora.postfix._postconf("-P", f"{service}=inet:127.0.0.1:{free_port()}")
+    nora.postfix.reload()
     try:
         token, _, message = compose("nora@nora.test", ["carl@world.test", "otto@otto.test"], "No milter")
         assert nora.submit("nora", ["carl@world.test", "otto@otto.test"], message) == {}
@@ -197,7 +198,8 @@ def test_with_the_milter_unreachable_mail_goes_out_without_a_notice(homes):
         wait_for(otto.dovecot, "otto", token, ARRIVAL)
         assert notices(nora, "nora", token) == []
     finally:
-        nora.postfix.postconf({"toxbridge_milter": milter})
+        nora.postfix._postconf("-P", f"{service}={nora.postfix.milter}")
+        nora.postfix.reload()
 
 
 def test_with_the_bridge_stopped_ordinary_mail_waits_too(homes):

@@ -188,3 +188,15 @@ def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
     }
     checks = status.identity_checks(got, CONFIG, NOW)
     assert [c.level for c in checks] == [OK, OK, WARN, WARN]
+
+
+def test_ordinary_mail_is_shown_with_the_users_who_chose_otherwise():
+    cfg = config_mod.parse(
+        "state_dir: /var/lib/tb\nusers:\n  - {mailbox: bob, address: bob@b.test}\n"
+        "  - {mailbox: amy, address: amy@b.test, ordinary_mail: refuse}\n"
+    )
+    check = status.ordinary_mail_check(cfg)
+    assert check.level == OK and check.name == "ordinary"
+    assert check.text == (
+        "mail to non-contacts: notify (it leaves by ordinary e-mail and the sender gets a notice); refuse for amy"
+    )

@@ -27,7 +27,7 @@ STOP_TIMEOUT = 30.0
 SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
 DEPLOY_BRIDGE_NEXTHOP = "inet:127.0.0.1:10025"
 DEPLOY_SOCKETMAP = "socketmap:inet:127.0.0.1:10026:"
-DEPLOY_MILTER = "toxbridge_milter = inet:127.0.0.1:10027\n"
+DEPLOY_MILTER = "-o smtpd_milters=inet:127.0.0.1:10027"
 DEPLOY_LOCAL_DOMAIN = r"/@home\.example$/"
 DEPLOY_ALIAS_DOMAIN = "@home.example "
 DEPLOY_ALIAS_TARGET = "mom@home.example"
@@ -146,9 +146,8 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
         if DEPLOY_SOCKETMAP not in main_cf:
             raise RuntimeError(f"deploy/postfix/main.cf.toxbridge no longer names {DEPLOY_SOCKETMAP}")
         main_cf = main_cf.replace(DEPLOY_SOCKETMAP, f"socketmap:inet:127.0.0.1:{self.socketmap_port}:")
-        if DEPLOY_MILTER not in main_cf:
-            raise RuntimeError(f"deploy/postfix/main.cf.toxbridge no longer names {DEPLOY_MILTER.strip()}")
-        main_cf = main_cf.replace(DEPLOY_MILTER, f"toxbridge_milter = inet:127.0.0.1:{self.milter_port}\n")
+        if DEPLOY_MILTER not in main_cf:  # what the submission service below follows
+            raise RuntimeError(f"deploy/postfix/main.cf.toxbridge no longer names {DEPLOY_MILTER}")
         (self.config_dir / "main.cf").write_text(base + main_cf)
         (self.config_dir / "master.cf").write_text(
             _lab_master_cf(SYSTEM_MASTER_CF.read_text(), self.smtp_port)
@@ -219,8 +218,17 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
   -o smtpd_sasl_path={self.sasl_path}
   -o smtpd_client_restrictions=permit_sasl_authenticated,reject
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
-  -o smtpd_milters=$toxbridge_milter
+  -o smtpd_milters={self.milter}
 """
+
+    @property
+    def milter(self) -> str:
+        return f"inet:127.0.0.1:{self.milter_port}"
+
+    @property
+    def submission_service(self) -> str:
+        """The submission service's name in master.cf, for `postconf -P NAME/inet/...`."""
+        return f"127.0.0.1:{self.submission_port}"
 
     # --- lifecycle ----------------------------------------------------------
 

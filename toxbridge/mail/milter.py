@@ -104,6 +104,14 @@ def reply_code(line: str) -> m.ReplyCode:
     return m.ReplyCode(text.encode("utf-8", "replace") + b"\0")
 
 
+def postfix_negotiation() -> bytes:
+    """What Postfix 3.7 sends first (version 6, every action and protocol step offered): a probe
+    for `toxbridge status`, and the start of the tests' sessions."""
+    buf = SimpleBuffer(64)
+    m.Negotiate(MILTER_VERSION, m.ActionFlags(0x1FF), m.ProtocolFlags(0x1FFFFF)).pack(buf)
+    return buf[:].tobytes()
+
+
 class Session:
     """One connection's protocol state: `feed(bytes)` returns the bytes to answer (no I/O here
     except the awaited hooks)."""
