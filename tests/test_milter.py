@@ -179,8 +179,9 @@ def policy(roster):
     return ordinary, sent
 
 
-def envelope(sender: str, *recipients: str, headers=()) -> Envelope:
-    return Envelope(sender, list(recipients), list(headers), {"i": "QID"})
+def envelope(sender: str, *recipients: str, headers=(), login: str = "") -> Envelope:
+    macros = {"i": "QID", **({"{auth_authen}": login} if login else {})}
+    return Envelope(sender, list(recipients), list(headers), macros)
 
 
 def test_who_leaves_by_ordinary_mail(policy):
@@ -193,9 +194,11 @@ def test_who_leaves_by_ordinary_mail(policy):
     assert not ordinary.leaves_by_ordinary_mail("cd" * 32 + "@tox")
 
 
-def test_notify_sends_one_notice_from_the_null_sender_to_the_users_mailbox(policy):
+@pytest.mark.parametrize("login", ["", "nora", "NORA"])
+def test_notify_sends_one_notice_from_the_null_sender_to_the_users_mailbox(policy, login):
     ordinary, sent = policy
-    asyncio.run(ordinary.end_of_message(envelope("nora@nora.test", "otto@otto.test", "carl@world.test")))
+    mail = envelope("nora@nora.test", "otto@otto.test", "carl@world.test", login=login)
+    asyncio.run(ordinary.end_of_message(mail))
     ((sender, recipients, message),) = sent
     assert sender == "" and recipients == ["nora"]
     assert b"carl@world.test" in message and b"Auto-Submitted: auto-generated" in message
@@ -212,8 +215,19 @@ def test_notify_sends_one_notice_from_the_null_sender_to_the_users_mailbox(polic
         envelope(
             "nora@nora.test", "carl@world.test", headers=[("Auto-Submitted", "auto-generated (notice)")]
         ),
+        envelope("nora@nora.test", "carl@world.test", login="ned"),  # ned in nora's name
+        envelope("nora@nora.test", "carl@world.test", login="mallory"),  # a login that is no user
     ],
-    ids=["allow", "null-sender", "not-a-user", "no-ordinary", "auto-replied", "auto-generated"],
+    ids=[
+        "allow",
+        "null-sender",
+        "not-a-user",
+        "no-ordinary",
+        "auto-replied",
+        "auto-generated",
+        "another-users-name",
+        "unknown-login",
+    ],
 )
 def test_no_notice(policy, mail):
     ordinary, sent = policy
@@ -229,6 +243,11 @@ def test_refuse_refuses_only_non_contacts_and_only_for_its_user(policy):
     assert asyncio.run(ordinary.recipient(nell, "otto@otto.test")) is None
     assert asyncio.run(ordinary.recipient(nell, "nora@nora.test")) is None
     assert asyncio.run(ordinary.recipient(envelope("nora@nora.test"), "carl@world.test")) is None
+    # the login decides whose choice it is: nell in nora's name is still refused, nora in nell's not
+    assert asyncio.run(ordinary.recipient(envelope("nora@nora.test", login="nell"), "carl@world.test"))
+    assert (
+        asyncio.run(ordinary.recipient(envelope("nell@nora.test", login="nora"), "carl@world.test")) is None
+    )
 
 
 def test_auto_submitted_values():

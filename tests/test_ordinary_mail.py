@@ -169,6 +169,22 @@ def test_refuse_rejects_the_non_contact_at_rcpt_and_still_sends_the_contacts_cop
     assert caught.value.recipients["carl@world.test"][0] == 550
 
 
+def test_a_user_sending_in_another_users_name_neither_gets_nor_causes_notices(homes):
+    """Hostile: the lab's submission, unlike the playbook's, lets a logged-in user pick any
+    envelope sender. The milter takes whose mail it is from the login ({auth_authen}): ned in
+    nora's name puts no notice into nora's INBOX (nor his own), and nell's refuse holds in
+    anyone's name."""
+    nora, world = homes["nora"], homes["world"]
+    token, _, message = compose("nora@nora.test", ["carl@world.test"], "In her name")
+    assert nora.submit("ned", ["carl@world.test"], message, sender="nora@nora.test") == {}
+    assert notices(nora, "nora", token) == [] and notices(nora, "ned", token) == []
+    wait_for(world, "carl", token, OUTSIDE)
+
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+        nora.submit("nell", ["carl@world.test"], message, sender="nora@nora.test")
+    assert caught.value.recipients["carl@world.test"][0] == 550
+
+
 @pytest.mark.parametrize(
     ("sender", "extra"),
     [("", ""), ("nora@nora.test", "Auto-Submitted: auto-replied\r\n")],

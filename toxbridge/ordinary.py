@@ -10,7 +10,11 @@ recipients who are not Tox contacts (the setting `ordinary_mail`, per household 
   client says so at once; the Tox recipients of the same mail still get it.
 
 No notice for the null sender (bounces), for mail marked Auto-Submitted (auto-replies, other
-robots, our own notices) or from a sender who is not a user. Which recipients are "over Tox" is
+robots, our own notices) or from a sender who is not a user. Whose mail it is: the login
+(Postfix's `{auth_authen}` macro, the Dovecot user name) when there is one, so the setting is
+the person's who sends, and a notice goes only to the owner of the envelope sender when that is
+who logged in: a user who sends in another user's name (where submission does not forbid it,
+reject_sender_login_mismatch) never puts notices into their mailbox. Which recipients are "over Tox" is
 the socketmap's own answer (Routes.transport), so the notice says what Postfix does.
 """
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from .config import Config, Endpoint
+from .config import Config, Endpoint, User
 from .contacts.routes import Routes
 from .mail import lmtp_out
 from .mail.milter import Envelope, MailFilter
@@ -63,11 +67,18 @@ class OrdinaryMail(MailFilter):
         """Neither over Tox (what the socketmap tells Postfix) nor to this household itself."""
         return not self.routes.transport(recipient) and not self.routes.household(recipient)
 
-    def setting_for(self, sender: str) -> str:
-        return self.config.ordinary_mail_of(self.config.user_by_address(sender) if sender else None)
+    def sender_of(self, envelope: Envelope) -> User | None:
+        """The user who sends: whoever logged in, else the owner of the envelope sender."""
+        login = envelope.macros.get("{auth_authen}", "")
+        if login:
+            return self.config.user_by_mailbox(login.lower())
+        return self.config.user_by_address(envelope.sender) if envelope.sender else None
+
+    def setting_for(self, envelope: Envelope) -> str:
+        return self.config.ordinary_mail_of(self.sender_of(envelope))
 
     async def recipient(self, envelope: Envelope, recipient: str) -> str | None:
-        if self.setting_for(envelope.sender) == "refuse" and self.leaves_by_ordinary_mail(recipient):
+        if self.setting_for(envelope) == "refuse" and self.leaves_by_ordinary_mail(recipient):
             log.info(
                 "%s: refused to=<%s>: not a Tox contact (ordinary_mail: refuse)",
                 envelope.macros.get("i", "NOQUEUE"),
@@ -84,8 +95,12 @@ class OrdinaryMail(MailFilter):
 
     def notice_for(self, envelope: Envelope) -> SentMail | None:
         """What the notice for this mail says, or None when it gets none."""
-        user = self.config.user_by_address(envelope.sender) if envelope.sender else None
-        if user is None or self.config.ordinary_mail_of(user) != "notify" or auto_submitted(envelope):
+        if not envelope.sender:  # a bounce
+            return None
+        user = self.sender_of(envelope)
+        if user is None or user != self.config.user_by_address(envelope.sender):
+            return None  # not a user, or one sending in another's name
+        if self.config.ordinary_mail_of(user) != "notify" or auto_submitted(envelope):
             return None
         ordinary = tuple(r for r in envelope.recipients if self.leaves_by_ordinary_mail(r))
         if not ordinary:
