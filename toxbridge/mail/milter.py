@@ -95,8 +95,8 @@ def _text(value: bytes | memoryview) -> str:
 
 
 def reply_code(line: str) -> m.ReplyCode:
-    """A refusal with our own text: "550 5.7.1 words" (one line; % is doubled as libmilter does,
-    Postfix formats the text)."""
+    """A refusal with our own text: "550 5.7.1 words" (one line; a % is doubled, since the MTA
+    may read the text as a format, as sendmail does)."""
     code = line[:3]
     if not (code.isdigit() and code[0] in "45" and line[3:4] == " "):
         raise ValueError(f"not an SMTP error reply: {line!r}")
