@@ -66,6 +66,7 @@ def main(mails: int) -> None:
         for part in (node, world_dovecot, world):
             part.start()
             parts.append(part)
+        assert node.public_key is not None  # start() read it
         home = Household(
             root,
             "nora",
