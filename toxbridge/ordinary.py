@@ -41,9 +41,9 @@ Deliver = Callable[[Endpoint, str, list[str], bytes, str, float], Awaitable[list
 
 def refusal(recipient: str) -> str:
     return (
-        f"550 5.7.1 <{recipient}>: not a Tox contact of this household, and this household sends "
-        "no ordinary e-mail (servers on its way could read it); ask them onto Tox and add them "
-        "with toxbridge contacts add"
+        f"550 5.7.1 <{recipient}>: not a Tox contact of this household; by ordinary e-mail the "
+        "servers on its way could read it, and your ordinary_mail setting is refuse. Ask them "
+        "onto Tox and add them with toxbridge contacts add"
     )
 
 
@@ -61,7 +61,6 @@ class OrdinaryMail(MailFilter):
         self.config = config
         self.routes = routes
         self._deliver = deliver
-        self.notices_sent = 0
 
     def leaves_by_ordinary_mail(self, recipient: str) -> bool:
         """Neither over Tox (what the socketmap tells Postfix) nor to this household itself."""
@@ -126,7 +125,6 @@ class OrdinaryMail(MailFilter):
         reply = replies[0]
         queue_id = mail.queue_id or "NOQUEUE"
         if reply.code == 250:
-            self.notices_sent += 1
             log.info(
                 "%s: notice to=<%s>, ordinary=%d, over_tox=%d, status=sent (%s)",
                 queue_id,
