@@ -515,6 +515,31 @@ def test_submission_takes_only_the_users_own_address(running):
     assert code == 553 and b"not owned by user carol" in text
 
 
+def test_mail_to_a_non_contact_gets_a_notice_or_is_refused(running):
+    """Issue 16 through the playbook's wiring (submission's smtpd_milters, milter_listen): ha
+    (ordinary_mail: notify) puts one notice into alice's INBOX before the 250; hb (Tox only)
+    refuses at RCPT. The mail itself cannot leave this namespace: it is taken out of ha's queue."""
+    ha, hb = running
+    token = uuid.uuid4().hex
+    stranger = "someone@example.net"
+    message = f"From: alice@{ha.domain}\r\nTo: {stranger}\r\nSubject: outside {token}\r\n\r\nthe body\r\n"
+    ha.submit("alice", f"alice@{ha.domain}", stranger, message.encode())
+    try:
+        notices = [
+            m for m in ha.inbox("alice") if token.encode() in m and b"Auto-Submitted: auto-generated" in m
+        ]
+        assert len(notices) == 1 and stranger.encode() in notices[0] and b"the body" not in notices[0]
+    finally:
+        for entry in _fs.run(["postqueue", "-c", str(ha.postfix_dir), "-j"]).stdout.splitlines():
+            queued = json.loads(entry)
+            if any(r["address"] == stranger for r in queued["recipients"]):
+                _fs.run(["postsuper", "-c", str(ha.postfix_dir), "-d", queued["queue_id"]])
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        hb.submit("bob", f"bob@{hb.domain}", stranger, b"Subject: out\r\n\r\nno\r\n")
+    code, text = refused.value.recipients[stranger]
+    assert code == 550 and b"not a Tox contact" in text
+
+
 class IMAPFromLAN(imaplib.IMAP4):
     """A client at another address than the server's: Dovecot trusts a connection from its own
     address (127.0.0.1 to 127.0.0.1) as if it were TLS, a laptop on the LAN is not trusted."""

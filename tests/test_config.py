@@ -1,5 +1,6 @@
 """Config: typed values, defaults in one place, errors that name the line and the key."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,45 @@ def test_tcp_only_and_proxy_combinations_accepted(tox):
     if "socks5" in tox:
         assert (cfg.tox.proxy.type, cfg.tox.proxy.host, cfg.tox.proxy.port) == ("socks5", "127.0.0.1", 9050)
         assert cfg.tox.udp is False and len(cfg.tox.tcp_relays) == 1
+
+
+def test_ordinary_mail_defaults_to_notify_and_a_user_may_choose_otherwise():
+    cfg = config.parse(MINIMAL)
+    assert cfg.ordinary_mail == "notify" and cfg.milter_listen == Endpoint(path=f"{SPOOL}/toxbridge/milter")
+    assert cfg.ordinary_mail_of(cfg.users[0]) == "notify" and cfg.ordinary_mail_of(None) == "notify"
+    cfg = config.parse(
+        "state_dir: /var/lib/tb\nordinary_mail: refuse\nmilter_listen: /run/toxbridge/milter\nusers:\n"
+        "  - {mailbox: bob, address: bob@bob.test, ordinary_mail: allow}\n"
+        "  - {mailbox: amy, address: amy@bob.test}\n"
+    )
+    bob, amy = cfg.users
+    assert cfg.ordinary_mail_of(bob) == "allow" and cfg.ordinary_mail_of(amy) == "refuse"
+    assert cfg.ordinary_mail_of(None) == "refuse" and cfg.milter_listen == Endpoint(
+        path="/run/toxbridge/milter"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ordinary_mail: warn\n", "line 2: ordinary_mail: must be notify, allow, refuse, not 'warn'"),
+        ("ordinary_mail: ''\n", "line 2: ordinary_mail: expected a non-empty string"),
+        ("milter_listen: 192.0.2.1:10027\n", "milter_listen: 192.0.2.1 is not a loopback address"),
+        ("milter_listen: 127.0.0.1:10025\n", "milter_listen: must differ from lmtp_listen"),
+        ("milter_listen: 10027\n", "milter_listen: expected host:port or an absolute unix socket path"),
+    ],
+)
+def test_ordinary_mail_and_milter_listen_errors_name_the_line(text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.parse(
+            "state_dir: /var/lib/tb\n" + text + "users:\n  - {mailbox: bob, address: bob@bob.test}\n"
+        )
+
+
+def test_a_users_ordinary_mail_is_checked_too():
+    with pytest.raises(
+        ConfigError, match=r"users: bob: ordinary_mail must be notify, allow, refuse, not 'often'"
+    ):
+        config.parse(
+            "state_dir: /var/lib/tb\nusers:\n  - {mailbox: bob, address: bob@bob.test, ordinary_mail: often}\n"
+        )

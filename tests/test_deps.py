@@ -138,7 +138,13 @@ def test_every_program_the_tests_run_is_installed_by_make_deps():
 # --- Python dependencies (issue 15 point 16) ------------------------------------------------
 
 LOCK = REPO / "deploy" / "requirements.lock"
-IMPORT_NAMES = {"aiosmtpd": "aiosmtpd", "pyyaml": "yaml", "qrcode": "qrcode", "pypng": "png"}
+IMPORT_NAMES = {
+    "aiosmtpd": "aiosmtpd",
+    "pyyaml": "yaml",
+    "qrcode": "qrcode",
+    "pypng": "png",
+    "kilter.protocol": "kilter",
+}
 
 
 def _name(requirement: str) -> str:

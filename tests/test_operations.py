@@ -92,8 +92,9 @@ def test_status_of_a_healthy_household(pair, report):
     assert "toxbridge runs (pid" in line(lines, "ok", "daemon")
     assert "sam@sam.test is on the Tox network via" in line(lines, "ok", "tox")
     assert f"Tom ({key(tom, 'tom')[:8]}) online via" in line(lines, "ok", "friend")
-    for name in ("lmtp", "socketmap", "dovecot", "queue", "disk", "profile"):
+    for name in ("lmtp", "socketmap", "milter", "dovecot", "queue", "disk", "profile"):
         line(lines, "ok", name)
+    assert "mail to non-contacts: notify" in line(lines, "ok", "ordinary")
 
 
 def test_status_with_a_friend_offline_and_mail_waiting(pair, report):
@@ -140,7 +141,8 @@ def test_status_with_the_daemon_down(pair):
         assert "toxbridge is not running" in line(lines, "error", "daemon")
         assert "nothing answers" in line(lines, "error", "lmtp")
         line(lines, "error", "socketmap")
-        for name in ("dovecot", "disk", "profile"):  # what it can still see for itself
+        line(lines, "error", "milter")
+        for name in ("ordinary", "dovecot", "disk", "profile"):  # what it can still see for itself
             line(lines, "ok", name)
         assert not any(entry.split()[1:2] == ["friend"] for entry in lines)
     finally:

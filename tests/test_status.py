@@ -200,3 +200,15 @@ def test_a_socket_only_postfix_may_open_is_a_warning_with_advice():
     assert held.level == ERROR and f"ss -lxp | grep {sock.path}" in held.action
     port = status.listener_check("lmtp", "lmtp_listen", Endpoint("127.0.0.1", 10025), "x", daemon_up=True)
     assert "ss -ltnp | grep 10025" in port.action
+
+
+def test_ordinary_mail_is_shown_with_the_users_who_chose_otherwise():
+    cfg = config_mod.parse(
+        "state_dir: /var/lib/tb\nusers:\n  - {mailbox: bob, address: bob@b.test}\n"
+        "  - {mailbox: amy, address: amy@b.test, ordinary_mail: refuse}\n"
+    )
+    check = status.ordinary_mail_check(cfg)
+    assert check.level == OK and check.name == "ordinary"
+    assert check.text == (
+        "mail to non-contacts: notify (it leaves by ordinary e-mail and the sender gets a notice); refuse for amy"
+    )

@@ -118,7 +118,10 @@ def check_config(cfg: Config, args) -> int:
     # The contacts too: the daemon refuses to start with a broken book (ExecStartPre runs this).
     book = load_contacts(args.contacts or cfg.contacts, cfg.mailboxes)
     print(
-        f"{cfg.source}: ok ({len(cfg.users)} users, LMTP on {cfg.lmtp_listen}, Dovecot at {cfg.dovecot_lmtp})"
+        f"{cfg.source}: ok ({len(cfg.users)} users, LMTP on {cfg.lmtp_listen}, Dovecot at {cfg.dovecot_lmtp},"
+        f" milter on {cfg.milter_listen}, ordinary_mail: {cfg.ordinary_mail}"
+        + "".join(f", {u.mailbox}: {u.ordinary_mail}" for u in cfg.users if u.ordinary_mail)
+        + ")"
     )
     print(f"{book.source}: ok ({len(book.contacts)} contacts)")
     return EXIT_OK

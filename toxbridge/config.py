@@ -18,6 +18,8 @@ import yaml
 # A payload is the message plus toxbridge's envelope (tox/wire.py: at most 16 KiB and a prefix);
 # a partial file is counted in whole 4 KiB blocks. 64 KiB covers both.
 PAYLOAD_ROOM = 64 * 1024
+# What mail to a non-contact gets (ordinary_mail): a notice, nothing, or a refusal at RCPT.
+ORDINARY_MAIL = ("notify", "allow", "refuse")
 _MAILBOX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
@@ -90,6 +92,8 @@ class Privacy:
 class User:
     mailbox: str  # the Dovecot user name that receives this person's mail
     address: str  # the person's own e-mail address: the only sender their identity sends for
+    # This person's own choice for mail to people who are not Tox contacts; empty: the household's.
+    ordinary_mail: str = ""
 
 
 SOCKET_DIR = "/var/spool/postfix/toxbridge"
@@ -109,6 +113,11 @@ class Config:
     lmtp_timeout: float = 660.0
     # Postfix asks here, per recipient, whether mail goes to the bridge (socketmap transport table).
     socketmap_listen: Endpoint = Endpoint(path=f"{SOCKET_DIR}/socketmap")
+    # Postfix's submission service shows each mail to the bridge's milter here (smtpd_milters).
+    milter_listen: Endpoint = Endpoint(path=f"{SOCKET_DIR}/milter")
+    # Mail to addresses that are not Tox contacts: notify (it leaves by ordinary e-mail and the
+    # sender gets a notice in their INBOX), allow (no notice) or refuse (550 5.7.1 at RCPT).
+    ordinary_mail: str = "notify"
     # The household's contacts book: names, addresses and Tox IDs (toxbridge contacts add|remove).
     contacts: Path = Path("/etc/toxbridge/contacts.yaml")
     # Mail from a friend whose From: or envelope sender belongs to someone else: reject (550 5.7.1)
@@ -157,6 +166,10 @@ class Config:
 
     def user_by_address(self, address: str) -> User | None:
         return next((u for u in self.users if u.address.lower() == address.lower()), None)
+
+    def ordinary_mail_of(self, user: User | None) -> str:
+        """What mail from this user (None: not a user) to a non-contact gets."""
+        return (user.ordinary_mail if user else "") or self.ordinary_mail
 
 
 class LineDict(dict):
@@ -297,12 +310,16 @@ def _check(config: Config, data: LineDict, source: str) -> None:
     def fail(key: str, message: str) -> typing.NoReturn:
         raise ConfigError(f"{source}: line {data.lines.get(key, data.line)}: {key}: {message}")
 
-    for key in ("lmtp_listen", "socketmap_listen"):
+    for key in ("lmtp_listen", "socketmap_listen", "milter_listen"):
         listen = getattr(config, key)
         if not listen.path and not is_loopback(listen.host):
             fail(key, f"{listen.host} is not a loopback address; the bridge only listens on loopback")
     if config.lmtp_listen == config.socketmap_listen:
         fail("socketmap_listen", "must differ from lmtp_listen")
+    if config.milter_listen in (config.lmtp_listen, config.socketmap_listen):
+        fail("milter_listen", "must differ from lmtp_listen and socketmap_listen")
+    if config.ordinary_mail not in ORDINARY_MAIL:
+        fail("ordinary_mail", f"must be {', '.join(ORDINARY_MAIL)}, not {config.ordinary_mail!r}")
     if config.forged_sender not in ("reject", "flag"):
         fail("forged_sender", f"must be reject or flag, not {config.forged_sender!r}")
     if any(c.isspace() or c.isalnum() or c == "@" for c in config.recipient_delimiter):
@@ -322,6 +339,11 @@ def _check(config: Config, data: LineDict, source: str) -> None:
             fail("users", f"mailbox {user.mailbox!r} may hold only letters, digits and . _ + -")
         if "@" not in user.address.strip("@"):
             fail("users", f"address {user.address!r} is not an e-mail address")
+        if user.ordinary_mail and user.ordinary_mail not in ORDINARY_MAIL:
+            fail(
+                "users",
+                f"{user.mailbox}: ordinary_mail must be {', '.join(ORDINARY_MAIL)}, not {user.ordinary_mail!r}",
+            )
         for name in (f"mailbox {user.mailbox}", f"address {user.address.lower()}"):
             if name in seen:
                 fail("users", f"{name} is listed twice")

@@ -15,10 +15,11 @@ from .contacts.book import load as load_contacts
 from .contacts.roster import Roster
 from .contacts.routes import Routes
 from .files import state_subdir
-from .mail import socketmap
+from .mail import milter, socketmap
 from .mail.listen import ListenError, unix_socket
 from .mail.lmtp_in import make_server
 from .ops import control, snapshot
+from .ordinary import OrdinaryMail
 from .outbound import Outbound
 from .tox.delivered import DeliveryStore
 from .tox.identity import Identity
@@ -155,6 +156,12 @@ async def _serve(
         config.socketmap_listen,
         lambda: socketmap.start_server(config.socketmap_listen, transport),
     )
+    # Postfix's submission service asks here about each mail's recipients (ordinary_mail).
+    filters = await _listen(
+        "milter_listen",
+        config.milter_listen,
+        lambda: milter.start_server(config.milter_listen, OrdinaryMail(config, routes)),
+    )
     started = time.time()
 
     controls = await control.start_server(
@@ -183,9 +190,10 @@ async def _serve(
         )
     ]
     log.info(
-        "ready: LMTP for Postfix on %s, socketmap on %s, %d identities, %d contacts",
+        "ready: LMTP for Postfix on %s, socketmap on %s, milter on %s, %d identities, %d contacts",
         listen,
         config.socketmap_listen,
+        config.milter_listen,
         len(identities),
         len(routes.book.contacts),
     )
@@ -194,7 +202,7 @@ async def _serve(
         await stop.wait()
     finally:
         notify("STOPPING=1")
-        for listener in (server, tables, controls):  # no new mail, no new questions
+        for listener in (server, tables, filters, controls):  # no new mail, no new questions
             listener.close()
         await _stop_serving(config.stop_timeout, outbound, identities, tasks)
         control.socket_path(config.state_dir).unlink(missing_ok=True)

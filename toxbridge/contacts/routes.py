@@ -135,6 +135,10 @@ class Routes:
             return route
         raise NoRoute("not a Tox contact of this household (add it: toxbridge contacts add)")
 
+    def household(self, address: str) -> bool:
+        """An address of this household itself: a user's, or one of its users' domains."""
+        return self._own(address) or self._own_domain(address)
+
     def transport(self, address: str) -> bool:
         """Does Postfix hand mail for this recipient to the bridge? A written contact and @tox: yes
         (a contact that does not serve the sender is refused by the bridge, on purpose); an address

@@ -42,6 +42,7 @@ class Dovecot:
         self.deploy_copy = self.dir / "toxbridge.conf"
         self.passwd_file = self.dir / "users.passwd"
         self.base_dir = self.dir / "run"
+        self.auth_socket = self.base_dir / "auth-postfix"  # SASL for the submission service
         self.state_dir = self.dir / "state"
         self.mail_dir = self.dir / "mail"
         self.log_path = self.dir / "dovecot.log"
@@ -118,6 +119,15 @@ service pop3-login {{
   }}
   inet_listener pop3s {{
     port = 0
+  }}
+}}
+# Postfix's submission service checks the users' passwords here (SASL), as the playbook sets up.
+auth_mechanisms = plain login
+service auth {{
+  unix_listener {self.auth_socket} {{
+    mode = 0660
+    user = postfix
+    group = postfix
   }}
 }}
 """)

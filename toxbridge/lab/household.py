@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import smtplib
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,7 @@ class Household:
         tox_only: bool = False,
         tox_settings: dict | None = None,
         tcp_listeners: bool = False,
+        submission: bool = False,
     ) -> None:
         """users: mailbox → password (all get Dovecot mailboxes); bridge_users: those with a Tox
         identity (default: all); bootstrap: (host, port, public key) of local DHT nodes;
@@ -45,7 +48,9 @@ class Household:
         bounces mail to non-contacts (deploy/postfix/main.cf.tox-only); tox_settings: keys of the
         config's tox section to set or override (e.g. udp, tcp_relays, proxy); tcp_listeners: the
         bridge listens for Postfix on loopback ports (bridge_port, socketmap_port) instead of the
-        unix sockets in Postfix's queue directory that deploy/ uses."""
+        unix sockets in Postfix's queue directory that deploy/ uses.; submission: Postfix
+        also runs a submission service as the playbook sets it up (STARTTLS, the users' Dovecot
+        logins, the bridge's milter), on `postfix.submission_port`."""
         self.root = _fs.prepare_root(Path(root) / name)
         self.name = name
         self.domain = f"{name}.test"
@@ -54,6 +59,7 @@ class Household:
         self.bridge_port = free_port() if tcp_listeners else None
         self.dovecot = Dovecot(self.root, name, self.users, free_port(), free_port(), free_port())
         self.socketmap_port = free_port() if tcp_listeners else None
+        self.milter_port = free_port() if tcp_listeners else None
         self.postfix = Postfix(
             self.root,
             name,
@@ -65,6 +71,9 @@ class Household:
             postfix_extra,
             socketmap_port=self.socketmap_port,
             tox_only=tox_only,
+            milter_port=self.milter_port,
+            submission_port=free_port() if submission else None,
+            sasl_path=str(self.dovecot.auth_socket) if submission else None,
         )
         self.config_path = self.root / "toxbridge.yaml"
         self.contacts_path = self.root / "contacts.yaml"
@@ -85,6 +94,7 @@ class Household:
             "state_dir": str(self.root / "state"),
             "lmtp_listen": self._listen(self.bridge_port, self.postfix.bridge_lmtp_socket),
             "socketmap_listen": self._listen(self.socketmap_port, self.postfix.socketmap_socket),
+            "milter_listen": self._listen(self.milter_port, self.postfix.milter_socket),
             "dovecot_lmtp": f"127.0.0.1:{self.dovecot.lmtp_port}",
             "contacts": str(self.contacts_path),
             "hostname": f"bridge.{self.domain}",
@@ -115,9 +125,10 @@ class Household:
         return f"inet:127.0.0.1:{self.socketmap_port}"
 
     def _bridge_listens(self) -> bool:
-        if self.bridge_port is None:
-            return socket_accepts(self.postfix.bridge_lmtp_socket)
-        return port_accepts(self.bridge_port)
+        """The milter listens last (after LMTP and the socketmap): then all of them answer."""
+        if self.milter_port is None:
+            return socket_accepts(self.postfix.milter_socket)
+        return port_accepts(self.milter_port)
 
     def toxbridge(self, *args: str) -> subprocess.CompletedProcess:
         return _fs.run([sys.executable, "-m", "toxbridge", "--config", str(self.config_path), *args])
@@ -133,6 +144,20 @@ class Household:
         if args[:1] == ("add",) and self._bridge is not None and self._bridge.poll() is None:
             self.wait_log("contacts reloaded from", CONTACTS_RELOAD_TIMEOUT, since=mark)
         return done
+
+    def submit(self, user: str, recipients: list[str], message: bytes, sender: str | None = None) -> dict:
+        """Send as a mail client does: submission, STARTTLS, login with the user's password; the
+        envelope sender is the user's address unless `sender` says otherwise ("" for a bounce).
+        Returns the refused recipients (SMTP code, text); raises when all are refused."""
+        if self.postfix.submission_port is None:
+            raise RuntimeError(f"household {self.name} has no submission service (submission=True)")
+        context = ssl.create_default_context()
+        context.check_hostname = False  # the lab's certificate is self-signed
+        context.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", self.postfix.submission_port, timeout=60) as smtp:
+            smtp.starttls(context=context)
+            smtp.login(user, self.users[user])
+            return smtp.sendmail(self.address(user) if sender is None else sender, recipients, message)
 
     def start(self) -> None:
         self.dovecot.start()
@@ -155,7 +180,8 @@ class Household:
                 env={**os.environ, **env} if env else None,
             )
         ok = wait_until(
-            lambda: self._bridge_listens() or self._bridge.poll() is not None, BRIDGE_START_TIMEOUT
+            lambda: self._bridge_listens() or self._bridge.poll() is not None,
+            BRIDGE_START_TIMEOUT,
         )
         if not ok or self._bridge.poll() is not None:
             raise RuntimeError(f"toxbridge for {self.name} did not start:\n{_fs.tail(self.bridge_log)}")

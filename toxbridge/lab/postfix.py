@@ -31,6 +31,7 @@ DEPLOY_BRIDGE_NEXTHOP = "unix:/var/spool/postfix/toxbridge/lmtp"
 DEPLOY_SOCKETMAP = "socketmap:unix:toxbridge/socketmap:"
 # The bridge's sockets, in the queue directory as on a household (mail/listen.py).
 BRIDGE_SOCKET_DIR = "toxbridge"
+DEPLOY_MILTER = "-o smtpd_milters=unix:toxbridge/milter"
 DEPLOY_LOCAL_DOMAIN = r"/@home\.example$/"
 DEPLOY_ALIAS_DOMAIN = "@home.example "
 DEPLOY_ALIAS_TARGET = "mom@home.example"
@@ -65,6 +66,9 @@ class Postfix:
         socketmap_port: int | None = None,
         tox_only: bool = False,
         chrooted: tuple[str, ...] = (),
+        milter_port: int | None = None,
+        submission_port: int | None = None,
+        sasl_path: str | None = None,
     ):
         self.root = Path(root)
         self.name = name
@@ -76,6 +80,9 @@ class Postfix:
         self.socketmap_port = socketmap_port
         self.tox_only = tox_only
         self.chrooted = chrooted
+        self.milter_port = milter_port
+        self.submission_port = submission_port
+        self.sasl_path = sasl_path
         self.extra = dict(extra or {})
         self.dir = self.root / f"postfix-{name}"
         self.config_dir = self.dir / "etc"
@@ -83,6 +90,7 @@ class Postfix:
         self.bridge_socket_dir = self.queue_dir / BRIDGE_SOCKET_DIR
         self.bridge_lmtp_socket = self.bridge_socket_dir / "lmtp"
         self.socketmap_socket = self.bridge_socket_dir / "socketmap"
+        self.milter_socket = self.bridge_socket_dir / "milter"
         self.data_dir = self.dir / "data"
         self.maillog = self.dir / "maillog"
         self.startup_log = self.dir / "startup.log"
@@ -107,6 +115,10 @@ class Postfix:
     def postconf(self, settings: dict[str, str]) -> None:
         """Change main.cf settings of the running instance and reload it."""
         self._postconf("-e", *(f"{k}={v}" for k, v in settings.items()))
+        self.reload()
+
+    def reload(self) -> None:
+        """`postfix reload`: new daemon processes (they forget what they looked up)."""
         rc = _fs.run_daemon_start(["postfix", "-c", str(self.config_dir), "reload"], self.startup_log)
         if rc != 0:
             raise RuntimeError(f"postfix {self.name} reload failed (rc={rc}):\n{_fs.tail(self.startup_log)}")
@@ -160,9 +172,12 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
             raise RuntimeError(f"deploy/postfix/main.cf.toxbridge no longer names {DEPLOY_SOCKETMAP}")
         if self.socketmap_port is not None:
             main_cf = main_cf.replace(DEPLOY_SOCKETMAP, f"socketmap:inet:127.0.0.1:{self.socketmap_port}:")
+        if DEPLOY_MILTER not in main_cf:  # what the submission service below follows
+            raise RuntimeError(f"deploy/postfix/main.cf.toxbridge no longer names {DEPLOY_MILTER}")
         (self.config_dir / "main.cf").write_text(base + main_cf)
         (self.config_dir / "master.cf").write_text(
             _lab_master_cf(SYSTEM_MASTER_CF.read_text(), self.smtp_port)
+            + self._submission_service()
             + "\n# ---- deploy/postfix/master.cf.toxbridge follows verbatim ----\n"
             + (deploy / "master.cf.toxbridge").read_text()
         )
@@ -201,6 +216,51 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
         self._postconf("-e", *(f"{k}={v}" for k, v in overrides.items()))
         for service in self.chrooted:
             self._postconf("-F", f"{service}/chroot=y")
+
+    def _submission_service(self) -> str:
+        """The submission service as ansible/roles/postfix writes it (STARTTLS required, the
+        users' Dovecot logins, the bridge's milter), on 127.0.0.1:submission_port."""
+        if self.submission_port is None:
+            return ""
+        if self.sasl_path is None:
+            raise ValueError("a submission service needs sasl_path (Dovecot's auth socket)")
+        cert, key = self.config_dir / "tls.crt", self.config_dir / "tls.key"
+        if not cert.exists():
+            made = _fs.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-days", "7", "-subj", f"/CN={self.myhostname}",
+                 "-keyout", str(key), "-out", str(cert)]
+            )  # fmt: skip
+            if made.returncode != 0:
+                raise RuntimeError(f"openssl could not make the lab certificate: {made.stderr}")
+        return f"""
+# The household's mail clients send here (lab copy of ansible/roles/postfix/templates/master.cf.j2).
+127.0.0.1:{self.submission_port} inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_cert_file={cert}
+  -o smtpd_tls_key_file={key}
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path={self.sasl_path}
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_milters={self.milter}
+"""
+
+    @property
+    def milter(self) -> str:
+        """The bridge's milter as smtpd_milters names it: its socket relative to the queue
+        directory (as deploy/ says, for a chrooted smtpd), or 127.0.0.1:milter_port."""
+        if self.milter_port is None:
+            return f"unix:{BRIDGE_SOCKET_DIR}/milter"
+        return f"inet:127.0.0.1:{self.milter_port}"
+
+    @property
+    def submission_service(self) -> str:
+        """The submission service's name in master.cf, for `postconf -P NAME/inet/...`."""
+        return f"127.0.0.1:{self.submission_port}"
 
     # --- lifecycle ----------------------------------------------------------
 

@@ -23,7 +23,7 @@ from ..contacts.book import ContactBook, ContactsError
 from ..contacts.book import load as load_contacts
 from ..contacts.roster import Learned, Roster
 from ..contacts.routes import Routes
-from ..mail import postqueue, socketmap
+from ..mail import milter, postqueue, socketmap
 from ..tox.profile import profile_path
 from . import control
 
@@ -160,6 +160,20 @@ def listener_check(name: str, key: str, endpoint: Endpoint, error: str | None, d
     )
 
 
+def ordinary_mail_check(config: Config) -> Check:
+    """What mail to people who are not Tox contacts gets (ordinary_mail), and whose choice differs."""
+    own = [f"{u.ordinary_mail} for {u.mailbox}" for u in config.users if u.ordinary_mail]
+    meaning = {
+        "notify": "it leaves by ordinary e-mail and the sender gets a notice",
+        "allow": "it leaves by ordinary e-mail, no notice",
+        "refuse": "refused (550 5.7.1)",
+    }[config.ordinary_mail]
+    text = f"mail to non-contacts: {config.ordinary_mail} ({meaning})" + (
+        f"; {', '.join(own)}" if own else ""
+    )
+    return Check("ordinary", OK, text)
+
+
 def dovecot_check(endpoint: Endpoint, error: str | None, source: str) -> Check:
     if error is None:
         return Check("dovecot", OK, f"Dovecot's LMTP answers on {endpoint}")
@@ -272,6 +286,22 @@ def probe_socketmap(endpoint: Endpoint) -> str | None:
         return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
+def probe_milter(endpoint: Endpoint) -> str | None:
+    """None when a milter answers Postfix's opening negotiation with its own."""
+    try:
+        with _connect(endpoint) as sock:
+            sock.sendall(milter.postfix_negotiation())
+            data = b""
+            while len(data) < 5 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return "closed the connection without an answer"
+                data += chunk
+            return None if data[4:5] == b"O" else f"answered {data[:20]!r}"
+    except OSError as e:
+        return e.strerror or type(e).__name__
+
+
 def _connect(endpoint: Endpoint) -> socket.socket:
     if endpoint.path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -312,6 +342,12 @@ def run(config: Config) -> list[Check]:
             up,
         )
     )
+    checks.append(
+        listener_check(
+            "milter", "milter_listen", config.milter_listen, probe_milter(config.milter_listen), up
+        )
+    )
+    checks.append(ordinary_mail_check(config))
     checks.append(dovecot_check(config.dovecot_lmtp, probe_lmtp(config.dovecot_lmtp), config.source))
     try:
         entries, error = postqueue.list_queue(config.postfix), ""
