@@ -196,7 +196,7 @@ def test_ordinary_mail_defaults_to_notify_and_a_user_may_choose_otherwise():
         ("ordinary_mail: warn\n", "line 2: ordinary_mail: must be notify, allow, refuse, not 'warn'"),
         ("ordinary_mail: ''\n", "line 2: ordinary_mail: expected a non-empty string"),
         ("milter_listen: 192.0.2.1:10027\n", "milter_listen: 192.0.2.1 is not a loopback address"),
-        ("milter_listen: 127.0.0.1:10025\n", "milter_listen: must differ from lmtp_listen"),
+        ("milter_listen: /var/spool/postfix/toxbridge/lmtp\n", "milter_listen: must differ from lmtp_listen"),
         ("milter_listen: 10027\n", "milter_listen: expected host:port or an absolute unix socket path"),
     ],
 )
