@@ -14,6 +14,7 @@ from toxbridge.lab.internet import (
     SitePlan,
     in_documentation_ranges,
     nft_ruleset,
+    parse_qdisc_stats,
     tc_rate_cap,
 )
 
@@ -42,10 +43,13 @@ def test_the_documentation_check_refuses_private_and_public_addresses():
         assert not in_documentation_ranges(outside)
 
 
-def test_a_plain_router_only_masquerades():
+def test_a_plain_router_masquerades_and_drops_only_what_the_internet_sends_it_unasked():
     ruleset = nft_ruleset(SitePlan.of(0), Link())
     assert 'oifname "wan" masquerade' in ruleset
-    assert "drop" not in ruleset and "dnat" not in ruleset
+    chains = ruleset.split("\tchain ")[1:]
+    drops = [c.split()[0] for c in chains if "drop" in c]
+    assert drops == ["input"] and 'iifname "wan" ct state new drop' in chains[0]
+    assert "dnat" not in ruleset
 
 
 def test_loss_udp_drop_and_port_forwards_land_in_their_chains():
@@ -77,3 +81,15 @@ def test_rate_caps_are_token_buckets_with_a_burst_of_at_least_two_frames():
 def test_link_description_names_every_parameter():
     text = Link(down_mbit=50, up_mbit=5, loss=0.02, drop_udp=True).describe()
     assert text == "down 50 Mbit/s, up 5 Mbit/s, loss 2.0%, UDP dropped"
+
+
+def test_the_caps_counters_are_read_from_tc_statistics():
+    text = (
+        "qdisc tbf 8003: root refcnt 3 rate 5Mbit burst 6250b lat 200ms \n"
+        " Sent 27734017 bytes 19301 pkt (dropped 12, overlimits 4242 requeues 0) \n"
+        " backlog 0b 0p requeues 0\n"
+    )
+    stats = parse_qdisc_stats(text)
+    assert (stats.sent_bytes, stats.dropped, stats.overlimits) == (27734017, 12, 4242)
+    with pytest.raises(ValueError):
+        parse_qdisc_stats("qdisc noqueue 0: root refcnt 2\n")

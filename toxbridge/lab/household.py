@@ -41,13 +41,15 @@ class Household:
         tox_only: bool = False,
         tox_settings: dict | None = None,
         netns: str | None = None,
+        postfix_services: list[str] | None = None,
     ) -> None:
         """users: mailbox → password (all get Dovecot mailboxes); bridge_users: those with a Tox
         identity (default: all); bootstrap: (host, port, public key) of local DHT nodes;
         bridge_settings: top-level toxbridge.yaml keys to set (e.g. result_timeout); tox_only: Postfix
         bounces mail to non-contacts (deploy/postfix/main.cf.tox-only); tox_settings: keys of the
         config's tox section to set or override (e.g. udp, tcp_relays, proxy); netns: the network
-        namespace everything of the household runs in (None: the caller's)."""
+        namespace everything of the household runs in (None: the caller's); postfix_services: more
+        master.cf lines for its Postfix."""
         self.root = _fs.prepare_root(Path(root) / name)
         self.name = name
         self.netns = netns
@@ -68,6 +70,7 @@ class Household:
             postfix_extra,
             socketmap_port=self.socketmap_port,
             tox_only=tox_only,
+            services=postfix_services,
         )
         self.config_path = self.root / "toxbridge.yaml"
         self.contacts_path = self.root / "contacts.yaml"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,8 +115,15 @@ def nft_ruleset(plan: SitePlan, link: Link) -> str:
         body = "".join(f"\t\t{rule}\n" for rule in rules)
         return f"\tchain {name} {{\n\t\t{hook}\n{body}\t}}\n"
 
+    # Like every home router, nothing from the internet reaches the router itself unasked. It also
+    # matters for hole punching: a peer's packet that arrives before ours left would otherwise get
+    # a conntrack entry of its own, and our packet to that peer a different source port (Linux
+    # keeps NAT mappings unique), so neither side's guess of the other's port would hold. Dropped
+    # in the input chain, such a packet's entry is never confirmed.
+    unasked = ['iifname "wan" ct state new drop']
     return (
         "table ip toxbridge_lab {\n"
+        + chain("input", "type filter hook input priority filter; policy accept;", unasked)
         + chain("forward", "type filter hook forward priority filter; policy accept;", forward)
         + chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", dnat)
         + chain(
@@ -146,6 +154,21 @@ def tc_rate_cap(device: str, mbit: float) -> list[str]:
         "latency",
         TBF_LATENCY,
     ]
+
+
+@dataclass(frozen=True)
+class QdiscStats:
+    sent_bytes: int
+    dropped: int
+    overlimits: int  # packets the cap held back: nonzero means the cap did shape the traffic
+
+
+def parse_qdisc_stats(text: str) -> QdiscStats:
+    """The root qdisc's counters from `tc -s qdisc show dev DEV`."""
+    found = re.search(r"Sent (\d+) bytes \d+ pkt \(dropped (\d+), overlimits (\d+)", text)
+    if found is None:
+        raise ValueError(f"no qdisc counters in tc's output: {text!r}")
+    return QdiscStats(*(int(n) for n in found.groups()))
 
 
 @dataclass
@@ -230,6 +253,14 @@ class Internet:
         site = Site(name, plan, link, router, host)
         self.sites[name] = site
         return site
+
+    def qdisc_stats(self, site: str, device: str) -> QdiscStats:
+        """The rate cap's counters on a router's `wan` (upload) or `lan` (download)."""
+        with netns.entered(self.sites[site].router_ns):
+            done = subprocess.run(
+                ["tc", "-s", "qdisc", "show", "dev", device], capture_output=True, text=True
+            )
+        return parse_qdisc_stats(done.stdout)
 
     # --- what households are given ---------------------------------------------
 

@@ -40,7 +40,8 @@ class Postfix:
     address is asked to the socketmap on 127.0.0.1:socketmap_port (None: a free
     port nobody serves, i.e. the bridge is down). Whatever it does not claim
     takes the lab's default_transport (an error bounce), or with `tox_only` the
-    deploy/postfix/main.cf.tox-only bounce. `root` must sit under
+    deploy/postfix/main.cf.tox-only bounce. `services`: more master.cf lines (e.g. an
+    smtpd on a household's LAN address, for mail from other households). `root` must sit under
     world-traversable parents (``tempfile.mkdtemp(dir="/tmp")``).
     """
 
@@ -57,6 +58,7 @@ class Postfix:
         *,
         socketmap_port: int | None = None,
         tox_only: bool = False,
+        services: list[str] | None = None,
     ):
         self.root = Path(root)
         self.name = name
@@ -68,6 +70,7 @@ class Postfix:
         self.socketmap_port = socketmap_port if socketmap_port is not None else free_port()
         self.tox_only = tox_only
         self.extra = dict(extra or {})
+        self.services = list(services or [])
         self.dir = self.root / f"postfix-{name}"
         self.config_dir = self.dir / "etc"
         self.queue_dir = self.dir / "spool"
@@ -140,6 +143,7 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
             _lab_master_cf(SYSTEM_MASTER_CF.read_text(), self.smtp_port)
             + "\n# ---- deploy/postfix/master.cf.toxbridge follows verbatim ----\n"
             + (deploy / "master.cf.toxbridge").read_text()
+            + "".join(f"\n# lab service\n{service}\n" for service in self.services)
         )
 
         transport = (deploy / "transport.regexp").read_text()
@@ -289,3 +293,17 @@ def _lab_master_cf(text: str, smtp_port: int) -> str:
                 line = "  ".join(f[:7]) + "  " + " ".join(f[7:])
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def self_signed_certificate(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A throwaway key and self-signed certificate for a lab smtpd's STARTTLS: (cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "smtpd-cert.pem", directory / "smtpd-key.pem"
+    done = _fs.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={common_name}", "-keyout", str(key), "-out", str(cert)]
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl req failed: {done.stderr}")
+    key.chmod(0o600)
+    return cert, key
