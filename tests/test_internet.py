@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -53,9 +54,10 @@ def lab_internet(lab_root):
                     tox_settings=net.tox_settings(),
                     netns=site.host_ns,
                 )
-            for house in houses.values():
-                house.start()
-                started.append(house)
+            started = list(houses.values())
+            with ThreadPoolExecutor(len(started)) as pool:  # each start enters its own namespace
+                for done in [pool.submit(house.start) for house in started]:
+                    done.result()
             hanna = houses["hanna"]
             befriend_all(hanna, "hanna", [(houses[n], n) for n in ("ivo", "jana", "karl")], timeout=TIMEOUT)
             for name in ("ivo", "jana", "karl"):  # the mail that carried the friend request
