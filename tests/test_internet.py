@@ -12,6 +12,8 @@ exactly once. The kernel has no netem: no delay on these links, only rates and l
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +22,9 @@ import pytest
 
 from bench.lab import wait_log_time
 from bench.stats import percentile
+from toxbridge.lab import netns
 from toxbridge.lab.household import Household, befriend_all
-from toxbridge.lab.internet import Internet, Link
+from toxbridge.lab.internet import BOOTSTRAP_ADDRESS, Internet, Link
 from toxbridge.lab.ports import wait_until
 
 pytestmark = pytest.mark.integration
@@ -99,6 +102,39 @@ def assert_exactly_once(src: Household, dst: Household, marker: str, count: int,
     with src.inside():
         src.postfix.wait_queue_empty(timeout)
     assert marked(dst, marker) == count
+
+
+def connects(namespace: str, address: str, port: int) -> bool:
+    with netns.entered(namespace):
+        try:
+            socket.create_connection((address, port), timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+
+def has_route(namespace: str, address: str) -> bool:
+    done = subprocess.run(["ip", "-n", namespace, "route", "get", address], capture_output=True, text=True)
+    return done.returncode == 0
+
+
+def test_nothing_leaves_the_lab_internet_and_nothing_comes_in_unasked(lab_internet):
+    homes, net = lab_internet
+    hanna = net.sites["hanna"]
+    # the test's own namespace got no interface: the lab hangs off nothing
+    assert [name for _, name in socket.if_nameindex()] == ["lo"]
+    # a household's way out is its router, and no router has a route beyond the lab: asked the way
+    # to an address outside the documentation ranges (a route lookup; no packet is sent), every
+    # router's kernel answers "unreachable", while the lab's own addresses resolve
+    assert connects(hanna.host_ns, BOOTSTRAP_ADDRESS, net.bootstrap.tcp_port)
+    for site in net.sites.values():
+        assert has_route(site.router_ns, BOOTSTRAP_ADDRESS)
+        for outside in ("192.168.1.1", "10.0.0.1", "8.8.8.8"):
+            assert not has_route(site.router_ns, outside), (site.name, outside)
+    # from the internet, a household is reachable only through what its router forwards (nothing
+    # here): not its LAN address (no route), not its router's public address (no dnat, input drop)
+    assert not connects(net.inet_ns, hanna.plan.host, homes["hanna"].postfix.smtp_port)
+    assert not connects(net.inet_ns, hanna.plan.wan, homes["hanna"].postfix.smtp_port)
 
 
 @pytest.mark.parametrize("direction", ["hanna→ivo", "ivo→hanna"])
