@@ -158,7 +158,10 @@ def large_mail(path: small.MailPath, size: int, seed: bytes, poll: float) -> dic
     )
     with small.watching(path, poll) as watch:
         small.inject(path, [message], 1, timeout=LARGE_TIMEOUT)
-        outcome = small.wait_visible(watch, [message.bench_id], LARGE_TIMEOUT, path.flush, stall=60)
+        # no flush while it travels: over a 5 Mbit/s uplink nothing arrives for a minute or more
+        outcome = small.wait_visible(
+            watch, [message.bench_id], LARGE_TIMEOUT, path.flush, stall=LARGE_TIMEOUT
+        )
         seen = watch.seen.get(message.bench_id, (None,))[0]
     out: dict = {**outcome, "size": message.size, "submit_s": message.accepted_at - message.started_at}
     if seen:
