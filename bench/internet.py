@@ -14,6 +14,7 @@ rates and loss but no delay, so latencies compare the CPU and protocol costs of 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -52,7 +53,7 @@ class InternetLab:
         t0 = time.monotonic()
         self.net.start()
         src_site = self.net.add_site("src", self.link)
-        dst_site = self.net.add_site("dst", Link(**{**vars(self.link), "forward_tcp": (SMTP_PORT,)}))
+        dst_site = self.net.add_site("dst", dataclasses.replace(self.link, forward_tcp=(SMTP_PORT,)))
         cert, key = lab_postfix.self_signed_certificate(self.root / "tls", "dst.test")
         boot, tox = self.net.bootstrap_nodes(), self.net.tox_settings()
         self.src = Household(
@@ -201,7 +202,8 @@ def run(
     poll: float,
     log: Callable[[str], None] = print,
 ) -> dict:
-    result: dict = {"link": link.describe(), "link_params": vars(link) | {"delay": "none (no netem)"}}
+    params = {**dataclasses.asdict(link), "delay": "none (no netem)"}
+    result: dict = {"link": link.describe(), "link_params": params}
     with InternetLab(root, link) as lab:
         result["setup_s"] = lab.setup_seconds
         log(f"  lab internet up ({link.describe()}), friends after {lab.setup_seconds['ready']:.1f} s")
