@@ -69,6 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--down", type=float, default=50, help="lab internet: download cap, Mbit/s (50)")
     p.add_argument("--up", type=float, default=5, help="lab internet: upload cap, Mbit/s (5)")
     p.add_argument("--loss", type=float, default=0.0, help="lab internet: random loss each way, 0..1 (0)")
+    p.add_argument(
+        "--queue-ms",
+        type=int,
+        default=200,
+        help="lab internet: the routers' queue on a capped link, ms (200)",
+    )
     p.add_argument("--restarts", type=int, default=10, help="lab internet: restarts of dst's bridge (10)")
     p.add_argument("--poll", type=float, default=0.005, help="IMAP poll interval in seconds (0.005)")
     p.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {','.join(PHASES)}")
@@ -272,7 +278,7 @@ def main(argv=None) -> int:
         results["catchup"] = phase(
             "catchup", lambda: catchup.run(lab, args.catchup_mails, args.size, args.poll, say)
         )
-        link = Link(down_mbit=args.down, up_mbit=args.up, loss=args.loss)
+        link = Link(down_mbit=args.down, up_mbit=args.up, loss=args.loss, queue_ms=args.queue_ms)
         results["internet"] = phase(
             "internet",
             lambda: internet.run(

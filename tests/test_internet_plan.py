@@ -68,6 +68,8 @@ def test_a_link_refuses_nonsense():
         Link(loss=1.0)
     with pytest.raises(ValueError):
         Link(up_mbit=0)
+    with pytest.raises(ValueError):
+        Link(up_mbit=5, queue_ms=0)
 
 
 def test_rate_caps_are_token_buckets_with_a_burst_of_at_least_two_frames():
@@ -76,11 +78,13 @@ def test_rate_caps_are_token_buckets_with_a_burst_of_at_least_two_frames():
         "rate", "5000000bit", "burst", "6250", "latency", "200ms",
     ]  # fmt: skip
     assert tc_rate_cap("lan", 0.1)[tc_rate_cap("lan", 0.1).index("burst") + 1] == "3200"
+    assert tc_rate_cap("wan", 5, queue_ms=50)[-1] == "50ms"
 
 
 def test_link_description_names_every_parameter():
     text = Link(down_mbit=50, up_mbit=5, loss=0.02, drop_udp=True).describe()
-    assert text == "down 50 Mbit/s, up 5 Mbit/s, loss 2.0%, UDP dropped"
+    assert text == "down 50 Mbit/s, up 5 Mbit/s, loss 2.0%, queue 200 ms, UDP dropped"
+    assert Link().describe() == "down uncapped, up uncapped, loss 0.0%"
 
 
 def test_the_caps_counters_are_read_from_tc_statistics():

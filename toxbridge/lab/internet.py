@@ -35,7 +35,9 @@ FIRST_WAN_HOST = 10
 LAN_RANGES = (ipaddress.IPv4Network("192.0.2.0/24"), ipaddress.IPv4Network("198.51.100.0/24"))
 LAN_PREFIX = 27  # 8 slices of 32 in each range: up to 16 households
 DOCUMENTATION_RANGES = (INTERNET, *LAN_RANGES)
-TBF_LATENCY = "200ms"  # how long a packet may wait in the cap's queue before it is dropped
+# How long a packet may wait in a cap's queue before it is dropped (tbf's latency): the router's
+# buffer. It decides how toxcore fares against TCP on a capped link (docs/benchmarks.md).
+DEFAULT_QUEUE_MS = 200
 MIN_BURST_BYTES = 3200  # two full frames: below that tbf cannot pass a 1500-byte packet steadily
 # Keep interface names under IFNAMSIZ (15): veth peers on the internet bridge are "to-" + this much.
 MAX_NAME_IN_IFNAME = 12
@@ -47,15 +49,19 @@ class Link:
     """A household's line and router. Rates in Mbit/s (None: uncapped); loss: the fraction of
     packets the router drops at random, in each direction; drop_udp: a firewall that lets only
     TCP through; forward_tcp: ports of the router's public address sent on to the household
-    (nftables dnat), as for a mail server at home."""
+    (nftables dnat), as for a mail server at home; queue_ms: the router's buffer on a capped
+    direction, as the longest wait of a packet in it."""
 
     down_mbit: float | None = None
     up_mbit: float | None = None
     loss: float = 0.0
     drop_udp: bool = False
     forward_tcp: tuple[int, ...] = ()
+    queue_ms: int = DEFAULT_QUEUE_MS
 
     def __post_init__(self) -> None:
+        if self.queue_ms <= 0:
+            raise ValueError(f"a queue must hold something: {self.queue_ms} ms")
         if not 0.0 <= self.loss < 1.0:
             raise ValueError(f"loss must be in [0, 1): {self.loss}")
         for rate in (self.down_mbit, self.up_mbit):
@@ -67,6 +73,8 @@ class Link:
             return "uncapped" if mbit is None else f"{mbit:g} Mbit/s"
 
         parts = [f"down {rate(self.down_mbit)}", f"up {rate(self.up_mbit)}", f"loss {self.loss:.1%}"]
+        if self.down_mbit is not None or self.up_mbit is not None:
+            parts.append(f"queue {self.queue_ms} ms")
         if self.drop_udp:
             parts.append("UDP dropped")
         return ", ".join(parts)
@@ -135,8 +143,9 @@ def nft_ruleset(plan: SitePlan, link: Link) -> str:
     )
 
 
-def tc_rate_cap(device: str, mbit: float) -> list[str]:
-    """tc's command line capping what leaves `device` at `mbit` Mbit/s (token bucket)."""
+def tc_rate_cap(device: str, mbit: float, queue_ms: int = DEFAULT_QUEUE_MS) -> list[str]:
+    """tc's command line capping what leaves `device` at `mbit` Mbit/s (token bucket), with a
+    queue in which a packet waits at most `queue_ms`."""
     bits_per_second = int(mbit * 1_000_000)
     burst = max(bits_per_second // 8 // 100, MIN_BURST_BYTES)  # 10 ms at full rate
     return [
@@ -152,7 +161,7 @@ def tc_rate_cap(device: str, mbit: float) -> list[str]:
         "burst",
         str(burst),
         "latency",
-        TBF_LATENCY,
+        f"{queue_ms}ms",
     ]
 
 
@@ -247,9 +256,9 @@ class Internet:
         netns.write_sysctl(router, "net/ipv4/ip_forward", "1")
         self._run(router, ["nft", "-f", "-"], stdin=nft_ruleset(plan, link))
         if link.up_mbit is not None:
-            self._run(router, tc_rate_cap("wan", link.up_mbit))
+            self._run(router, tc_rate_cap("wan", link.up_mbit, link.queue_ms))
         if link.down_mbit is not None:
-            self._run(router, tc_rate_cap("lan", link.down_mbit))
+            self._run(router, tc_rate_cap("lan", link.down_mbit, link.queue_ms))
         site = Site(name, plan, link, router, host)
         self.sites[name] = site
         return site
