@@ -11,7 +11,7 @@ PY      := $(VENV)/bin/python
 # ca-certificates: pip's TLS to PyPI.
 APT_PACKAGES := postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve swaks \
                 toxcore-utils libtoxcore2 iproute2 util-linux python3-venv zbar-tools \
-                openssl ansible-core ansible-lint python3-apt python3-nacl systemd ca-certificates
+                openssl nftables ansible-core ansible-lint python3-apt python3-nacl systemd ca-certificates
 # Tests run in a network namespace that has only loopback: nothing can leave this machine.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
@@ -71,8 +71,10 @@ test: deps venv wheels lint
 unit: venv
 	$(VENV)/bin/pytest -q -m 'not integration'
 
-# Benchmarks of issue 6 (not part of `make test`): a table on stdout, JSON in bench/results.json.
-# BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS='--small 500 --profile /tmp/prof'`.
+# Benchmarks of issue 6 on loopback and of issue 18 on the lab internet (bridged against ordinary
+# SMTP+STARTTLS on the same emulated links; not part of `make test`): a table on stdout, JSON in
+# bench/results.json. BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS='--small 500 --up 2'`
+# or `--skip internet` for the loopback part alone.
 BENCH_ARGS ?=
 bench: deps venv
 	$(LOOPBACK_ONLY) $(PY) -m bench.run $(BENCH_ARGS)

@@ -14,6 +14,10 @@ Must run in a network namespace that has only loopback (the Makefile's target do
   raw        two bare ToxNode processes: small transfers on a cold link as the bridged burst's,
              the same bytes as the large mail, then small transfers on the warm link
   catchup    --catchup-mails deferred while dst's bridge is down, pushed when it is back
+  internet   the lab internet (bench/internet.py): two households behind home routers on
+             --down/--up Mbit/s links with --loss; the small burst, one-at-a-time latency and the
+             large mail bridged and by ordinary e-mail (SMTP + STARTTLS between the two Postfix
+             servers), and --restarts restarts of dst's bridge (friend reconnection p50/p95)
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ import time
 import traceback
 from pathlib import Path
 
-from . import catchup, large, profiling, rawtox, report, small, stages, startup
+from toxbridge.lab.internet import Link
+
+from . import catchup, internet, internet_report, large, profiling, rawtox, report, small, stages, startup
 from .lab import BenchLab
 from .stats import MIB
 
 HERE = Path(__file__).resolve().parent
-PHASES = ("startup", "small", "large", "raw", "catchup")
+PHASES = ("startup", "small", "large", "raw", "catchup", "internet")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,12 +66,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="a diagnostic: split the receiving side of the bridged small mails (partial files "
         "watched every ms, dst's bridge delivering through a timestamping LMTP proxy)",
     )
+    p.add_argument("--down", type=float, default=50, help="lab internet: download cap, Mbit/s (50)")
+    p.add_argument("--up", type=float, default=5, help="lab internet: upload cap, Mbit/s (5)")
+    p.add_argument("--loss", type=float, default=0.0, help="lab internet: random loss each way, 0..1 (0)")
+    p.add_argument(
+        "--queue-ms",
+        type=int,
+        default=200,
+        help="lab internet: the routers' queue on a capped link, ms (200)",
+    )
+    p.add_argument("--restarts", type=int, default=10, help="lab internet: restarts of dst's bridge (10)")
     p.add_argument("--poll", type=float, default=0.005, help="IMAP poll interval in seconds (0.005)")
     p.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {','.join(PHASES)}")
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="a quick run: 5 small mails, a 1 MiB mail, idle memory; no startup, raw, catchup",
+        help="a quick run: 5 small mails, a 1 MiB mail, idle memory, the lab internet with one "
+        "restart; no startup, raw, catchup",
     )
     p.add_argument("--json", type=Path, default=HERE / "results.json", help="where to write the results")
     p.add_argument("--table", type=Path, default=None, help="also write the table to this file")
@@ -79,7 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the lab directory (logs) afterwards")
     args = p.parse_args(argv)
     if args.smoke:
-        args.small, args.latency_mails, args.warmup, args.large_mib = 5, 2, 1, 1
+        args.small, args.latency_mails, args.warmup, args.large_mib, args.restarts = 5, 2, 1, 1, 1
         args.skip = ",".join(filter(None, [args.skip, "startup", "raw", "catchup"]))
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = args.skip - set(PHASES)
@@ -261,6 +278,24 @@ def main(argv=None) -> int:
         results["catchup"] = phase(
             "catchup", lambda: catchup.run(lab, args.catchup_mails, args.size, args.poll, say)
         )
+        link = Link(down_mbit=args.down, up_mbit=args.up, loss=args.loss, queue_ms=args.queue_ms)
+        results["internet"] = phase(
+            "internet",
+            lambda: internet.run(
+                root / "netlab",
+                link,
+                args.small,
+                args.latency_mails,
+                args.sessions,
+                args.size,
+                args.warmup,
+                int(args.large_mib * MIB),
+                args.restarts,
+                seed,
+                args.poll,
+                say,
+            ),
+        )
     except Exception:
         results["errors"]["setup"] = traceback.format_exc()
         say(results["errors"]["setup"])
@@ -276,7 +311,10 @@ def main(argv=None) -> int:
     results["machine"]["load_after"] = os.getloadavg()
     results["total_s"] = time.monotonic() - t_start
     results["goals"] = report.goals(results)
+    results["goals_internet"] = internet_report.goals(results)
     results["table"] = report.table(results)
+    if results.get("internet"):
+        results["table"] += "\n\n" + internet_report.table(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
     if args.table:

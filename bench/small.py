@@ -19,9 +19,10 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from toxbridge.lab import netns
 from toxbridge.lab.household import Household
 
 from . import mail as mails
@@ -42,6 +43,27 @@ class MailPath:
     recipient: str
     flush: Callable[[], None]  # push the sending Postfix's deferred mail (only when stalled)
     bridge: Household | None = None  # the sending Household whose bridge log says what it deferred
+    # On the lab internet: the network namespaces of the sending Postfix and of the receiving Dovecot
+    sender_ns: str | None = None
+    receiver_ns: str | None = None
+
+
+@contextlib.contextmanager
+def watching(path: MailPath, poll: float) -> Iterator[ImapWatch]:
+    """An IMAP watch on the path's receiving mailbox, connected from inside its namespace (a
+    socket stays in the namespace it was made in, whatever the thread does later)."""
+    with netns.entered(path.receiver_ns):
+        watch = ImapWatch(path.imap_port, path.user, path.password, poll).start()
+    try:
+        yield watch
+    finally:
+        watch.stop()
+
+
+def inject(path: MailPath, batch: list[mails.Mail], sessions: int, timeout: float = 120.0) -> None:
+    """Hand mails to the path's sending Postfix, from inside its namespace."""
+    with netns.entered(path.sender_ns):
+        mails.inject(path.smtp_port, batch, sessions, timeout)
 
 
 STALL = 3.0
@@ -113,13 +135,13 @@ def run(
     log: Callable[[str], None] = print,
 ) -> dict:
     result: dict = {"path": path.name, "size": size, "sessions": sessions}
-    with ImapWatch(path.imap_port, path.user, path.password, poll) as watch:
+    with watching(path, poll) as watch:
         # warm-up
         batch = [
             mails.compose(i, path.sender, path.recipient, size) for i in _ids(f"{path.name}-warm", warmup)
         ]
         if batch:
-            mails.inject(path.smtp_port, batch, sessions)
+            inject(path, batch, sessions)
             result["warmup"] = wait_visible(watch, [m.bench_id for m in batch], 120, path.flush)
 
         # latency, one mail at a time
@@ -128,7 +150,7 @@ def run(
         problems = {"missing": 0, "flushed": 0}
         for bench_id in _ids(f"{path.name}-lat", latency_mails):
             one = mails.compose(bench_id, path.sender, path.recipient, size)
-            mails.inject(path.smtp_port, [one], 1)
+            inject(path, [one], 1)
             outcome = wait_visible(watch, [bench_id], 60, path.flush)
             problems = {k: problems[k] + outcome[k] for k in problems}
             if bench_id in watch.seen:
@@ -154,7 +176,7 @@ def run(
                 cpu_used.update(cpu.stop())
 
         with around_burst() if around_burst else contextlib.nullcontext():
-            mails.inject(path.smtp_port, batch, sessions)
+            inject(path, batch, sessions)
             outcome = wait_visible(
                 watch, [m.bench_id for m in batch], max(60.0, burst * 0.3), path.flush, on_stall=take_cpu
             )

@@ -1,7 +1,9 @@
 """One household on loopback: its own Postfix, Dovecot and toxbridge process.
 
 The bridge runs as a real process (`python -m toxbridge run`) with a config written from the
-same keys as deploy/toxbridge.yaml; its log is a file the tests can wait on.
+same keys as deploy/toxbridge.yaml; its log is a file the tests can wait on. With `netns` the
+household lives in that network namespace (behind a router of lab/internet.py): its servers are
+started there and `inside()` puts the caller's clients there too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from . import _fs
+from . import netns as namespaces
 from .dovecot import Dovecot
 from .ports import free_port, port_accepts, socket_accepts, wait_until
 from .postfix import Postfix
@@ -41,18 +44,23 @@ class Household:
         tox_settings: dict | None = None,
         tcp_listeners: bool = False,
         submission: bool = False,
+        netns: str | None = None,
+        postfix_services: list[str] | None = None,
     ) -> None:
         """users: mailbox → password (all get Dovecot mailboxes); bridge_users: those with a Tox
         identity (default: all); bootstrap: (host, port, public key) of local DHT nodes;
         bridge_settings: top-level toxbridge.yaml keys to set (e.g. result_timeout); tox_only: Postfix
         bounces mail to non-contacts (deploy/postfix/main.cf.tox-only); tox_settings: keys of the
         config's tox section to set or override (e.g. udp, tcp_relays, proxy); tcp_listeners: the
-        bridge listens for Postfix on loopback ports (bridge_port, socketmap_port) instead of the
-        unix sockets in Postfix's queue directory that deploy/ uses.; submission: Postfix
-        also runs a submission service as the playbook sets it up (STARTTLS, the users' Dovecot
-        logins, the bridge's milter), on `postfix.submission_port`."""
+        bridge listens for Postfix on loopback ports (bridge_port, socketmap_port, milter_port)
+        instead of the unix sockets in Postfix's queue directory that deploy/ uses; submission:
+        Postfix also runs a submission service as the playbook sets it up (STARTTLS, the users'
+        Dovecot logins, the bridge's milter), on `postfix.submission_port`; netns: the network
+        namespace everything of the household runs in (None: the caller's); postfix_services: more
+        master.cf lines for its Postfix."""
         self.root = _fs.prepare_root(Path(root) / name)
         self.name = name
+        self.netns = netns
         self.domain = f"{name}.test"
         self.users = dict(users)
         self.bridge_users = list(bridge_users if bridge_users is not None else users)
@@ -74,6 +82,7 @@ class Household:
             milter_port=self.milter_port,
             submission_port=free_port() if submission else None,
             sasl_path=str(self.dovecot.auth_socket) if submission else None,
+            services=postfix_services,
         )
         self.config_path = self.root / "toxbridge.yaml"
         self.contacts_path = self.root / "contacts.yaml"
@@ -82,6 +91,16 @@ class Household:
         self.tox_ids: dict[str, str] = {}
         self.tox_settings = dict(tox_settings or {})
         self._write_config(bootstrap, friend_requests, bridge_settings or {})
+
+    def inside(self):
+        """A context in which this thread's sockets and subprocesses are in the household's
+        network namespace (its 127.0.0.1 is the household's own)."""
+        return namespaces.entered(self.netns)
+
+    def send(self, sender: str, recipients: list[str], message: bytes) -> None:
+        """Submit a mail to the household's Postfix over SMTP, from inside the household."""
+        with self.inside():
+            self.postfix.send(sender, recipients, message)
 
     def address(self, user: str) -> str:
         return f"{user}@{self.domain}"
@@ -160,9 +179,10 @@ class Household:
             return smtp.sendmail(self.address(user) if sender is None else sender, recipients, message)
 
     def start(self) -> None:
-        self.dovecot.start()
-        self.postfix.start()
-        init = self.toxbridge("init")
+        with self.inside():
+            self.dovecot.start()
+            self.postfix.start()
+            init = self.toxbridge("init")
         if init.returncode != 0:
             raise RuntimeError(f"toxbridge init failed: {init.stderr}")
         self.tox_ids = dict(line.split() for line in init.stdout.splitlines())
@@ -170,6 +190,10 @@ class Household:
 
     def start_bridge(self, env: dict[str, str] | None = None) -> None:
         """env: extra environment for the bridge process (e.g. NOTIFY_SOCKET)."""
+        with self.inside():
+            self._start_bridge(env)
+
+    def _start_bridge(self, env: dict[str, str] | None) -> None:
         with open(self.bridge_log, "ab") as log:
             self._bridge = subprocess.Popen(
                 [sys.executable, "-m", "toxbridge", "--config", str(self.config_path), "run"],
@@ -205,7 +229,8 @@ class Household:
     def stop(self) -> None:
         for step in (self.stop_bridge, self.postfix.stop, self.dovecot.stop):
             try:
-                step()
+                with self.inside():
+                    step()
             except Exception as e:  # stop everything even when one part fails
                 print(f"household {self.name}: {step.__qualname__} failed: {e}", file=sys.stderr)
 
@@ -237,7 +262,8 @@ class Household:
 
         def enough() -> bool:
             nonlocal box
-            box = self.dovecot.fetch_inbox(user)
+            with self.inside():
+                box = self.dovecot.fetch_inbox(user)
             return len(box) >= count
 
         if not wait_until(enough, timeout, interval=0.2):
@@ -252,7 +278,7 @@ def befriend_all(
     peer's full Tox ID makes a's bridge send a friend request (Postfix defers that mail, 4.4.1),
     the peer's bridge accepts it (friend_requests: accept), both see the other's greeting."""
     key_a = a.tox_ids[a_user][:64].lower()
-    a.postfix.send(
+    a.send(
         a.address(a_user),
         [b.tox_address(u) for b, u in peers],
         b"Subject: friend request\r\n\r\nThis mail waits until the friendship is up.\r\n",

@@ -48,7 +48,9 @@ class Postfix:
     takes the lab's default_transport (an error bounce), or with `tox_only` the
     deploy/postfix/main.cf.tox-only bounce. `chrooted` names master.cf services
     that run chrooted in the queue directory as on Debian (the lab runs the rest
-    unchrooted: a chroot needs copies of /etc files). `root` must sit under
+    unchrooted: a chroot needs copies of /etc files). `services`: more master.cf
+    lines (e.g. an smtpd on a household's LAN address, for mail from other
+    households). `root` must sit under
     world-traversable parents (``tempfile.mkdtemp(dir="/tmp")``).
     """
 
@@ -69,6 +71,7 @@ class Postfix:
         milter_port: int | None = None,
         submission_port: int | None = None,
         sasl_path: str | None = None,
+        services: list[str] | None = None,
     ):
         self.root = Path(root)
         self.name = name
@@ -84,6 +87,7 @@ class Postfix:
         self.submission_port = submission_port
         self.sasl_path = sasl_path
         self.extra = dict(extra or {})
+        self.services = list(services or [])
         self.dir = self.root / f"postfix-{name}"
         self.config_dir = self.dir / "etc"
         self.queue_dir = self.dir / "spool"
@@ -180,6 +184,7 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
             + self._submission_service()
             + "\n# ---- deploy/postfix/master.cf.toxbridge follows verbatim ----\n"
             + (deploy / "master.cf.toxbridge").read_text()
+            + "".join(f"\n# lab service\n{service}\n" for service in self.services)
         )
 
         transport = (deploy / "transport.regexp").read_text()
@@ -224,15 +229,7 @@ default_transport = error:5.7.1 the lab sends no mail beyond this machine
             return ""
         if self.sasl_path is None:
             raise ValueError("a submission service needs sasl_path (Dovecot's auth socket)")
-        cert, key = self.config_dir / "tls.crt", self.config_dir / "tls.key"
-        if not cert.exists():
-            made = _fs.run(
-                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-nodes", "-days", "7", "-subj", f"/CN={self.myhostname}",
-                 "-keyout", str(key), "-out", str(cert)]
-            )  # fmt: skip
-            if made.returncode != 0:
-                raise RuntimeError(f"openssl could not make the lab certificate: {made.stderr}")
+        cert, key = self_signed_certificate(self.config_dir / "tls", self.myhostname)
         return f"""
 # The household's mail clients send here (lab copy of ansible/roles/postfix/templates/master.cf.j2).
 127.0.0.1:{self.submission_port} inet n - n - - smtpd
@@ -376,3 +373,19 @@ def _lab_master_cf(text: str, smtp_port: int) -> str:
                 line = "  ".join(f[:7]) + "  " + " ".join(f[7:])
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def self_signed_certificate(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A throwaway key and self-signed certificate for a lab smtpd's STARTTLS: (cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "smtpd-cert.pem", directory / "smtpd-key.pem"
+    if cert.exists():  # made by an earlier write_config of the same instance
+        return cert, key
+    done = _fs.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={common_name}", "-keyout", str(key), "-out", str(cert)]
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl req failed: {done.stderr}")
+    key.chmod(0o600)
+    return cert, key
