@@ -31,6 +31,7 @@ import traceback
 from pathlib import Path
 
 from . import catchup, large, profiling, rawtox, report, small, stages, startup
+from . import mail as mails_module
 from .lab import BenchLab
 from .stats import MIB
 
@@ -59,6 +60,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="a diagnostic: split the receiving side of the bridged small mails (partial files "
         "watched every ms, dst's bridge delivering through a timestamping LMTP proxy)",
+    )
+    p.add_argument(
+        "--body",
+        choices=mails_module.BODIES,
+        default="line",
+        help="what mail bodies are made of: line (small: one line repeated; large: hex text), "
+        "words (prose-like), base64 (an attachment compressed already); see bench/mail.py",
+    )
+    p.add_argument(
+        "--compression",
+        choices=("on", "off"),
+        default="on",
+        help="the bridges' tox.compression (deploy default: on)",
     )
     p.add_argument("--poll", type=float, default=0.005, help="IMAP poll interval in seconds (0.005)")
     p.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {','.join(PHASES)}")
@@ -115,7 +129,8 @@ def main(argv=None) -> int:
         "errors": {},
     }
     results["params"]["profiled"] = args.profile is not None
-    lab = BenchLab(root, args.identities, args.bridge_concurrency, args.stages)
+    mails_module.BODY = args.body
+    lab = BenchLab(root, args.identities, args.bridge_concurrency, args.stages, args.compression == "on")
     pair = None
     t_start = time.monotonic()
     seed = os.urandom(1 << 16)
