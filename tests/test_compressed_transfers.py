@@ -1,6 +1,6 @@
 """Compressed mail on the receiving side, with a fake node (no Tox): a zlib payload resumes over
 its bytes on the wire, across cancels and across a restart, and is delivered inflated, byte for
-byte; a small transfer that inflates beyond its claim (a zlib bomb) is refused 552 5.3.4 as it
+byte; the sender compresses only for a friend whose bridge inflates; a small transfer that inflates beyond its claim (a zlib bomb) is refused 552 5.3.4 as it
 arrives, its partial file removed and nothing delivered. With real bridges: test_compression.py."""
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from toxbridge.mail.lmtp_out import Spooled
 from toxbridge.mail.smtpreply import Reply
 from toxbridge.tox import wire
 from toxbridge.tox.library import FILE_CONTROL_CANCEL
+from toxbridge.tox.node import ToxNode
+from toxbridge.tox.outgoing import Sender
 
 TEXT = b"From: a@b.example\r\nSubject: zlib\r\n\r\n" + b"".join(
     b"line %d of a letter\r\n" % i for i in range(30000)
@@ -95,3 +97,47 @@ def test_zlib_bomb_is_refused_552_nothing_stored_partial_dropped(tmp_path, claim
     assert file_id == wire.file_id_of(bomb) and (reply.code, reply.text[:5]) == (552, "5.3.4"), reply
     assert not delivered and not inbox._tasks
     assert not list(Path(tmp_path / "partial").glob("*/*")), "the bomb's partial file was kept"
+
+
+class SendingNode:
+    """What Sender asks of a ToxNode: the offers it makes."""
+
+    def __init__(self) -> None:
+        self.offers: list[tuple[int, int, bytes]] = []  # friend, size, file_id
+
+    def friend_connection(self, friend: int) -> int:
+        return 2
+
+    def file_send(self, friend: int, kind: int, size: int, file_id: bytes, filename: bytes) -> int:
+        self.offers.append((friend, size, file_id))
+        return len(self.offers)
+
+    def file_control(self, friend: int, number: int, control: int) -> None:
+        pass
+
+    def friend_label(self, friend: int) -> str:
+        return f"#{friend}"
+
+
+@pytest.mark.parametrize("size", [len(TEXT), 3 * (1 << 20)])  # on the loop; in a worker thread
+def test_sender_compresses_only_for_a_friend_whose_bridge_inflates(size):
+    message = (TEXT * (size // len(TEXT) + 1))[:size]
+    envelope = wire.Envelope("a@b.example", ("c@d.example",), len(message))
+    node = SendingNode()
+    sender = Sender(cast(ToxNode, node), 30, 30, compress_for=lambda friend: friend == 1)
+
+    async def send_to(friend: int) -> int:
+        task = asyncio.create_task(sender.send(friend, envelope, (message,)))
+        while not task.done() and len(node.offers) < friend:
+            await asyncio.sleep(0.01)
+        _, offered, file_id = node.offers[-1]
+        sender.on_result(friend, wire.encode_result(file_id, [Reply(250, "2.0.0 ok")]))
+        assert [r.code for r in await task] == [250]
+        return offered
+
+    async def both() -> tuple[int, int]:
+        return await send_to(1), await send_to(2)
+
+    compressed, raw = asyncio.run(both())
+    assert compressed < len(message) / 3
+    assert raw == len(encode_payload(envelope, message))
