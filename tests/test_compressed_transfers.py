@@ -119,7 +119,7 @@ class SendingNode:
         return f"#{friend}"
 
 
-@pytest.mark.parametrize("size", [len(TEXT), 3 * (1 << 20)])  # on the loop; in a worker thread
+@pytest.mark.parametrize("size", [30_000, 3 * (1 << 20)])  # on the loop; in a worker thread
 def test_sender_compresses_only_for_a_friend_whose_bridge_inflates(size):
     message = (TEXT * (size // len(TEXT) + 1))[:size]
     envelope = wire.Envelope("a@b.example", ("c@d.example",), len(message))

@@ -21,9 +21,10 @@ from .node import ToxNode
 
 log = logging.getLogger("toxbridge.sender")
 
-# A mail bigger than this is compressed in a worker thread: 1 MiB takes ~15 ms at the default
-# level here, longer would hold up every other transfer of the bridge.
-COMPRESS_ON_LOOP = 1 << 20
+# A mail bigger than this is compressed in a worker thread: zlib's default level makes 24 MiB/s
+# of English text here (docs/benchmarks.md, "Levers"), so 64 KiB hold the loop up ~3 ms, while
+# every transfer of the bridge waits for its next iteration.
+COMPRESS_ON_LOOP = 64 * 1024
 
 
 def offline(detail: str) -> Reply:
