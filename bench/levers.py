@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
         if pair is not None:
             pair.stop()
         node.stop()
+        shutil.rmtree(root, ignore_errors=True)
     base = statistics.median(results["mail"]) if results.get("mail") else None
     print(
         "\nmedian mails/s over the rounds" + (" (and against one mail per transfer, raw):" if base else ":")
