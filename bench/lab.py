@@ -67,9 +67,15 @@ def wait_log_time(home: Household, pattern: str, since: int, timeout: float) -> 
 
 class BenchLab:
     def __init__(
-        self, root: Path, identities: int = 5, bridge_concurrency: int | None = None, lmtp_proxy: bool = False
+        self,
+        root: Path,
+        identities: int = 5,
+        bridge_concurrency: int | None = None,
+        lmtp_proxy: bool = False,
+        compression: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.tox_settings = {"compression": compression}
         self.identities = identities
         # dst's bridge delivers through a timestamping proxy (bench/lmtpproxy.py): a diagnostic
         self.lmtp_proxy = LmtpProxy() if lmtp_proxy else None
@@ -108,6 +114,7 @@ class BenchLab:
                 ),
             },
             bridge_settings=SRC_BRIDGE,
+            tox_settings=self.tox_settings,
         )
         self.dst = Household(
             self.root,
@@ -118,6 +125,7 @@ class BenchLab:
             bridge_settings={"dovecot_lmtp": f"127.0.0.1:{self.lmtp_proxy.port}"}
             if self.lmtp_proxy
             else None,
+            tox_settings=self.tox_settings,
         )
         if self.lmtp_proxy:
             self.lmtp_proxy.upstream = self.dst.dovecot.lmtp_port

@@ -10,7 +10,10 @@ X-Bench-Id header (and Message-ID) by which the IMAP watcher finds it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
+import functools
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -66,19 +69,66 @@ def _fill(block: bytes, need: int) -> bytes:
     return body[:-2] + b"x" * rest + b"\r\n" if rest else body
 
 
+# What the bodies are made of (`--body`; compression depends on it, nothing else does):
+#   line    small: LINE repeated (zlib: 3 % of the size); large: hex text of random bytes (59 %)
+#   words   prose-like text: random words of a 2,000-word vocabulary, Zipf-distributed (~40 %,
+#           about what zlib makes of English text)
+#   base64  random bytes in base64, as an attached photo or archive (~77 %)
+BODIES = ("line", "words", "base64")
+BODY = "line"  # set by bench.run from --body
+
+
+def _lines(text: bytes, width: int = 76) -> bytes:
+    return b"".join(text[i : i + width] + b"\r\n" for i in range(0, len(text) - width + 1, width))
+
+
+def _words_block(seed: bytes, size: int = 1 << 16) -> bytes:
+    rng = random.Random(seed)
+    letters = "etaoinshrdlucmfwypvbgkjqxz"
+    vocabulary = [
+        "".join(rng.choices(letters, weights=range(26, 0, -1), k=rng.randint(2, 9))) for _ in range(2000)
+    ]
+    weights = [1 / (rank + 1) for rank in range(len(vocabulary))]
+    lines, line, total = [], "", 0
+    words = iter(rng.choices(vocabulary, weights, k=size))  # more than the block needs
+    while total < size:
+        word = next(words)
+        if len(line) + len(word) + 1 > 72:
+            lines.append(line)
+            total += len(line) + 2
+            line = ""
+        line = f"{line} {word}" if line else word.capitalize()
+    return "".join(x + "\r\n" for x in lines).encode()
+
+
+@functools.lru_cache(maxsize=8)
+def _block_of(body: str, seed: bytes, large: bool) -> bytes:
+    if body == "words":
+        return _words_block(seed)
+    if body == "base64":
+        return _lines(base64.b64encode(seed))
+    return _lines(seed.hex().encode()) if large else LINE
+
+
+def _block(seed: bytes, large: bool) -> bytes:
+    return _block_of(BODY, seed, large)
+
+
+_SMALL_SEED = b"toxbridge bench small mails"
+
+
 def compose(bench_id: str, sender: str, recipient: str, size: int) -> Mail:
     """A mail of exactly `size` bytes (at least a header and one line), printable ASCII lines."""
     head = _head(bench_id, sender, recipient)
-    return Mail(bench_id, sender, recipient, head + _fill(LINE, max(size - len(head), len(LINE))))
+    block = _block(random.Random(_SMALL_SEED).randbytes(1 << 16), large=False)
+    return Mail(bench_id, sender, recipient, head + _fill(block, max(size - len(head), len(LINE))))
 
 
 def compose_large(bench_id: str, sender: str, recipient: str, size: int, seed: bytes) -> Mail:
-    """A large mail of exactly `size` bytes whose body is hex text in 76-character lines made from
-    `seed` (random bytes) repeated: not a run of one byte, and cheap to build."""
+    """A large mail of exactly `size` bytes whose body is made from `seed` (random bytes), a block
+    of CRLF lines repeated (hex text by default, see BODIES): cheap to build."""
     head = _head(bench_id, sender, recipient)
-    hexed = seed.hex().encode()
-    block = b"".join(hexed[i : i + 76] + b"\r\n" for i in range(0, len(hexed) - 75, 76))
-    return Mail(bench_id, sender, recipient, head + _fill(block, size - len(head)))
+    return Mail(bench_id, sender, recipient, head + _fill(_block(seed, large=True), size - len(head)))
 
 
 class SMTPError(ConnectionError):

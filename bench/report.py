@@ -164,6 +164,7 @@ def table(r: dict) -> str:
         f"Dovecot {m.get('dovecot', '').split(' ')[0]}; load average before {_load(m.get('load_before'))}, "
         f"after {_load(m.get('load_after'))}; toxbridge {m.get('commit')}"
         f"{' + uncommitted changes' if m.get('uncommitted') else ''}",
+        f"mail bodies: {p.get('body', 'line')}; bridges' compression: {p.get('compression', 'off')}",
         "",
     ]
     rows: list[tuple[str, str, str, str]] = []

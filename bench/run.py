@@ -37,6 +37,7 @@ from pathlib import Path
 from toxbridge.lab.internet import Link
 
 from . import catchup, internet, internet_report, large, profiling, rawtox, report, small, stages, startup
+from . import mail as mails_module
 from .lab import BenchLab
 from .stats import MIB
 
@@ -76,6 +77,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="lab internet: the routers' queue on a capped link, ms (200)",
     )
     p.add_argument("--restarts", type=int, default=10, help="lab internet: restarts of dst's bridge (10)")
+    p.add_argument(
+        "--body",
+        choices=mails_module.BODIES,
+        default="line",
+        help="what mail bodies are made of: line (small: one line repeated; large: hex text), "
+        "words (prose-like), base64 (an attachment compressed already); see bench/mail.py",
+    )
+    p.add_argument(
+        "--compression",
+        choices=("on", "off"),
+        default="on",
+        help="the bridges' tox.compression (deploy default: on)",
+    )
     p.add_argument("--poll", type=float, default=0.005, help="IMAP poll interval in seconds (0.005)")
     p.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {','.join(PHASES)}")
     p.add_argument(
@@ -132,7 +146,8 @@ def main(argv=None) -> int:
         "errors": {},
     }
     results["params"]["profiled"] = args.profile is not None
-    lab = BenchLab(root, args.identities, args.bridge_concurrency, args.stages)
+    mails_module.BODY = args.body
+    lab = BenchLab(root, args.identities, args.bridge_concurrency, args.stages, args.compression == "on")
     pair = None
     t_start = time.monotonic()
     seed = os.urandom(1 << 16)

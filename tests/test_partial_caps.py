@@ -199,7 +199,7 @@ def test_a_resumed_transfer_completes_with_the_right_hash(tmp_path, share):
         inbox.on_chunk(MAIL_PEER, number, len(data), b"")
         await asyncio.gather(*inbox._tasks)
 
-    async def deliver(inc, envelope, head, offset) -> None:
+    async def deliver(inc, envelope) -> None:
         delivered.append(inc.path.read_bytes())
 
     asyncio.run(finish())

@@ -1,11 +1,12 @@
 """The bridge-to-bridge codec: round trips, every split point, and hostile bytes."""
 
 import os
+import zlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from payloads import decode_payload, encode_payload
+from payloads import decode_payload, encode_payload, forged_zlib_payload
 
 from toxbridge.mail.smtpreply import Reply
 from toxbridge.tox import wire
@@ -237,3 +238,121 @@ def test_payload_parts_equal_the_encoded_payload_at_every_chunk_boundary():
         assert len(parts) == len(whole) and parts.file_id == wire.file_id_of(whole)
         for length in (1, 7, len(parts.parts[0]), 1371):
             assert b"".join(parts.chunk(p, length) for p in range(0, len(whole), length)) == whole
+
+
+# ---- compression (zlib, to peers that announce it)
+
+TEXT = b"Subject: compressed\r\n\r\n" + b"".join(b"line %d of a letter home\r\n" % i for i in range(2000))
+
+
+def zlib_payload(message: bytes) -> bytes:
+    return encode_payload(
+        Envelope("alice@alice.test", ("b" * 64 + "@tox",), len(message)), message, compress=True
+    )
+
+
+def test_text_goes_compressed_and_comes_back_byte_for_byte():
+    payload = zlib_payload(TEXT)
+    envelope, body = decode_payload(payload, LIMIT)
+    assert envelope.encoding == wire.ZLIB and body == TEXT
+    assert len(payload) < len(TEXT) / 4
+
+
+def test_without_the_peer_announcing_it_nothing_is_compressed():
+    envelope, body = decode_payload(payload_of(TEXT), LIMIT)
+    assert envelope.encoding == "" and body == TEXT
+
+
+def test_mail_that_does_not_shrink_goes_raw():
+    message = b"Subject: photo\r\n\r\n" + os.urandom(200_000)  # an attachment compressed already
+    payload = zlib_payload(message)
+    assert payload.endswith(message)
+    assert decode_payload(payload, LIMIT)[0].encoding == ""
+
+
+@pytest.mark.parametrize("piece", [4096, 128, 16, 1])
+def test_compressed_payload_fed_in_pieces(piece):
+    payload = zlib_payload(TEXT + "ä".encode() * 10)
+    parser = PayloadParser(LIMIT)
+    for i in range(0, len(payload), piece):
+        parser.feed(payload[i : i + piece])
+    assert parser.finish().size == len(TEXT) + 20
+    assert parser.eight_bit
+
+
+def test_eight_bit_is_judged_after_inflating():
+    parser = PayloadParser(LIMIT)
+    parser.feed(zlib_payload(TEXT))  # the zlib stream has bytes over 127, the mail has none
+    assert not parser.eight_bit
+
+
+def test_each_mail_has_its_own_context():
+    """Nothing of one mail shows in another's bytes: a mail compresses to the same bytes whatever
+    was sent before it (and so a retry keeps its file_id)."""
+    other = TEXT.replace(b"letter", b"postcard")
+    alone = zlib_payload(TEXT)
+    zlib_payload(other)
+    assert zlib_payload(TEXT) == alone
+    envelope = Envelope("alice@alice.test", ("b" * 64 + "@tox",), len(TEXT))
+    assert wire.payload_of(envelope, TEXT[:100], TEXT[100:], compress=True).file_id == wire.file_id_of(alone)
+
+
+def test_big_mail_pieces_compress_to_one_stream():
+    message = TEXT * 30  # over FAST_ABOVE: level 1
+    assert len(message) > wire.FAST_ABOVE
+    envelope = Envelope("a@b.example", ("c@d.example",), len(message))
+    parts = wire.payload_of(envelope, memoryview(message)[:7], message[7:], compress=True)
+    assert decode_payload(b"".join(parts.parts), 1 << 24)[1] == message
+
+
+BOMB = zlib.compress(bytes(LIMIT * 4), 9)  # 4 MiB of zeros in about 4 KiB
+
+
+@pytest.mark.parametrize("claimed", [LIMIT, 1000])
+def test_zlib_bomb_is_refused_while_inflating(claimed):
+    """A small transfer that inflates beyond what its header claims (at most the limit) is
+    refused as too big as soon as it passes the claim, not after inflating all of it."""
+    assert len(BOMB) < 8192
+    payload = forged_zlib_payload("m@tox", "a@tox", claimed, BOMB)
+    parser = PayloadParser(LIMIT)
+    with pytest.raises(wire.MessageTooBig, match="inflates to more"):
+        for i in range(0, len(payload), 1371):
+            parser.feed(payload[i : i + 1371])
+    assert parser.message_bytes <= claimed
+
+
+def test_claim_over_the_limit_is_too_big():
+    with pytest.raises(wire.MessageTooBig, match="over the limit"):
+        PayloadParser(LIMIT).feed(forged_zlib_payload("m@tox", "a@tox", LIMIT + 1, BOMB))
+
+
+@pytest.mark.parametrize(
+    "stream, error",
+    [
+        (zlib.compress(b"hello") + b"x", "after the end"),
+        (zlib.compress(b"hello")[:-3], "inside the compressed message"),
+        (b"\x78\x9c\xff\xff\xff", "damaged"),
+    ],
+)
+def test_broken_zlib_stream_is_malformed(stream, error):
+    parser = PayloadParser(LIMIT)
+    with pytest.raises(WireError, match=error):
+        parser.feed(forged_zlib_payload("m@tox", "a@tox", 5, stream))
+        parser.finish()
+
+
+def test_unknown_encoding_is_refused():
+    payload = forged_zlib_payload("m@tox", "a@tox", 5, zlib.compress(b"hello")).replace(b'"zlib"', b'"gzip"')
+    with pytest.raises(WireError, match="encoding must be zlib"):
+        PayloadParser(LIMIT).feed(payload)
+
+
+def test_capabilities_round_trip_and_hostile_words_dropped():
+    assert wire.decode_capabilities(wire.encode_capabilities((wire.ZLIB, "later-thing"))) == {
+        "zlib",
+        "later-thing",
+    }
+    hostile = bytes([wire.PACKET_CAPABILITIES]) + b"zlib \x1b[31mred\n ZLIB \xff " + b"a" * 40
+    assert wire.decode_capabilities(hostile) == {"zlib"}
+    with pytest.raises(WireError):
+        wire.decode_capabilities(wire.encode_greeting("toxbridge"))

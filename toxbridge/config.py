@@ -68,6 +68,9 @@ class ToxSettings:
     # A friend request from a key that is not in the contacts: pending (kept for
     # `toxbridge contacts accept`), accept, or ignore (logged only). Contacts are always accepted.
     friend_requests: str = "pending"
+    # Mail to a friend's bridge that announces zlib goes compressed when that makes it smaller
+    # (docs/benchmarks.md, "Levers"); false: announce nothing and send every mail raw.
+    compression: bool = True
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class Identity:
         self.config, self.user, self.node = config, user, node
         self.friends = Friends(config, user, node, routes, self.save)
         self.catch_up = CatchUp(config, user, node, routes)
-        self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout)
+        self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout, self._peer_inflates)
         partial_dir = state_subdir(partials.root, user.mailbox)
         self._dovecot = lmtp_out.LMTPClient(config.dovecot_lmtp, config.hostname)  # one mail at a time
         self.receiver = Receiver(
@@ -60,6 +60,7 @@ class Identity:
             partials=partials,
         )
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
+        self.capabilities: dict[int, frozenset[str]] = {}  # friend → words after its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
         self.online_since: dict[bytes, float] = {}  # friend's key → when their connection came up
         self.network_since: float | None = None  # when this identity last joined the Tox network
@@ -176,6 +177,7 @@ class Identity:
             self.offline_since[public_key] = time.time()
             self.online_since.pop(public_key, None)
             self.peers.pop(friend, None)
+            self.capabilities.pop(friend, None)
             self.sender.on_friend_offline(friend)
             self.receiver.on_friend_offline(friend)
             return
@@ -184,6 +186,8 @@ class Identity:
         self.online_since.setdefault(public_key, time.time())
         try:
             node.send_lossless_packet(friend, wire.encode_greeting(SOFTWARE))
+            if self.config.tox.compression:
+                node.send_lossless_packet(friend, wire.encode_capabilities((wire.ZLIB,)))
         except ToxError as e:
             log.debug("greeting to %s not sent: %s", key, e)
         self.catch_up.now_and_again(friend, public_key)
@@ -197,6 +201,9 @@ class Identity:
             except wire.WireError:
                 return
             self.peers[friend] = software
+            # What it can do comes in the packet after: a bridge that restarted as an older
+            # version greets without one, and must not get what only the newer one reads.
+            self.capabilities.pop(friend, None)
             log.info(
                 "%s: friend %s is a bridge (%s, protocol %d)",
                 self.user.mailbox,
@@ -207,6 +214,21 @@ class Identity:
             # A peer bridge that restarted quickly greets us without our side ever seeing it
             # offline (toxcore notices a killed peer only after ~28 s): push its mail now too.
             self.catch_up.now(node.friend_public_key(friend))
+        elif data[:1] == bytes([wire.PACKET_CAPABILITIES]) and friend in self.peers:
+            try:
+                self.capabilities[friend] = wire.decode_capabilities(data)
+            except wire.WireError:
+                return
+            log.info(
+                "%s: friend %s can %s",
+                self.user.mailbox,
+                node.friend_label(friend),
+                " ".join(sorted(self.capabilities[friend])) or "nothing more",
+            )
+
+    def _peer_inflates(self, friend: int) -> bool:
+        """Whether mail to `friend` may go compressed: it greeted as a bridge that inflates zlib."""
+        return self.config.tox.compression and wire.ZLIB in self.capabilities.get(friend, frozenset())
 
     def on_friend_message(self, node, friend: int, kind: int, text: bytes) -> None:
         log.info(

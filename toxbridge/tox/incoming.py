@@ -25,7 +25,7 @@ from .delivered import DeliveryStore
 from .errors import ToxError, ToxSendQueueFull
 from .library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
 from .node import ToxNode
-from .partial import Incoming, Partials, read_at
+from .partial import Incoming, Partials, inflate_file, read_at
 
 log = logging.getLogger("toxbridge.receiver")
 
@@ -188,6 +188,12 @@ class Receiver:
             inc.file.write(data)
             inc.take(data)
             inc.last_progress = time.monotonic()
+        except wire.MessageTooBig as e:  # a header over the limit, or a zlib stream inflating beyond it
+            self._drop(
+                inc,
+                Reply(552, f"5.3.4 message too big for this household (limit {self._max_message} bytes)"),
+                str(e),
+            )
         except wire.WireError as e:
             self._drop(inc, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"), str(e))
         except OSError as e:
@@ -262,33 +268,27 @@ class Receiver:
             return
         try:
             envelope = inc.parser.finish()
-            offset = inc.size - envelope.size  # where the message starts in the file
-            head = read_at(inc.path, offset, min(envelope.size, HEAD_LIMIT))
         except wire.WireError as e:
             inc.path.unlink(missing_ok=True)
             self._partials.forget(inc.path)
             log.warning("friend %s sent a malformed payload: %s", self._node.friend_label(inc.friend), e)
             self._answer(inc.friend, inc.file_id, Reply(554, f"5.6.0 malformed toxbridge payload: {e}"))
             return
-        except OSError as e:
-            log.warning("%s: cannot read the received mail back: %s", inc.file_id.hex()[:12], e)
-            self._partials.release(inc.path)
-            self._answer(
-                inc.friend, inc.file_id, Reply(451, "4.3.0 the receiving bridge cannot store the mail now")
-            )
-            return
         self._delivering.add(inc.file_id)
-        task = asyncio.get_running_loop().create_task(self._deliver_and_answer(inc, envelope, head, offset))
+        task = asyncio.get_running_loop().create_task(self._deliver_and_answer(inc, envelope))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver_and_answer(
-        self, inc: Incoming, envelope: wire.Envelope, head: bytes, offset: int
-    ) -> None:
+    async def _deliver_and_answer(self, inc: Incoming, envelope: wire.Envelope) -> None:
         public_key = self._node.friend_public_key(inc.friend)
         peer_key = public_key.hex()
-        header = headers.scan(head)  # the message's header fields; the rest stays in the file
+        spool, offset = inc.path, inc.parser.message_offset  # where the message is, in which file
         try:
+            if envelope.encoding == wire.ZLIB:  # inflated into a file of its own, off the loop
+                spool, offset = inc.path.with_name(inc.path.name + ".eml"), 0
+                await asyncio.to_thread(inflate_file, inc.path, inc.parser.message_offset, spool)
+            head = read_at(spool, offset, min(envelope.size, HEAD_LIMIT))
+            header = headers.scan(head)  # the message's header fields; the rest stays in the file
             verdict = self._vet(public_key, envelope, header)
             if not verdict.ok:
                 log.warning(
@@ -309,7 +309,7 @@ class Receiver:
                     verdict.reason,
                 ) + trust_headers.strip(header, self._hostname)
                 rest = header.end
-                message = Spooled(new_head, inc.path, offset + rest, envelope.size - rest, inc.eight_bit)
+                message = Spooled(new_head, spool, offset + rest, envelope.size - rest, inc.eight_bit)
                 reply = await self._deliver(envelope.sender, message)
             else:
                 reply = Reply(
@@ -317,20 +317,25 @@ class Receiver:
                     f"5.7.1 sender not allowed for your Tox key: {trust_headers.one_line(verdict.reason)}",
                 )
             self._store.record(inc.file_id, self._mailbox, reply)  # durable before the answer leaves
+        except OSError as e:
+            log.warning("%s: cannot read the received mail back: %s", inc.file_id.hex()[:12], e)
+            reply = Reply(451, "4.3.0 the receiving bridge cannot store the mail now")
         except Exception:
             log.exception("delivery to Dovecot failed unexpectedly")
             reply = Reply(451, "4.3.0 internal error in the receiving toxbridge; try again")
         finally:
             self._delivering.discard(inc.file_id)
             inc.path.unlink(missing_ok=True)
+            spool.unlink(missing_ok=True)
             self._partials.forget(inc.path)
         status = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
         log.info(
-            "%s: to=<%s>, peer=%s, size=%d, delay=%.2f, status=%s (%s)",
+            "%s: to=<%s>, peer=%s, size=%d, wire=%d, delay=%.2f, status=%s (%s)",
             inc.file_id.hex()[:12],
             self._address,
             peer_key[:8],
             envelope.size,
+            inc.size,
             time.monotonic() - inc.started,
             status,
             reply,

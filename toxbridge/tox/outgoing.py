@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..mail.smtpreply import Reply
@@ -19,6 +20,11 @@ from .library import FILE_CONTROL_CANCEL, FILE_KIND_DATA
 from .node import ToxNode
 
 log = logging.getLogger("toxbridge.sender")
+
+# A mail bigger than this is compressed in a worker thread: zlib's default level makes 24 MiB/s
+# of English text here (docs/benchmarks.md, "Levers"), so 64 KiB hold the loop up ~3 ms, while
+# every transfer of the bridge waits for its next iteration.
+COMPRESS_ON_LOOP = 64 * 1024
 
 
 def offline(detail: str) -> Reply:
@@ -41,8 +47,15 @@ class Outgoing:
 class Sender:
     """Outgoing transfers of one Tox identity."""
 
-    def __init__(self, node: ToxNode, stall_timeout: float, result_timeout: float) -> None:
+    def __init__(
+        self,
+        node: ToxNode,
+        stall_timeout: float,
+        result_timeout: float,
+        compress_for: Callable[[int], bool] = lambda friend: False,
+    ) -> None:
         self._node = node
+        self._compress_for = compress_for  # friend -> does its bridge inflate zlib?
         self._stall_timeout = stall_timeout
         self._result_timeout = result_timeout
         self._by_number: dict[tuple[int, int], Outgoing] = {}
@@ -50,7 +63,11 @@ class Sender:
 
     async def send(self, friend: int, envelope: wire.Envelope, message: tuple) -> list[Reply]:
         """Carry the mail (given as pieces) to `friend`; one reply per envelope recipient."""
-        payload = wire.payload_of(envelope, *message)
+        compress = self._compress_for(friend)
+        if compress and envelope.size > COMPRESS_ON_LOOP:
+            payload = await asyncio.to_thread(wire.payload_of, envelope, *message, compress=True)
+        else:
+            payload = wire.payload_of(envelope, *message, compress=compress)
         file_id = payload.file_id
         count = len(envelope.recipients)
         same = self._by_id.get((friend, file_id))

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,6 @@ class Incoming:
     file: BinaryIO | None = None
     received: int = 0
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)  # the file_id to check, as bytes arrive
-    eight_bit: bool = False
     started: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
 
@@ -53,18 +53,13 @@ class Incoming:
         try:
             on_disk = self.path.stat().st_size if self.path.exists() else -1
             if earlier is not None and earlier.size == self.size and 0 < earlier.received == on_disk <= keep:
-                self.received, self.hasher, self.eight_bit = (
-                    earlier.received,
-                    earlier.hasher,
-                    earlier.eight_bit,
-                )
-                self.parser = earlier.parser
+                self.received, self.hasher, self.parser = earlier.received, earlier.hasher, earlier.parser
             elif 0 <= on_disk <= self.size:
                 with open(self.path, "rb") as old:
                     while self.received < keep and (chunk := old.read(min(READ_SIZE, keep - self.received))):
                         self.take(chunk)
         except (OSError, wire.WireError):
-            self.received, self.eight_bit = 0, False
+            self.received = 0
             self.parser = wire.PayloadParser(self.parser.max_message)
             self.hasher = hashlib.sha256()
         self.file = open(self.path, "r+b" if self.received else "wb", buffering=READ_SIZE)
@@ -76,13 +71,29 @@ class Incoming:
         """Account for bytes that arrived (the caller writes them); WireError for a bad envelope."""
         self.parser.feed(data)  # refuses a bad envelope before the rest arrives
         self.hasher.update(data)
-        self.eight_bit = self.eight_bit or not data.isascii()
         self.received += len(data)
+
+    @property
+    def eight_bit(self) -> bool:
+        """A message byte over 127 (counted after inflating): Dovecot gets BODY=8BITMIME."""
+        return self.parser.eight_bit
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+def inflate_file(path: Path, offset: int, target: Path) -> None:
+    """Write the zlib stream that starts at `offset` in `path` inflated to `target`. Only for a
+    partial whose hash matched and whose parser saw it inflate to its announced size."""
+    inflater = zlib.decompressobj()
+    with open(path, "rb") as source, open(target, "wb") as out:
+        source.seek(offset)
+        while chunk := source.read(READ_SIZE):
+            while chunk:
+                out.write(inflater.decompress(chunk, wire.INFLATE_STEP))
+                chunk = inflater.unconsumed_tail
 
 
 def read_at(path: Path, offset: int, length: int) -> bytes:
