@@ -15,10 +15,13 @@ from ..mail import lmtp_out
 from ..mail.smtpreply import Reply
 from . import profile, wire
 from .catchup import CatchUp
+from .chat_store import ChatStore
+from .chats import Chats
 from .delivered import DeliveryStore
 from .errors import ToxError, ToxPortError
 from .friends import Friends
 from .incoming import Receiver
+from .library import MESSAGE_ACTION
 from .node import ToxNode
 from .outgoing import Sender
 from .partial import Partials
@@ -39,6 +42,7 @@ class Identity:
         store: DeliveryStore,
         routes: Routes,
         partials: Partials,
+        chat_store: ChatStore,
     ) -> None:
         self.config, self.user, self.node = config, user, node
         self.friends = Friends(config, user, node, routes, self.save)
@@ -59,6 +63,16 @@ class Identity:
             config.forged_sender,
             partials=partials,
         )
+        self.chats = Chats(
+            chat_store,
+            config.chat,
+            user.mailbox,
+            user.address,
+            config.hostname,
+            self._deliver_bytes,
+            self._who_is,
+        )
+        self.names: dict[bytes, str] = {}  # friend's key → the Tox name it last told us
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
         self.online_since: dict[bytes, float] = {}  # friend's key → when their connection came up
@@ -68,7 +82,13 @@ class Identity:
 
     @classmethod
     def open(
-        cls, config: Config, user: User, store: DeliveryStore, routes: Routes, partials: Partials
+        cls,
+        config: Config,
+        user: User,
+        store: DeliveryStore,
+        routes: Routes,
+        partials: Partials,
+        chat_store: ChatStore,
     ) -> Identity:
         path = profile.profile_path(config.state_dir, user.mailbox)
         savedata = profile.read(path)
@@ -91,7 +111,7 @@ class Identity:
                 f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
                 "(other Tox programs running? widen the range)"
             ) from None
-        identity = cls(config, user, node, store, routes, partials)
+        identity = cls(config, user, node, store, routes, partials, chat_store)
         if savedata is None:
             identity.save()
         return identity
@@ -102,6 +122,18 @@ class Identity:
     async def _deliver(self, sender: str, message: lmtp_out.Spooled) -> Reply:
         replies = await self._dovecot.deliver(sender, [self.user.mailbox], message)
         return replies[0]
+
+    async def _deliver_bytes(self, sender: str, message: bytes) -> Reply:
+        replies = await self._dovecot.deliver(sender, [self.user.mailbox], message)
+        return replies[0]
+
+    def _who_is(self, public_key: bytes, tox_name: str) -> tuple[str, str]:
+        """Who a chat friend is in the From of their mail: the contact, else their Tox name
+        (or key) at KEY@tox."""
+        contact = self.friends.contact(public_key)
+        if contact is not None:
+            return contact.name, contact.addresses[0] if contact.addresses else f"{public_key.hex()}@tox"
+        return tox_name or self.names.get(public_key, ""), f"{public_key.hex()}@tox"
 
     def bootstrap(self) -> None:
         for node in self.config.tox.bootstrap:
@@ -153,6 +185,7 @@ class Identity:
     async def stop(self) -> None:
         self.catch_up.stop()
         try:
+            await self.chats.stop()  # open bursts become mail now
             await self.receiver.stop()
         finally:  # also when the stop's deadline cancels it
             self._dovecot.close()
@@ -208,13 +241,20 @@ class Identity:
             # offline (toxcore notices a killed peer only after ~28 s): push its mail now too.
             self.catch_up.now(node.friend_public_key(friend))
 
+    def on_friend_name(self, node, friend: int, name: bytes) -> None:
+        self.names[node.friend_public_key(friend)] = name.decode("utf-8", "replace")
+
     def on_friend_message(self, node, friend: int, kind: int, text: bytes) -> None:
-        log.info(
-            "%s: friend %s sent a chat message (%d bytes); mail bridges do not chat",
-            self.user.mailbox,
-            node.friend_label(friend),
-            len(text),
-        )
+        if friend in self.peers:  # a bridge: bridges carry mail, they do not chat
+            log.info(
+                "%s: friend %s (a bridge) sent a chat message (%d bytes); ignored",
+                self.user.mailbox,
+                node.friend_label(friend),
+                len(text),
+            )
+            return
+        public_key = node.friend_public_key(friend)
+        self.chats.on_message(public_key, self.names.get(public_key, ""), kind == MESSAGE_ACTION, text)
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
         self.receiver.on_file_recv(friend, number, kind, size, filename)

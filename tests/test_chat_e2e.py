@@ -1,0 +1,168 @@
+"""Friends who use a plain Tox chat app: the real `toxic` client (tests/toxic.py) befriends a
+household's bridge, and what it types arrives in the user's IMAP INBOX as mail: one mail per
+burst, threaded per friend, `/me` kept, on disk before toxcore's callback returns (a kill -9
+loses nothing). A flood from a plain client is capped per burst."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import signal
+import sqlite3
+
+import pytest
+from toxic import Toxic
+from toxpeer import PlainClient, befriend
+
+from toxbridge.lab.household import Household
+from toxbridge.lab.ports import wait_until
+
+pytestmark = pytest.mark.integration
+
+GAP = 3.0  # seconds without a message that end a burst (chat.burst_gap)
+MAX_MESSAGES = 40
+
+
+@pytest.fixture(scope="module")
+def text_of(mail) -> str:
+    """The mail's text/plain body."""
+    part = mail.get_body(("plain",))
+    assert part is not None, mail
+    return part.get_content()
+
+
+def home(lab_root, bootstrap_node):
+    boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
+    house = Household(
+        lab_root,
+        "dora",
+        {"dora": "dora-pw"},
+        boot,
+        bridge_settings={"chat": {"burst_gap": GAP, "burst_max_messages": MAX_MESSAGES}},
+    )
+    try:
+        house.start()
+        yield house
+    finally:
+        house.stop()
+
+
+@pytest.fixture(scope="module")
+def toxic(lab_root, bootstrap_node, home):
+    """toxic, a friend of dora's bridge (toxic asked; the bridge accepts requests), in its chat window."""
+    client = Toxic(lab_root / "toxic", bootstrap_node)
+    try:
+        client.start()
+        client.wait_screen(r"\[(Online|Away|Busy)\]", 60)
+        mark = home.log_mark()
+        client.add_friend(home.tox_ids["dora"])
+        key = client.public_key.hex()
+        home.wait_log(f"dora: accepted friend request from {key}", 90, since=mark)
+        home.wait_log(f"dora: friend {key[:8]} online", 90, since=mark)
+        client.wait_screen("has come online", 60)
+        client.open_chat()
+        yield client
+    finally:
+        client.close()
+
+
+def mails(home: Household, count: int, timeout: float = 60) -> list[email.message.EmailMessage]:
+    raw = home.wait_inbox("dora", count, timeout)
+    return [email.message_from_bytes(m, policy=email.policy.default) for m in raw]
+
+
+def stored(home: Household) -> list[bytes]:
+    """The chat messages dora's bridge holds on disk, not yet delivered."""
+    with sqlite3.connect(home.root / "state" / "chat.sqlite") as db:
+        return [row[0] for row in db.execute("SELECT text FROM chat_messages ORDER BY id")]
+
+
+def chat_rows(home: Household) -> int:
+    return len(stored(home))
+
+
+def test_a_burst_arrives_as_one_mail_from_the_friend(home, toxic):
+    before = len(home.dovecot.fetch_inbox("dora"))
+    mark = home.log_mark()
+    toxic.command("hello grandma")
+    toxic.command("/me waves")
+    toxic.command("are you there?")
+    toxic.wait_screen("are you there")
+    home.wait_log(r"chat \w+: to=<dora@dora.test>, peer=\w+, messages=3, .*status=sent", 60, since=mark)
+    mail = mails(home, before + 1)[-1]
+    key = toxic.public_key.hex()
+    assert mail["From"].addresses[0].addr_spec == f"{key}@tox"
+    assert mail["From"].addresses[0].display_name == "toxic-friend"
+    assert f"x-tox.key={key}" in " ".join(mail.get_all("Authentication-Results") or [])
+    assert "x-tox=pass" in mail["Authentication-Results"]
+    text = text_of(mail)
+    lines = [line.split("] ", 1)[1] for line in text.splitlines() if line]
+    assert lines == ["hello grandma", "* toxic-friend waves", "are you there?"]
+    assert len(home.dovecot.fetch_inbox("dora")) == before + 1  # one mail, not one per message
+
+    # The next burst answers the first: one thread per friend.
+    mark = home.log_mark()
+    toxic.command("second burst")
+    home.wait_log(r"chat \w+: .*messages=1, .*status=sent", 60, since=mark)
+    second = mails(home, before + 2)[-1]
+    assert second["In-Reply-To"] == mail["Message-ID"]
+    assert mail["Message-ID"] in second["References"]
+    assert "second burst" in text_of(second)
+
+
+def test_an_open_burst_survives_kill_9(home, toxic):
+    before = len(home.dovecot.fetch_inbox("dora"))
+    toxic.command("written before the kill")
+    assert wait_until(lambda: chat_rows(home) == 1, 30)  # on disk, the burst still open
+    home.stop_bridge(signal.SIGKILL)
+    assert len(home.dovecot.fetch_inbox("dora")) == before
+    mark = home.log_mark()
+    home.start_bridge()
+    home.wait_log(r"chat \w+: .*messages=1, .*status=sent", 60, since=mark)
+    mail = mails(home, before + 1)[-1]
+    assert "written before the kill" in text_of(mail)
+    assert chat_rows(home) == 0
+    key = toxic.public_key.hex()
+    home.wait_log(f"dora: friend {key[:8]} online", 120, since=mark)  # back for the next test
+
+
+def test_a_burst_is_delivered_at_shutdown(home, toxic):
+    before = len(home.dovecot.fetch_inbox("dora"))
+    toxic.command("just before the stop")
+    # (toxic may send the message before the kill again too: its read receipt may not have left)
+    assert wait_until(lambda: b"just before the stop" in stored(home), 60)
+    mark = home.log_mark()
+    home.stop_bridge(signal.SIGTERM)
+    assert home.log_has(r"chat \w+: .*status=sent", since=mark)
+    mail = mails(home, before + 1, 5)[-1]
+    assert "just before the stop" in text_of(mail)
+    home.start_bridge()
+    home.wait_log(f"dora: friend {toxic.public_key.hex()[:8]} online", 120, since=mark)
+
+
+def test_a_flood_is_capped_per_burst(home, bootstrap_node):
+    """A hostile plain client sends 2000 messages at once: the household keeps MAX_MESSAGES of
+    them (never more on disk), delivers them as one mail that says how many it left out."""
+    client = PlainClient(bootstrap_node)
+    try:
+        friend = befriend(client, home, "dora")
+        before = len(home.dovecot.fetch_inbox("dora"))
+        mark = home.log_mark()
+        peak = 0
+        for i in range(2000):
+            while True:
+                try:
+                    client.call(client.node.send_message, friend, f"flood {i:04d} ".encode() * 20)
+                    break
+                except Exception:  # toxcore's send queue is full: let it drain
+                    peak = max(peak, chat_rows(home))
+        home.wait_log(r"chat \w+: .*messages=40, .*status=sent", 120, since=mark)
+        assert home.log_has("sends more than one mail holds", since=mark)
+        mail = mails(home, before + 1)[-1]
+        text = text_of(mail)
+        assert text.count("flood ") == MAX_MESSAGES * 20
+        dropped = int(text.split("(", 1)[1].split()[0])
+        assert dropped > 0
+        assert max(peak, chat_rows(home)) <= MAX_MESSAGES
+    finally:
+        client.close()
