@@ -24,13 +24,6 @@ MAX_MESSAGES = 40
 
 
 @pytest.fixture(scope="module")
-def text_of(mail) -> str:
-    """The mail's text/plain body."""
-    part = mail.get_body(("plain",))
-    assert part is not None, mail
-    return part.get_content()
-
-
 def home(lab_root, bootstrap_node):
     boot = [(bootstrap_node.host, bootstrap_node.port, bootstrap_node.public_key)]
     house = Household(
@@ -66,6 +59,13 @@ def toxic(lab_root, bootstrap_node, home):
         client.close()
 
 
+def text_of(mail) -> str:
+    """The mail's text/plain body."""
+    part = mail.get_body(("plain",))
+    assert part is not None, mail
+    return part.get_content()
+
+
 def mails(home: Household, count: int, timeout: float = 60) -> list[email.message.EmailMessage]:
     raw = home.wait_inbox("dora", count, timeout)
     return [email.message_from_bytes(m, policy=email.policy.default) for m in raw]
@@ -79,6 +79,11 @@ def stored(home: Household) -> list[bytes]:
 
 def chat_rows(home: Household) -> int:
     return len(stored(home))
+
+
+def test_the_bridge_tells_chat_apps_where_their_messages_go(toxic):
+    """The status message toxic shows for the bridge (item 4 of issue 17)."""
+    toxic.wait_screen(r"chat messages become e-mail to dora@dora\.test", 30)
 
 
 def test_a_burst_arrives_as_one_mail_from_the_friend(home, toxic):

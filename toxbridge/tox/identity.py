@@ -31,6 +31,10 @@ log = logging.getLogger("toxbridge.identity")
 SOFTWARE = "toxbridge"
 
 
+def status_message(address: str) -> str:
+    return f"chat messages become e-mail to {address}"  # first words first: apps cut it short
+
+
 class Identity:
     """Handler of one ToxNode's events; keeps who is online since when."""
 
@@ -79,6 +83,8 @@ class Identity:
         self.network_since: float | None = None  # when this identity last joined the Tox network
         self.offline_network_since: float | None = time.time()  # since when it is off it (start: now)
         node.handler = self
+        # Friends on a plain chat app see this under the bridge's name (its address).
+        node.set_status_message(status_message(user.address))
 
     @classmethod
     def open(

@@ -47,6 +47,7 @@ from .library import (
     CONNECTION_NONE,
     FILE_CONTROL_CANCEL,
     LOSSLESS_PACKET_FIRST_BYTES,
+    MAX_STATUS_MESSAGE_LENGTH,
     MESSAGE_ACTION,
     MESSAGE_NORMAL,
 )
@@ -146,6 +147,11 @@ class ToxNode:
 
     def savedata(self) -> bytes:
         return self._t.savedata()
+
+    def set_status_message(self, text: str) -> None:
+        """What friends' chat apps show under our name; cut to toxcore's limit on a character."""
+        data = text.encode()[:MAX_STATUS_MESSAGE_LENGTH]
+        self._t.set_status_message(data.decode("utf-8", "ignore").encode())
 
     # ------------------------------------------------------------ network
 
