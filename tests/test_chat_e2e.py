@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import signal
 import sqlite3
 
@@ -171,3 +172,59 @@ def test_a_flood_is_capped_per_burst(home, bootstrap_node):
         assert max(peak, chat_rows(home)) <= MAX_MESSAGES
     finally:
         client.close()
+
+
+def maillog_has(home: Household, pattern: str) -> bool:
+    return re.search(pattern, home.postfix.maillog.read_text(errors="replace")) is not None
+
+
+LONG = " ".join(f"word{i:04d}" for i in range(400))  # about 3.6 KB: three chat messages
+
+
+def test_mail_to_a_chat_app_arrives_as_chat_messages(home, toxic):
+    """Subject and text body as chat; quoted reply trimmed; long text split on word boundaries;
+    Postfix is told `sent` only once toxic's client confirmed every message (read receipts)."""
+    key = toxic.public_key.hex()
+    home.wait_log(f"friend {key[:8]} is a chat app", 30)  # it chatted, or never greeted
+    mark = home.log_mark()
+    home.postfix.send(
+        home.address("dora"),
+        [f"{key}@tox"],
+        (
+            "From: Dora <dora@dora.test>\r\nTo: grandson\r\nSubject: Dinner on Sunday\r\n\r\n"
+            f"Come at six.\r\n{LONG}\r\nthe end\r\n\r\nOn Monday grandson wrote:\r\n> quoted old line\r\n"
+        ).encode(),
+    )
+    home.wait_log(rf"to=<{key}@tox>, .*status=sent \(250 2\.0\.0 delivered as 4 chat message", 60, since=mark)
+    assert wait_until(lambda: maillog_has(home, rf"to=<{key}@tox>.*status=sent"), 30)
+    seen = toxic.wait_seen("the end", 10)  # the receipts came: toxic has shown every message
+    assert "Mail from Dora <dora@dora.test>: Dinner on Sunday" in seen
+    assert "Come at six." in seen and "quoted old line" not in seen and "wrote:" not in seen
+    first = re.findall(r"word\d{4}", toxic.chatlog())  # the first message, flushed by the next
+    assert first and first == [f"word{i:04d}" for i in range(len(first))]  # cut between words
+
+
+def test_mail_to_an_offline_chat_app_waits_and_arrives_once(home, toxic):
+    key = toxic.public_key.hex()
+    mark = home.log_mark()
+    toxic.stop()
+    home.wait_log(f"dora: friend {key[:8]} went offline", 60, since=mark)
+    home.postfix.send(
+        home.address("dora"), [f"{key}@tox"], b"Subject: while you were away\r\n\r\nback soon?\r\n"
+    )
+
+    def deferred() -> bool:
+        return any(
+            "offline" in r.get("delay_reason", "")
+            for q in home.postfix.queue()
+            for r in q.get("recipients", [])
+        )
+
+    assert wait_until(deferred, 60), home.postfix.queue()
+    assert "back soon?" not in toxic.seen()
+    toxic.start()
+    home.wait_log(rf"to=<{key}@tox>, .*status=sent", 120, since=mark)
+    assert wait_until(lambda: not home.postfix.queue(), 30)
+    toxic.open_chat()
+    seen = toxic.wait_seen("back soon", 30)
+    assert toxic.screen().count("back soon?") == 1, seen  # once, though Postfix tried twice

@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+from email.message import EmailMessage
 
 from toxbridge.config import ChatSettings
 from toxbridge.mail.chat_mail import Burst, ChatLine, compose, message_id, shown_name
+from toxbridge.mail.chat_text import as_chat, split
 from toxbridge.mail.headers import from_addresses, scan, sender_defect
 from toxbridge.mail.smtpreply import Reply
+from toxbridge.tox.chat_out import ChatSender
 from toxbridge.tox.chat_store import ChatStore
 from toxbridge.tox.chats import Chats
+from toxbridge.tox.errors import ToxSendQueueFull
 
 KEY = bytes(range(32))
 AT = 1_764_590_000.0
@@ -200,5 +204,106 @@ def test_stop_delivers_the_open_burst_and_start_what_a_kill_left(tmp_path):
         after.start()
         await settle(dovecot, 2)
         assert b"left by a kill" in dovecot.mails[1][1]
+
+    asyncio.run(run())
+
+
+# ---- mail to chat (mail.chat_text, tox.chat_out)
+
+
+def test_split_cuts_at_lines_then_words_and_never_inside_a_character():
+    text = "first line\n" + " ".join(["wörd"] * 50) + "\n" + "x" * 30
+    pieces = split(text, 40)
+    assert all(len(p) <= 40 for p in pieces)
+    assert pieces[0] == b"first line"
+    assert b" ".join(pieces[1:-1]).decode().split() == ["wörd"] * 50
+    assert pieces[-1] == b"x" * 30
+    long = split("é" * 100, 7)  # one word longer than a message: cut at character boundaries
+    assert all(len(p) <= 7 for p in long) and b"".join(long).decode() == "é" * 100
+
+
+def test_mail_becomes_subject_and_text_without_the_quoted_reply():
+    raw = (
+        b"From: Grandma <g@example.org>\r\nSubject: Sunday\r\n\r\n"
+        b"See you at six.\r\n\r\nOn Sat, 1 Dec 2026, Tom wrote:\r\n> will you come?\r\n> bring cake\r\n"
+    )
+    chat = as_chat(raw, 1372)
+    assert chat.messages == (b"Mail from Grandma <g@example.org>: Sunday\n\nSee you at six.",)
+
+
+def test_html_mail_becomes_text():
+    raw = (
+        b"Subject: hi\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<html><head><style>p {color: red}</style></head><body><p>Hello&nbsp;<b>you</b></p>"
+        b"<p>second</p><script>alert(1)</script></body></html>\r\n"
+    )
+    text = b"\n".join(as_chat(raw, 1372).messages).decode()
+    assert "Hello\xa0you" in text or "Hello you" in text
+    assert "second" in text and "color" not in text and "alert" not in text and "<" not in text
+
+
+def test_attachments_are_found():
+    mail = EmailMessage()
+    mail["Subject"] = "photo"
+    mail.set_content("look")
+    mail.add_attachment(b"\x89PNG", maintype="image", subtype="png", filename="cat.png")
+    chat = as_chat(mail.as_bytes(), 1372)
+    assert chat.attachments == (("cat.png", b"\x89PNG"),)
+
+
+class ChatNode:
+    """The toxcore calls ChatSender makes, with receipts the test hands out."""
+
+    def __init__(self, online=True, full=0):
+        self.online, self.full = online, full
+        self.sent: list[tuple[int, bytes]] = []
+
+    def friend_connection(self, friend):
+        return 2 if self.online else 0
+
+    def friend_label(self, friend):
+        return "f"
+
+    def send_message(self, friend, text):
+        if self.full:
+            self.full -= 1
+            raise ToxSendQueueFull("full", function="tox_friend_send_message", code=3, code_name="SENDQ")
+        self.sent.append((friend, text))
+        return len(self.sent)
+
+
+def test_250_only_after_every_read_receipt():
+    async def run():
+        node = ChatNode(full=3)
+        sender = ChatSender(node, 5.0)  # type: ignore[arg-type]
+        raw = b"Subject: s\r\n\r\n" + b" ".join([b"w" * 100] * 40) + b"\r\n"
+        expected = len(as_chat(raw, 1372).messages)
+        assert expected > 1
+        task = asyncio.ensure_future(sender.send(7, raw))
+        while len(node.sent) < expected:  # three tries found the send queue full first
+            await asyncio.sleep(0.01)
+        for number in range(1, len(node.sent)):
+            sender.on_read_receipt(7, number)
+        await asyncio.sleep(0.05)
+        assert not task.done()  # one receipt missing
+        sender.on_read_receipt(7, len(node.sent))
+        reply = await task
+        assert reply.code == 250 and f"{expected} chat message" in str(reply)
+        assert all(len(text) <= 1372 for _, text in node.sent)
+
+    asyncio.run(run())
+
+
+def test_offline_or_no_receipt_is_4xx():
+    async def run():
+        assert (await ChatSender(ChatNode(online=False), 5.0).send(1, b"Subject: s\r\n\r\nx\r\n")).code == 451  # type: ignore[arg-type]
+        sender = ChatSender(ChatNode(), 0.1)  # type: ignore[arg-type]
+        assert (await sender.send(1, b"Subject: s\r\n\r\nx\r\n")).code == 451
+        sender = ChatSender(ChatNode(), 5.0)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(sender.send(1, b"Subject: s\r\n\r\nx\r\n"))
+        await asyncio.sleep(0.05)
+        sender.on_friend_offline(1)
+        reply = await task
+        assert reply.code == 451 and "link broke" in reply.text
 
     asyncio.run(run())

@@ -147,13 +147,21 @@ class Toxic:
     # ---- what toxic logged
 
     def chatlog(self) -> str:
-        """Every chat log toxic wrote (one file per friend), one after the other."""
+        """Every chat log toxic wrote (one file per friend), one after the other. toxic flushes
+        a log only when it writes to it again a second or more after its last flush: the
+        newest lines may still be in its buffer (seen() also reads the screen)."""
         return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*")) if p.is_file())
 
-    def wait_chatlog(self, pattern: str, timeout: float = 30) -> str:
-        if not wait_until(lambda: re.search(pattern, self.chatlog()) is not None, timeout, interval=0.2):
-            raise TimeoutError(f"toxic: no /{pattern}/ in its chat logs within {timeout}s:\n{self.chatlog()}")
-        return self.chatlog()
+    def seen(self) -> str:
+        """What toxic has shown or logged: its chat logs, then the screen."""
+        return self.chatlog() + "\n" + self.screen()
+
+    def wait_seen(self, pattern: str, timeout: float = 30) -> str:
+        if not wait_until(lambda: re.search(pattern, self.seen()) is not None, timeout, interval=0.2):
+            raise TimeoutError(
+                f"toxic: no /{pattern}/ in its logs or on screen within {timeout}s:\n{self.seen()}"
+            )
+        return self.seen()
 
     # ---- what a user does
 

@@ -35,6 +35,7 @@ class PlainClient:
         self.cancelled: set[int] = set()  # outgoing file numbers the far end cancelled
         self.closed = False
         self.requests: list[tuple[bytes, bytes]] = []  # (public key, message) of friend requests received
+        self.messages: list[bytes] = []  # chat messages received (toxcore sends their receipts)
         self.node: ToxNode = self.call(self._make, bootstrap)
 
     def _make(self, bootstrap) -> ToxNode:
@@ -71,6 +72,9 @@ class PlainClient:
     def on_friend_request(self, node, public_key, message):
         self.requests.append((public_key, message))
         node.friend_add_norequest(public_key)
+
+    def on_friend_message(self, node, friend, kind, text):
+        self.messages.append(text)
 
     def on_file_recv(self, node, friend, number, kind, size, filename):
         self.files[number] = bytearray()

@@ -21,6 +21,9 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chat_threads ("
     " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, root TEXT NOT NULL, last TEXT NOT NULL,"
     " PRIMARY KEY (mailbox, friend_key))",
+    "CREATE TABLE IF NOT EXISTS chat_apps ("
+    " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, since REAL NOT NULL,"
+    " PRIMARY KEY (mailbox, friend_key))",
 )
 
 NORMAL, ACTION = "normal", "action"
@@ -89,6 +92,22 @@ class ChatStore:
                 "INSERT INTO chat_threads (mailbox, friend_key, root, last) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (mailbox, friend_key) DO UPDATE SET last = excluded.last",
                 (mailbox, friend_key, message_id, message_id),
+            )
+
+    def chat_apps(self, mailbox: str) -> set[bytes]:
+        """Friends known to be plain chat apps, not bridges (remembered across restarts)."""
+        rows = self._db.execute("SELECT friend_key FROM chat_apps WHERE mailbox = ?", (mailbox,))
+        return {row[0] for row in rows}
+
+    def set_chat_app(self, mailbox: str, friend_key: bytes, is_chat_app: bool, at: float) -> None:
+        if is_chat_app:
+            self._db.execute(
+                "INSERT OR IGNORE INTO chat_apps (mailbox, friend_key, since) VALUES (?, ?, ?)",
+                (mailbox, friend_key, at),
+            )
+        else:
+            self._db.execute(
+                "DELETE FROM chat_apps WHERE mailbox = ? AND friend_key = ?", (mailbox, friend_key)
             )
 
     def close(self) -> None:

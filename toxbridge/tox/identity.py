@@ -4,6 +4,7 @@ transfers, and the catch-up of mail Postfix deferred for a friend that came onli
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -15,6 +16,7 @@ from ..mail import lmtp_out
 from ..mail.smtpreply import Reply
 from . import profile, wire
 from .catchup import CatchUp
+from .chat_out import ChatSender
 from .chat_store import ChatStore
 from .chats import Chats
 from .delivered import DeliveryStore
@@ -29,6 +31,9 @@ from .partial import Partials
 log = logging.getLogger("toxbridge.identity")
 
 SOFTWARE = "toxbridge"
+# A friend online this long without greeting us is a plain chat app, not a bridge (a bridge
+# greets at once when the link comes up; measured: within a second on loopback).
+GREETING_WAIT = 10.0
 
 
 def status_message(address: str) -> str:
@@ -76,6 +81,9 @@ class Identity:
             self._deliver_bytes,
             self._who_is,
         )
+        self.chat_sender = ChatSender(node, config.result_timeout)
+        self._chat_store = chat_store
+        self.chat_apps = chat_store.chat_apps(user.mailbox)  # friends' keys known not to be bridges
         self.names: dict[bytes, str] = {}  # friend's key → the Tox name it last told us
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
@@ -167,6 +175,30 @@ class Identity:
             return f"Tox friend {key} has not been online yet (friend request not accepted?)"
         return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
 
+    def is_chat_app(self, public_key: bytes) -> bool:
+        return public_key in self.chat_apps
+
+    def _learn_chat_app(self, public_key: bytes, why: str) -> None:
+        if public_key in self.chat_apps:
+            return
+        self.chat_apps.add(public_key)
+        self._chat_store.set_chat_app(self.user.mailbox, public_key, True, time.time())
+        log.info(
+            "%s: friend %s is a chat app, not a bridge (%s); mail to it goes as chat messages",
+            self.user.mailbox,
+            public_key.hex()[:8],
+            why,
+        )
+        self.catch_up.now(public_key)  # mail Postfix deferred for it can go now
+
+    def _no_greeting(self, friend: int, public_key: bytes) -> None:
+        try:
+            online = self.node.friend_connection(friend) != 0
+        except ToxError:
+            return  # no longer a friend
+        if online and friend not in self.peers:
+            self._learn_chat_app(public_key, f"no greeting in {GREETING_WAIT:.0f} s online")
+
     def end_friendships(self) -> None:
         """Delete the Tox friends `toxbridge contacts remove` asked to be rid of (it wrote them
         into the roster: the CLI has no Tox node), with whatever was on its way to or from them."""
@@ -216,8 +248,10 @@ class Identity:
             self.online_since.pop(public_key, None)
             self.peers.pop(friend, None)
             self.sender.on_friend_offline(friend)
+            self.chat_sender.on_friend_offline(friend)
             self.receiver.on_friend_offline(friend)
             return
+        asyncio.get_running_loop().call_later(GREETING_WAIT, self._no_greeting, friend, public_key)
         log.info("%s: friend %s online (%s)", self.user.mailbox, key, "UDP" if status == 2 else "TCP")
         self.offline_since.pop(public_key, None)
         self.online_since.setdefault(public_key, time.time())
@@ -236,6 +270,10 @@ class Identity:
             except wire.WireError:
                 return
             self.peers[friend] = software
+            public_key = node.friend_public_key(friend)
+            if public_key in self.chat_apps:  # it was a chat app's key, now a bridge's
+                self.chat_apps.discard(public_key)
+                self._chat_store.set_chat_app(self.user.mailbox, public_key, False, time.time())
             log.info(
                 "%s: friend %s is a bridge (%s, protocol %d)",
                 self.user.mailbox,
@@ -260,7 +298,11 @@ class Identity:
             )
             return
         public_key = node.friend_public_key(friend)
+        self._learn_chat_app(public_key, "it sent a chat message")
         self.chats.on_message(public_key, self.names.get(public_key, ""), kind == MESSAGE_ACTION, text)
+
+    def on_read_receipt(self, node, friend: int, message_id: int) -> None:
+        self.chat_sender.on_read_receipt(friend, message_id)
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
         self.receiver.on_file_recv(friend, number, kind, size, filename)

@@ -26,6 +26,7 @@ Handler methods (all optional):
     on_file_recv_chunk(node, friend, file_number, position, data)   # b"" = complete
     on_file_chunk_request(node, friend, file_number, position, length)  # 0 = done
     on_file_recv_control(node, friend, file_number, control)
+    on_read_receipt(node, friend, message_id)   # the friend's client got our chat message
 
 toxcore drops every transfer of a friend that goes offline without telling
 anyone; ToxNode then calls on_file_recv_control(..., FILE_CONTROL_CANCEL) for each
@@ -72,6 +73,7 @@ _HANDLER_NAMES = {
     "file_recv_chunk": "on_file_recv_chunk",
     "file_chunk_request": "on_file_chunk_request",
     "file_recv_control": "on_file_recv_control",
+    "friend_read_receipt": "on_read_receipt",
 }
 
 _OUT, _IN = "out", "in"
