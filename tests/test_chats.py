@@ -307,3 +307,13 @@ def test_offline_or_no_receipt_is_4xx():
         assert reply.code == 451 and "link broke" in reply.text
 
     asyncio.run(run())
+
+
+def test_a_burst_after_a_mail_to_the_friend_answers_that_mail(tmp_path):
+    store = ChatStore(tmp_path / "chat.sqlite")
+    store.answered("dora", KEY, "<mail-1@d>")  # no chat mail yet: the mail roots the thread
+    assert store.thread("dora", KEY) == ("<mail-1@d>", "<mail-1@d>")
+    store.delivered("dora", KEY, 0, "<chat-1@d>")
+    store.answered("dora", KEY, "<mail-2@d>")
+    assert store.thread("dora", KEY) == ("<mail-1@d>", "<mail-2@d>")
+    store.close()

@@ -168,12 +168,17 @@ class Toxic:
     def add_friend(self, tox_id: str, text: str = "hello") -> None:
         self.command(f'/add {tox_id} "{text}"')  # toxic wants the text in quotes
 
+    def in_chat(self) -> bool:
+        """A chat window is in front: its title line ends with the friend's key prefix, {ABCDEF}."""
+        title = self.screen().split("\n", 1)[0]
+        return re.search(r"\{[0-9A-F]{6}\}\s*$", title) is not None
+
     def open_chat(self) -> None:
         """Bring the first friend's chat window to the front (toxic opens one when a friend comes
-        online): Ctrl-O steps through the windows until a chat window, which logs, is shown."""
+        online): Ctrl-O steps through the windows until a chat window is shown."""
         for _ in range(5):
-            if "Logging for this window" in self.screen():
+            if self.in_chat():
                 return
             self.keys("C-o")
-            wait_until(lambda: "Logging for this window" in self.screen(), 2, interval=0.1)
+            wait_until(self.in_chat, 2, interval=0.1)
         raise RuntimeError(f"toxic: no chat window:\n{self.screen()}")

@@ -201,7 +201,10 @@ class Outbound:
     ) -> list[Reply]:
         """To a bridge: one transfer for all its recipients; to a chat app: chat messages."""
         if identity.is_chat_app(key):
-            reply = await identity.chat_sender.send(friend, b"".join(parts))
+            message = b"".join(parts)
+            reply = await identity.chat_sender.send(friend, message)
+            if reply.code < 300:
+                identity.chat_delivered(key, message)  # the chat user's answer threads under it
             return [reply] * len(rcpts)
         return await identity.sender.send(friend, wire.Envelope(sender, rcpts, size), parts)
 

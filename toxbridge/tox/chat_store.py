@@ -94,6 +94,14 @@ class ChatStore:
                 (mailbox, friend_key, message_id, message_id),
             )
 
+    def answered(self, mailbox: str, friend_key: bytes, message_id: str) -> None:
+        """A mail went to the friend as chat: their next burst answers it (In-Reply-To)."""
+        self._db.execute(
+            "INSERT INTO chat_threads (mailbox, friend_key, root, last) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (mailbox, friend_key) DO UPDATE SET last = excluded.last",
+            (mailbox, friend_key, message_id, message_id),
+        )
+
     def chat_apps(self, mailbox: str) -> set[bytes]:
         """Friends known to be plain chat apps, not bridges (remembered across restarts)."""
         rows = self._db.execute("SELECT friend_key FROM chat_apps WHERE mailbox = ?", (mailbox,))

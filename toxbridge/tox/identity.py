@@ -12,7 +12,7 @@ import time
 from ..config import Config, User
 from ..contacts.routes import Routes
 from ..files import state_subdir
-from ..mail import lmtp_out
+from ..mail import headers, lmtp_out
 from ..mail.smtpreply import Reply
 from . import profile, wire
 from .catchup import CatchUp
@@ -23,7 +23,7 @@ from .delivered import DeliveryStore
 from .errors import ToxError, ToxPortError
 from .friends import Friends
 from .incoming import Receiver
-from .library import MESSAGE_ACTION
+from .library import FILE_CONTROL_CANCEL, FILE_KIND_DATA, MESSAGE_ACTION
 from .node import ToxNode
 from .outgoing import Sender
 from .partial import Partials
@@ -34,6 +34,7 @@ SOFTWARE = "toxbridge"
 # A friend online this long without greeting us is a plain chat app, not a bridge (a bridge
 # greets at once when the link comes up; measured: within a second on loopback).
 GREETING_WAIT = 10.0
+NO_FILES_TEXT = "(This mail bridge does not take files yet; please send text. It was not delivered.)"
 
 
 def status_message(address: str) -> str:
@@ -178,6 +179,13 @@ class Identity:
     def is_chat_app(self, public_key: bytes) -> bool:
         return public_key in self.chat_apps
 
+    def chat_delivered(self, public_key: bytes, message: bytes) -> None:
+        """A mail reached the chat app: the friend's next burst of chat answers it."""
+        found = headers.scan(message[: 64 * 1024]).named("Message-ID")
+        message_id = b" ".join(found[0].value.split()).decode("ascii", "replace") if found else ""
+        if message_id.startswith("<") and message_id.endswith(">") and "\n" not in message_id:
+            self._chat_store.answered(self.user.mailbox, public_key, message_id)
+
     def _learn_chat_app(self, public_key: bytes, why: str) -> None:
         if public_key in self.chat_apps:
             return
@@ -305,6 +313,22 @@ class Identity:
         self.chat_sender.on_read_receipt(friend, message_id)
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
+        public_key = node.friend_public_key(friend)
+        if kind == FILE_KIND_DATA and public_key in self.chat_apps and friend not in self.peers:
+            # Files from chat apps are not carried as mail yet: refused, and the sender told why.
+            node_label = node.friend_label(friend)
+            try:
+                node.file_control(friend, number, FILE_CONTROL_CANCEL)
+                node.send_message(friend, NO_FILES_TEXT.encode())
+            except ToxError as e:
+                log.debug("%s: file of chat friend %s: %s", self.user.mailbox, node_label, e)
+            log.info(
+                "%s: chat friend %s offered a file (%d bytes); refused and told",
+                self.user.mailbox,
+                node_label,
+                size,
+            )
+            return
         self.receiver.on_file_recv(friend, number, kind, size, filename)
 
     def on_file_recv_chunk(self, node, friend, number, position, data) -> None:
