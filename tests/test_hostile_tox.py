@@ -87,12 +87,15 @@ def max_payload(home) -> int:
     [(FILE_KIND_AVATAR, wire.MAIL_FILENAME, 0), (FILE_KIND_DATA, b"holiday.jpg", 1)],
 )
 def test_file_that_is_not_a_mail_is_cancelled(network, eve, kind, filename, logged):
-    """A file that is not a mail is refused, logged once; an avatar (chat apps offer theirs on
-    every connection) is refused without a line."""
+    """A file that is not a mail, from a friend that greeted as a bridge, is refused, logged
+    once; an avatar (chat apps offer theirs on every connection) is refused without a line.
+    (From a chat app a file is refused and the sender told: test_chat_e2e.)"""
     alice = network["alice"]
     client, friend = eve
     payload, token = mail_for_alice(client, network)
     mark = alice.log_mark()
+    client.send_packet(friend, wire.encode_greeting("eve-bridge"))
+    alice.wait_log(f"alice: friend {client.node.public_key.hex()[:8]} is a bridge", WAIT, since=mark)
     number = client.send_file(friend, payload, kind=kind, filename=filename)
     assert wait_until(lambda: number in client.cancelled, WAIT)
     if logged:

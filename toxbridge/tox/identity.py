@@ -314,7 +314,12 @@ class Identity:
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
         public_key = node.friend_public_key(friend)
-        if kind == FILE_KIND_DATA and public_key in self.chat_apps and friend not in self.peers:
+        if (
+            kind == FILE_KIND_DATA
+            and filename != wire.MAIL_FILENAME  # a mail transfer is judged as one, whoever sends it
+            and public_key in self.chat_apps
+            and friend not in self.peers
+        ):
             # Files from chat apps are not carried as mail yet: refused, and the sender told why.
             node_label = node.friend_label(friend)
             try:
