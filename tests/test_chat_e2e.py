@@ -185,7 +185,7 @@ def test_mail_to_a_chat_app_arrives_as_chat_messages(home, toxic):
     """Subject and text body as chat; quoted reply trimmed; long text split on word boundaries;
     Postfix is told `sent` only once toxic's client confirmed every message (read receipts)."""
     key = toxic.public_key.hex()
-    home.wait_log(f"friend {key[:8]} is a chat app", 30)  # it chatted, or never greeted
+    home.wait_log(f"friend {key[:8]} is a chat app", 60)  # it chatted, or never greeted
     mark = home.log_mark()
     home.postfix.send(
         home.address("gran"),
@@ -251,7 +251,7 @@ def test_a_file_from_a_chat_app_is_refused_and_the_sender_told(home, bootstrap_n
     try:
         friend = befriend(client, home, "gran")
         key = client.node.public_key.hex()
-        home.wait_log(f"gran: friend {key[:8]} is a chat app", 30)
+        home.wait_log(f"gran: friend {key[:8]} is a chat app", 60)
         number = client.send_file(friend, b"holiday photo bytes" * 100, filename=b"holiday.jpg")
         assert wait_until(lambda: number in client.cancelled, 30)
         assert wait_until(lambda: any(b"does not take files" in m for m in client.messages), 30)

@@ -23,7 +23,7 @@ from .delivered import DeliveryStore
 from .errors import ToxError, ToxPortError
 from .friends import Friends
 from .incoming import Receiver
-from .library import FILE_CONTROL_CANCEL, FILE_KIND_DATA, MESSAGE_ACTION
+from .library import FILE_CONTROL_CANCEL, FILE_KIND_AVATAR, FILE_KIND_DATA, MESSAGE_ACTION
 from .node import ToxNode
 from .outgoing import Sender
 from .partial import Partials
@@ -32,8 +32,10 @@ log = logging.getLogger("toxbridge.identity")
 
 SOFTWARE = "toxbridge"
 # A friend online this long without greeting us is a plain chat app, not a bridge (a bridge
-# greets at once when the link comes up; measured: within a second on loopback).
-GREETING_WAIT = 10.0
+# greets at once when the link comes up, within a second on loopback). Long, since a bridge
+# taken for a chat app would get mail as chat messages it ignores: a key that greeted once in
+# this run is never taken for one, and mail goes as chat only while no greeting came.
+GREETING_WAIT = 30.0
 NO_FILES_TEXT = "(This mail bridge does not take files yet; please send text. It was not delivered.)"
 
 
@@ -85,6 +87,7 @@ class Identity:
         self.chat_sender = ChatSender(node, config.result_timeout)
         self._chat_store = chat_store
         self.chat_apps = chat_store.chat_apps(user.mailbox)  # friends' keys known not to be bridges
+        self.greeted: set[bytes] = set()  # friends' keys that greeted as bridges in this run
         self.names: dict[bytes, str] = {}  # friend's key → the Tox name it last told us
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
@@ -177,7 +180,8 @@ class Identity:
         return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
 
     def is_chat_app(self, public_key: bytes) -> bool:
-        return public_key in self.chat_apps
+        """Mail to this friend goes as chat: known as a chat app, and no greeting in this run."""
+        return public_key in self.chat_apps and public_key not in self.greeted
 
     def chat_delivered(self, public_key: bytes, message: bytes) -> None:
         """A mail reached the chat app: the friend's next burst of chat answers it."""
@@ -204,7 +208,7 @@ class Identity:
             online = self.node.friend_connection(friend) != 0
         except ToxError:
             return  # no longer a friend
-        if online and friend not in self.peers:
+        if online and friend not in self.peers and public_key not in self.greeted:
             self._learn_chat_app(public_key, f"no greeting in {GREETING_WAIT:.0f} s online")
 
     def end_friendships(self) -> None:
@@ -279,6 +283,7 @@ class Identity:
                 return
             self.peers[friend] = software
             public_key = node.friend_public_key(friend)
+            self.greeted.add(public_key)
             if public_key in self.chat_apps:  # it was a chat app's key, now a bridge's
                 self.chat_apps.discard(public_key)
                 self._chat_store.set_chat_app(self.user.mailbox, public_key, False, time.time())
@@ -314,6 +319,8 @@ class Identity:
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
         public_key = node.friend_public_key(friend)
+        if kind == FILE_KIND_AVATAR and public_key not in self.greeted:
+            self._learn_chat_app(public_key, "it offered an avatar")  # bridges have none
         if (
             kind == FILE_KIND_DATA
             and filename != wire.MAIL_FILENAME  # a mail transfer is judged as one, whoever sends it
