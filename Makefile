@@ -11,7 +11,8 @@ PY      := $(VENV)/bin/python
 # ca-certificates: pip's TLS to PyPI.
 APT_PACKAGES := postfix dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d dovecot-sieve swaks \
                 toxcore-utils libtoxcore2 iproute2 util-linux python3-venv zbar-tools \
-                openssl nftables ansible-core ansible-lint python3-apt python3-nacl systemd ca-certificates
+                openssl nftables ansible-core ansible-lint python3-apt python3-nacl systemd ca-certificates \
+                toxic tmux
 # Tests run in a network namespace that has only loopback: nothing can leave this machine.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 

@@ -87,6 +87,8 @@ def test_unix_socket_endpoint():
         ("state_dir: /x\n", "line 5: key 'state_dir' appears twice"),
         ("tox:\n  bootstrap:\n    - {host: h, port: 1, public_key: abc}\n", "public_key must be 64 hex"),
         ("result_timeout: 0\n", "result_timeout: expected a positive number"),
+        ("chat:\n  burst_gap: 0\n", "line 6: chat.burst_gap: expected a positive number"),
+        ("chat:\n  burst_max_bytes: lots\n", "chat.burst_max_bytes: expected a non-negative integer"),
     ],
 )
 def test_errors_name_line_and_key(extra, error):

@@ -179,7 +179,7 @@ def test_ready_status_and_a_bounded_stop_with_mail_on_its_way(pair, bootstrap_no
     """A friend that takes the mail and never answers holds it on its way; SIGTERM must still stop
     the bridge within stop_timeout, with the mail deferred by Postfix (4xx), not lost."""
     sam, _ = pair
-    client = PlainClient(bootstrap_node)
+    client = PlainClient(bootstrap_node, greet=True)  # a bridge that never answers
     notify = NotifySocket(lab_root / "notify.sock")
     try:
         sam.stop_bridge()

@@ -325,6 +325,7 @@ def _bridge(privacy: Privacy) -> tuple[Outbound, _Sender]:
         config=SimpleNamespace(privacy=privacy),
         node=SimpleNamespace(friend_by_public_key=lambda key: key[0]),
         sender=sender,
+        is_chat_app=lambda key: False,
     )
     routes = SimpleNamespace(route=lambda mailbox, rcpt: SimpleNamespace(public_key=keys[rcpt]))
     # test doubles, with only what Outbound uses

@@ -27,8 +27,9 @@ def identity(network="UDP", friends=()):
     }
 
 
-def friend(online, since, bridge=True, name="Tarek"):
+def friend(online, since, bridge=True, name="Tarek", chat_app=False):
     return {
+        "chat_app": chat_app,
         "key": "12345678" * 8,
         "name": name,
         "online": online,
@@ -68,13 +69,18 @@ def test_friends_online_offline_and_never_seen():
                 friend(False, NOW - 3 * 3600),
                 friend(False, None, name=None),
                 friend(True, None, bridge=False),
+                friend(True, NOW - 5, bridge=False, chat_app=True),
+                friend(False, NOW - 60, bridge=False, chat_app=True),
             ]
         ),
         CONFIG,
         NOW,
     )
     levels = [c.level for c in checks[1:]]
-    assert levels == [OK, WARN, WARN, OK]
+    assert levels == [OK, WARN, WARN, OK, OK, WARN]
+    assert "a Tox chat app (no bridge): its messages arrive as mail" in checks[5].text
+    assert "(a Tox chat app) offline since" in checks[6].text and "as chat messages" in checks[6].action
+    assert "their bridge" not in checks[6].action
     assert "online via UDP since" in checks[1].text and "(30 s ago)" in checks[1].text
     assert (
         "offline since" in checks[2].text
@@ -164,6 +170,7 @@ def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
         online_since={keys[0]: NOW - 60},
         last_online=last.__getitem__,
         peers={0: "toxbridge"},
+        chat_apps={keys[1]},
         network_since=NOW - 3600,
     )
     got = snapshot.of_identity(cast(Identity, mom))  # a stand-in with what the snapshot reads
@@ -181,9 +188,26 @@ def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
                 "via": "UDP",
                 "since": NOW - 60,
                 "bridge": True,
+                "chat_app": False,
             },
-            {"key": "02" * 32, "name": None, "online": False, "via": "", "since": NOW - 600, "bridge": False},
-            {"key": "03" * 32, "name": None, "online": False, "via": "", "since": None, "bridge": False},
+            {
+                "key": "02" * 32,
+                "name": None,
+                "online": False,
+                "via": "",
+                "since": NOW - 600,
+                "bridge": False,
+                "chat_app": True,
+            },
+            {
+                "key": "03" * 32,
+                "name": None,
+                "online": False,
+                "via": "",
+                "since": None,
+                "bridge": False,
+                "chat_app": False,
+            },
         ],
     }
     checks = status.identity_checks(got, CONFIG, NOW)

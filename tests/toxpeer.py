@@ -22,7 +22,10 @@ from toxbridge.tox.options import ToxOptions
 class PlainClient:
     """A ToxNode on its own event-loop thread that accepts friends and files and never answers."""
 
-    def __init__(self, bootstrap) -> None:
+    def __init__(self, bootstrap, greet: bool = False) -> None:
+        """greet: say "I am a bridge" on every connection (a bridge that never answers); without
+        it the bridge learns after 10 s that this is a chat app, and sends mail as chat."""
+        self.greet = greet
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -35,6 +38,7 @@ class PlainClient:
         self.cancelled: set[int] = set()  # outgoing file numbers the far end cancelled
         self.closed = False
         self.requests: list[tuple[bytes, bytes]] = []  # (public key, message) of friend requests received
+        self.messages: list[bytes] = []  # chat messages received (toxcore sends their receipts)
         self.node: ToxNode = self.call(self._make, bootstrap)
 
     def _make(self, bootstrap) -> ToxNode:
@@ -71,6 +75,13 @@ class PlainClient:
     def on_friend_request(self, node, public_key, message):
         self.requests.append((public_key, message))
         node.friend_add_norequest(public_key)
+
+    def on_friend_connection(self, node, friend, status):
+        if status and self.greet:
+            node.send_lossless_packet(friend, wire.encode_greeting("test-peer"))
+
+    def on_friend_message(self, node, friend, kind, text):
+        self.messages.append(text)
 
     def on_file_recv(self, node, friend, number, kind, size, filename):
         self.files[number] = bytearray()

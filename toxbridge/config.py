@@ -56,6 +56,19 @@ class Proxy:
 
 
 @dataclass(frozen=True)
+class ChatSettings:
+    """Friends who use a plain Tox chat app (no bridge): their messages become mail."""
+
+    # Messages this many seconds apart or less make one mail (a burst); it is delivered when
+    # this long passes without a message, and at shutdown.
+    burst_gap: float = 60.0
+    # A friend may make the household store at most this much of one burst; messages past it
+    # are counted, not kept (a chat app can send thousands a minute), and the mail says so.
+    burst_max_messages: int = 500
+    burst_max_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True)
 class ToxSettings:
     udp: bool = True
     ipv6: bool = False
@@ -156,6 +169,7 @@ class Config:
     # Plus daemon.CLOSE_SECONDS it stays below TimeoutStopSec in deploy/systemd/toxbridge.service.
     stop_timeout: float = 20.0
     postfix: PostfixQueue = PostfixQueue()
+    chat: ChatSettings = ChatSettings()
     privacy: Privacy = Privacy()
     tox: ToxSettings = ToxSettings()
     source: str = field(default="", compare=False)

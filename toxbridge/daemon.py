@@ -21,6 +21,7 @@ from .mail.lmtp_in import make_server
 from .ops import control, snapshot
 from .ordinary import OrdinaryMail
 from .outbound import Outbound
+from .tox.chat_store import ChatStore
 from .tox.delivered import DeliveryStore
 from .tox.identity import Identity
 from .tox.partial import Partials
@@ -83,16 +84,18 @@ async def run(config: Config) -> None:
         config.partial_min_free,
     )
     partials.scan()  # what an earlier run left counts against the caps
+    chat_store = ChatStore(config.state_dir / "chat.sqlite")
     identities: list[Identity] = []
     try:
         for user in config.users:
-            identities.append(Identity.open(config, user, store, routes, partials))
+            identities.append(Identity.open(config, user, store, routes, partials, chat_store))
         nodes = {i.user.mailbox: i.node for i in identities}
         # A pairing another user learned serves a user whose own identity is that key's friend.
         routes.reaches = lambda mailbox, key: nodes[mailbox].friend_by_public_key(key) is not None
         await _serve(config, identities, store, routes, partials)
     finally:
         await _close(identities, store, routes.roster)
+        chat_store.close()
 
 
 async def _close(identities: list[Identity], store: DeliveryStore, roster: Roster) -> None:
@@ -129,6 +132,7 @@ async def _serve(
         identity.node.start()
         identity.friends.follow_contacts()
         identity.end_friendships()  # removed while the bridge was down
+        identity.chats.start()  # chat messages an earlier run stored and did not deliver
         log.info("%s: Tox ID %s", identity.user.mailbox, identity.node.address.hex().upper())
     outbound = Outbound(identities, routes)
     factory = make_server(outbound, config.hostname, config.max_message_size, config.lmtp_timeout)

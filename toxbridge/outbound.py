@@ -136,6 +136,7 @@ class Outbound:
         size = sum(len(part) for part in parts)
         groups: dict[tuple[str, int], list[int]] = {}  # (mailbox, friend) -> recipients' indexes
         senders: dict[str, Identity] = {}
+        keys: dict[tuple[str, int], bytes] = {}  # (mailbox, friend) -> the friend's key
         replies: list[Reply | None] = [None] * len(recipients)
         peers = ["-"] * len(recipients)
         for index, rcpt in enumerate(recipients):
@@ -150,12 +151,19 @@ class Outbound:
             else:
                 senders[sending.user.mailbox] = sending
                 groups.setdefault((sending.user.mailbox, friend), []).append(index)
+                keys[(sending.user.mailbox, friend)] = key
         friends = list(groups)
         outcomes = await self._unless_stopped(
             asyncio.gather(
                 *(
-                    senders[m].sender.send(
-                        f, wire.Envelope(sender, tuple(recipients[n] for n in groups[m, f]), size), parts
+                    self._carry(
+                        senders[m],
+                        f,
+                        keys[m, f],
+                        sender,
+                        tuple(recipients[n] for n in groups[m, f]),
+                        size,
+                        parts,
                     )
                     for m, f in friends
                 )
@@ -180,6 +188,25 @@ class Outbound:
                 reply,
             )
         return done
+
+    async def _carry(
+        self,
+        identity: Identity,
+        friend: int,
+        key: bytes,
+        sender: str,
+        rcpts: tuple[str, ...],
+        size: int,
+        parts: tuple,
+    ) -> list[Reply]:
+        """To a bridge: one transfer for all its recipients; to a chat app: chat messages."""
+        if identity.is_chat_app(key):
+            message = b"".join(parts)
+            reply = await identity.chat_sender.send(friend, message)
+            if reply.code < 300:
+                identity.chat_delivered(key, message)  # the chat user's answer threads under it
+            return [reply] * len(rcpts)
+        return await identity.sender.send(friend, wire.Envelope(sender, rcpts, size), parts)
 
     def _friend(
         self, identity: Identity, sender: str, rcpt: str

@@ -42,6 +42,7 @@ def of_identity(identity: Identity) -> dict:
                 "via": VIA[connection],
                 "since": identity.online_since.get(key) if connection else identity.last_online(friend),
                 "bridge": friend in identity.peers,
+                "chat_app": key in identity.chat_apps,
             }
         )
     return {

@@ -106,8 +106,14 @@ def identity_checks(identity: dict, config: Config, now: float) -> list[Check]:
     for friend in identity["friends"]:
         name = f"{friend['name'] or 'friend'} ({friend['key'][:8]})"
         since = friend["since"]
+        chat_app = friend.get("chat_app", False)
         if friend["online"]:
-            kind = "" if friend["bridge"] else ", not a toxbridge (a Tox chat client?)"
+            if friend["bridge"]:
+                kind = ""
+            elif chat_app:
+                kind = ", a Tox chat app (no bridge): its messages arrive as mail, mail to it goes as chat"
+            else:
+                kind = ", not a toxbridge (a Tox chat client?)"
             checks.append(
                 Check(
                     f"friend {who}",
@@ -115,6 +121,16 @@ def identity_checks(identity: dict, config: Config, now: float) -> list[Check]:
                     f"{name} online via {friend['via']}"
                     + (f" since {_when(since, now)}" if since else "")
                     + kind,
+                )
+            )
+        elif since and chat_app:
+            checks.append(
+                Check(
+                    f"friend {who}",
+                    WARN,
+                    f"{name} (a Tox chat app) offline since {_when(since, now)}",
+                    "their chat app is closed or offline; mail for them waits in Postfix's queue and "
+                    "goes out as chat messages when they open it",
                 )
             )
         elif since:

@@ -57,6 +57,7 @@ class Tox:
         file_recv_chunk(friend, file_number, position, data)
         file_chunk_request(friend, file_number, position, length)
         file_recv_control(friend, file_number, control)
+        friend_read_receipt(friend, message_id)
     """
 
     def __init__(self, options: Options, sink: EventSink) -> None:
@@ -147,6 +148,7 @@ class Tox:
             ),
             "file_chunk_request": lambda t, f, fn, pos, n, u: sink("file_chunk_request", f, fn, pos, n),
             "file_recv_control": lambda t, f, fn, ctl, u: sink("file_recv_control", f, fn, ctl),
+            "friend_read_receipt": lambda t, f, message_id, u: sink("friend_read_receipt", f, message_id),
         }
         for event, (reg, cbtype) in CALLBACKS.items():
             cb = cbtype(guard(handlers[event]))

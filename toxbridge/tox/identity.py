@@ -4,6 +4,7 @@ transfers, and the catch-up of mail Postfix deferred for a friend that came onli
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -11,14 +12,18 @@ import time
 from ..config import Config, User
 from ..contacts.routes import Routes
 from ..files import state_subdir
-from ..mail import lmtp_out
+from ..mail import headers, lmtp_out
 from ..mail.smtpreply import Reply
 from . import profile, wire
 from .catchup import CatchUp
+from .chat_out import ChatSender
+from .chat_store import ChatStore
+from .chats import Chats
 from .delivered import DeliveryStore
 from .errors import ToxError, ToxPortError
 from .friends import Friends
 from .incoming import Receiver
+from .library import FILE_CONTROL_CANCEL, FILE_KIND_AVATAR, FILE_KIND_DATA, MESSAGE_ACTION
 from .node import ToxNode
 from .outgoing import Sender
 from .partial import Partials
@@ -26,6 +31,16 @@ from .partial import Partials
 log = logging.getLogger("toxbridge.identity")
 
 SOFTWARE = "toxbridge"
+# A friend online this long without greeting us is a plain chat app, not a bridge (a bridge
+# greets at once when the link comes up, within a second on loopback). Long, since a bridge
+# taken for a chat app would get mail as chat messages it ignores: a key that greeted once in
+# this run is never taken for one, and mail goes as chat only while no greeting came.
+GREETING_WAIT = 30.0
+NO_FILES_TEXT = "(This mail bridge does not take files yet; please send text. It was not delivered.)"
+
+
+def status_message(address: str) -> str:
+    return f"chat messages become e-mail to {address}"  # first words first: apps cut it short
 
 
 class Identity:
@@ -39,6 +54,7 @@ class Identity:
         store: DeliveryStore,
         routes: Routes,
         partials: Partials,
+        chat_store: ChatStore,
     ) -> None:
         self.config, self.user, self.node = config, user, node
         self.friends = Friends(config, user, node, routes, self.save)
@@ -59,6 +75,20 @@ class Identity:
             config.forged_sender,
             partials=partials,
         )
+        self.chats = Chats(
+            chat_store,
+            config.chat,
+            user.mailbox,
+            user.address,
+            config.hostname,
+            self._deliver_bytes,
+            self._who_is,
+        )
+        self.chat_sender = ChatSender(node, config.result_timeout)
+        self._chat_store = chat_store
+        self.chat_apps = chat_store.chat_apps(user.mailbox)  # friends' keys known not to be bridges
+        self.greeted: set[bytes] = set()  # friends' keys that greeted as bridges in this run
+        self.names: dict[bytes, str] = {}  # friend's key → the Tox name it last told us
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.capabilities: dict[int, frozenset[str]] = {}  # friend → words after its greeting
         self.offline_since: dict[bytes, float] = {}  # friend's key → when this run saw them go offline
@@ -66,10 +96,18 @@ class Identity:
         self.network_since: float | None = None  # when this identity last joined the Tox network
         self.offline_network_since: float | None = time.time()  # since when it is off it (start: now)
         node.handler = self
+        # Friends on a plain chat app see this under the bridge's name (its address).
+        node.set_status_message(status_message(user.address))
 
     @classmethod
     def open(
-        cls, config: Config, user: User, store: DeliveryStore, routes: Routes, partials: Partials
+        cls,
+        config: Config,
+        user: User,
+        store: DeliveryStore,
+        routes: Routes,
+        partials: Partials,
+        chat_store: ChatStore,
     ) -> Identity:
         path = profile.profile_path(config.state_dir, user.mailbox)
         savedata = profile.read(path)
@@ -92,7 +130,7 @@ class Identity:
                 f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
                 "(other Tox programs running? widen the range)"
             ) from None
-        identity = cls(config, user, node, store, routes, partials)
+        identity = cls(config, user, node, store, routes, partials, chat_store)
         if savedata is None:
             identity.save()
         return identity
@@ -103,6 +141,18 @@ class Identity:
     async def _deliver(self, sender: str, message: lmtp_out.Spooled) -> Reply:
         replies = await self._dovecot.deliver(sender, [self.user.mailbox], message)
         return replies[0]
+
+    async def _deliver_bytes(self, sender: str, message: bytes) -> Reply:
+        replies = await self._dovecot.deliver(sender, [self.user.mailbox], message)
+        return replies[0]
+
+    def _who_is(self, public_key: bytes, tox_name: str) -> tuple[str, str]:
+        """Who a chat friend is in the From of their mail: the contact, else their Tox name
+        (or key) at KEY@tox."""
+        contact = self.friends.contact(public_key)
+        if contact is not None:
+            return contact.name, contact.addresses[0] if contact.addresses else f"{public_key.hex()}@tox"
+        return tox_name or self.names.get(public_key, ""), f"{public_key.hex()}@tox"
 
     def bootstrap(self) -> None:
         for node in self.config.tox.bootstrap:
@@ -130,6 +180,38 @@ class Identity:
             return f"Tox friend {key} has not been online yet (friend request not accepted?)"
         return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
 
+    def is_chat_app(self, public_key: bytes) -> bool:
+        """Mail to this friend goes as chat: known as a chat app, and no greeting in this run."""
+        return public_key in self.chat_apps and public_key not in self.greeted
+
+    def chat_delivered(self, public_key: bytes, message: bytes) -> None:
+        """A mail reached the chat app: the friend's next burst of chat answers it."""
+        found = headers.scan(message[: 64 * 1024]).named("Message-ID")
+        message_id = b" ".join(found[0].value.split()).decode("ascii", "replace") if found else ""
+        if message_id.startswith("<") and message_id.endswith(">") and "\n" not in message_id:
+            self._chat_store.answered(self.user.mailbox, public_key, message_id)
+
+    def _learn_chat_app(self, public_key: bytes, why: str) -> None:
+        if public_key in self.chat_apps:
+            return
+        self.chat_apps.add(public_key)
+        self._chat_store.set_chat_app(self.user.mailbox, public_key, True, time.time())
+        log.info(
+            "%s: friend %s is a chat app, not a bridge (%s); mail to it goes as chat messages",
+            self.user.mailbox,
+            public_key.hex()[:8],
+            why,
+        )
+        self.catch_up.now(public_key)  # mail Postfix deferred for it can go now
+
+    def _no_greeting(self, friend: int, public_key: bytes) -> None:
+        try:
+            online = self.node.friend_connection(friend) != 0
+        except ToxError:
+            return  # no longer a friend
+        if online and friend not in self.peers and public_key not in self.greeted:
+            self._learn_chat_app(public_key, f"no greeting in {GREETING_WAIT:.0f} s online")
+
     def end_friendships(self) -> None:
         """Delete the Tox friends `toxbridge contacts remove` asked to be rid of (it wrote them
         into the roster: the CLI has no Tox node), with whatever was on its way to or from them."""
@@ -154,6 +236,7 @@ class Identity:
     async def stop(self) -> None:
         self.catch_up.stop()
         try:
+            await self.chats.stop()  # open bursts become mail now
             await self.receiver.stop()
         finally:  # also when the stop's deadline cancels it
             self._dovecot.close()
@@ -179,8 +262,10 @@ class Identity:
             self.peers.pop(friend, None)
             self.capabilities.pop(friend, None)
             self.sender.on_friend_offline(friend)
+            self.chat_sender.on_friend_offline(friend)
             self.receiver.on_friend_offline(friend)
             return
+        asyncio.get_running_loop().call_later(GREETING_WAIT, self._no_greeting, friend, public_key)
         log.info("%s: friend %s online (%s)", self.user.mailbox, key, "UDP" if status == 2 else "TCP")
         self.offline_since.pop(public_key, None)
         self.online_since.setdefault(public_key, time.time())
@@ -204,6 +289,11 @@ class Identity:
             # What it can do comes in the packet after: a bridge that restarted as an older
             # version greets without one, and must not get what only the newer one reads.
             self.capabilities.pop(friend, None)
+            public_key = node.friend_public_key(friend)
+            self.greeted.add(public_key)
+            if public_key in self.chat_apps:  # it was a chat app's key, now a bridge's
+                self.chat_apps.discard(public_key)
+                self._chat_store.set_chat_app(self.user.mailbox, public_key, False, time.time())
             log.info(
                 "%s: friend %s is a bridge (%s, protocol %d)",
                 self.user.mailbox,
@@ -230,15 +320,49 @@ class Identity:
         """Whether mail to `friend` may go compressed: it greeted as a bridge that inflates zlib."""
         return self.config.tox.compression and wire.ZLIB in self.capabilities.get(friend, frozenset())
 
+    def on_friend_name(self, node, friend: int, name: bytes) -> None:
+        self.names[node.friend_public_key(friend)] = name.decode("utf-8", "replace")
+
     def on_friend_message(self, node, friend: int, kind: int, text: bytes) -> None:
-        log.info(
-            "%s: friend %s sent a chat message (%d bytes); mail bridges do not chat",
-            self.user.mailbox,
-            node.friend_label(friend),
-            len(text),
-        )
+        if friend in self.peers:  # a bridge: bridges carry mail, they do not chat
+            log.info(
+                "%s: friend %s (a bridge) sent a chat message (%d bytes); ignored",
+                self.user.mailbox,
+                node.friend_label(friend),
+                len(text),
+            )
+            return
+        public_key = node.friend_public_key(friend)
+        self._learn_chat_app(public_key, "it sent a chat message")
+        self.chats.on_message(public_key, self.names.get(public_key, ""), kind == MESSAGE_ACTION, text)
+
+    def on_read_receipt(self, node, friend: int, message_id: int) -> None:
+        self.chat_sender.on_read_receipt(friend, message_id)
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
+        public_key = node.friend_public_key(friend)
+        if kind == FILE_KIND_AVATAR and public_key not in self.greeted:
+            self._learn_chat_app(public_key, "it offered an avatar")  # bridges have none
+        if (
+            kind == FILE_KIND_DATA
+            and filename != wire.MAIL_FILENAME  # a mail transfer is judged as one, whoever sends it
+            and public_key in self.chat_apps
+            and friend not in self.peers
+        ):
+            # Files from chat apps are not carried as mail yet: refused, and the sender told why.
+            node_label = node.friend_label(friend)
+            try:
+                node.file_control(friend, number, FILE_CONTROL_CANCEL)
+                node.send_message(friend, NO_FILES_TEXT.encode())
+            except ToxError as e:
+                log.debug("%s: file of chat friend %s: %s", self.user.mailbox, node_label, e)
+            log.info(
+                "%s: chat friend %s offered a file (%d bytes); refused and told",
+                self.user.mailbox,
+                node_label,
+                size,
+            )
+            return
         self.receiver.on_file_recv(friend, number, kind, size, filename)
 
     def on_file_recv_chunk(self, node, friend, number, position, data) -> None:

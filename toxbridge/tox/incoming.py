@@ -23,7 +23,7 @@ from ..mail.smtpreply import Reply
 from . import wire
 from .delivered import DeliveryStore
 from .errors import ToxError, ToxSendQueueFull
-from .library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_DATA
+from .library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME, FILE_KIND_AVATAR, FILE_KIND_DATA
 from .node import ToxNode
 from .partial import Incoming, Partials, inflate_file, read_at
 
@@ -79,6 +79,10 @@ class Receiver:
         self._tasks: set[asyncio.Task] = set()
 
     def on_file_recv(self, friend: int, number: int, kind: int, size: int, filename: bytes) -> None:
+        if kind == FILE_KIND_AVATAR:  # chat apps offer their avatar on every connection: no noise
+            log.debug("friend %s offered its avatar; declined", self._node.friend_label(friend))
+            self._cancel(friend, number)
+            return
         if kind != FILE_KIND_DATA or filename != wire.MAIL_FILENAME:
             log.warning(
                 "friend %s offered a file that is not a mail (kind %d); refused",

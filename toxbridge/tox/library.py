@@ -167,6 +167,7 @@ FILE_RECV_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_uint32, c_uint64, c
 FILE_RECV_CHUNK_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_uint64, c_void_p, c_size_t, c_void_p)
 FILE_CHUNK_REQUEST_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_uint64, c_size_t, c_void_p)
 FILE_RECV_CONTROL_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_int, c_void_p)
+FRIEND_READ_RECEIPT_CB = CFUNCTYPE(None, _Tox_p, c_uint32, c_uint32, c_void_p)
 
 CALLBACKS = {
     # event name: (registration function, ctypes type)
@@ -181,6 +182,7 @@ CALLBACKS = {
     "file_recv_chunk": ("tox_callback_file_recv_chunk", FILE_RECV_CHUNK_CB),
     "file_chunk_request": ("tox_callback_file_chunk_request", FILE_CHUNK_REQUEST_CB),
     "file_recv_control": ("tox_callback_file_recv_control", FILE_RECV_CONTROL_CB),
+    "friend_read_receipt": ("tox_callback_friend_read_receipt", FRIEND_READ_RECEIPT_CB),
 }
 for _reg, _cbtype in CALLBACKS.values():
     _decl(_reg, None, _Tox_p, _cbtype)

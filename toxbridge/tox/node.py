@@ -26,6 +26,7 @@ Handler methods (all optional):
     on_file_recv_chunk(node, friend, file_number, position, data)   # b"" = complete
     on_file_chunk_request(node, friend, file_number, position, length)  # 0 = done
     on_file_recv_control(node, friend, file_number, control)
+    on_read_receipt(node, friend, message_id)   # the friend's client got our chat message
 
 toxcore drops every transfer of a friend that goes offline without telling
 anyone; ToxNode then calls on_file_recv_control(..., FILE_CONTROL_CANCEL) for each
@@ -47,6 +48,7 @@ from .library import (
     CONNECTION_NONE,
     FILE_CONTROL_CANCEL,
     LOSSLESS_PACKET_FIRST_BYTES,
+    MAX_STATUS_MESSAGE_LENGTH,
     MESSAGE_ACTION,
     MESSAGE_NORMAL,
 )
@@ -71,6 +73,7 @@ _HANDLER_NAMES = {
     "file_recv_chunk": "on_file_recv_chunk",
     "file_chunk_request": "on_file_chunk_request",
     "file_recv_control": "on_file_recv_control",
+    "friend_read_receipt": "on_read_receipt",
 }
 
 _OUT, _IN = "out", "in"
@@ -146,6 +149,11 @@ class ToxNode:
 
     def savedata(self) -> bytes:
         return self._t.savedata()
+
+    def set_status_message(self, text: str) -> None:
+        """What friends' chat apps show under our name; cut to toxcore's limit on a character."""
+        data = text.encode()[:MAX_STATUS_MESSAGE_LENGTH]
+        self._t.set_status_message(data.decode("utf-8", "ignore").encode())
 
     # ------------------------------------------------------------ network
 

@@ -1,0 +1,92 @@
+"""Mail to a friend on a plain Tox chat app, delivered as chat messages.
+
+The mail becomes messages (mail.chat_text); each is sent with tox_friend_send_message and the
+answer to Postfix waits for toxcore's read receipt of every one of them: 250 only when the chat
+app has them all. The friend offline, a message toxcore will not take, a receipt missing after
+result_timeout: 4.4.1, and Postfix retries (the chat user may then see a message twice; a chat
+app has no way to say "I have this one already").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..mail.chat_text import as_chat
+from ..mail.smtpreply import Reply
+from .errors import ToxError, ToxSendQueueFull
+from .library import MAX_MESSAGE_LENGTH
+from .node import ToxNode
+from .outgoing import offline
+
+log = logging.getLogger("toxbridge.chat")
+
+QUEUE_FULL_RETRIES, QUEUE_FULL_WAIT = 100, 0.05  # a full send queue drains as toxcore sends
+
+
+class ChatSender:
+    """Chat messages of one identity waiting for their read receipts."""
+
+    def __init__(self, node: ToxNode, result_timeout: float) -> None:
+        self._node = node
+        self._result_timeout = result_timeout
+        self._waiting: dict[tuple[int, int], asyncio.Future[bool]] = {}
+
+    async def send(self, friend: int, message: bytes) -> Reply:
+        chat = as_chat(message, MAX_MESSAGE_LENGTH)
+        lines = list(chat.messages)
+        if chat.attachments:  # not carried yet: the chat user learns of them, so does the sender
+            names = ", ".join(name for name, _ in chat.attachments)
+            lines.append(f"({len(chat.attachments)} attachment(s) not sent over chat: {names})".encode())
+        if self._node.friend_connection(friend) == 0:
+            return offline("the recipient's Tox chat app is offline")
+        loop = asyncio.get_running_loop()
+        receipts: list[asyncio.Future[bool]] = []
+        keys: list[tuple[int, int]] = []
+        try:
+            for text in lines:
+                number = await self._send_one(friend, text[:MAX_MESSAGE_LENGTH])
+                if number is None:
+                    return offline("the Tox chat app cannot take messages now")
+                future: asyncio.Future[bool] = loop.create_future()
+                self._waiting[(friend, number)] = future
+                keys.append((friend, number))
+                receipts.append(future)
+            try:
+                async with asyncio.timeout(self._result_timeout):
+                    confirmed = await asyncio.gather(*receipts)
+            except TimeoutError:
+                return offline("the Tox chat app did not confirm every message in time")
+            if not all(confirmed):
+                return offline("the Tox link broke before the chat app confirmed every message")
+        finally:
+            for key in keys:
+                self._waiting.pop(key, None)
+        extra = f"; {len(chat.attachments)} attachment(s) not sent" if chat.attachments else ""
+        return Reply(
+            250, f"2.0.0 delivered as {len(lines)} chat message(s), each confirmed by the chat app{extra}"
+        )
+
+    async def _send_one(self, friend: int, text: bytes) -> int | None:
+        for _ in range(QUEUE_FULL_RETRIES):
+            try:
+                return self._node.send_message(friend, text)
+            except ToxSendQueueFull:
+                await asyncio.sleep(QUEUE_FULL_WAIT)
+            except ToxError as e:
+                log.info("chat message to friend %s not sent: %s", self._node.friend_label(friend), e)
+                return None
+        return None
+
+    # ---- toxcore events (loop thread)
+
+    def on_read_receipt(self, friend: int, number: int) -> None:
+        future = self._waiting.pop((friend, number), None)
+        if future is not None and not future.done():
+            future.set_result(True)
+
+    def on_friend_offline(self, friend: int) -> None:
+        for key in [k for k in self._waiting if k[0] == friend]:
+            future = self._waiting.pop(key)
+            if not future.done():
+                future.set_result(False)

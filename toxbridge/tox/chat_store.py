@@ -1,0 +1,122 @@
+"""Chat messages from plain Tox clients, on disk until their mail is in Dovecot (SQLite).
+
+A message is written (and, with synchronous=FULL, on disk) before toxcore's callback returns: a
+bridge killed with -9 in the middle of a burst delivers it after the restart. The thread of each
+friend's chat mails (the first and the last Message-ID) is kept here too, so a burst after a
+restart still threads under the earlier ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import open_database
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS chat_messages ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, mailbox TEXT NOT NULL, friend_key BLOB NOT NULL,"
+    " at REAL NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, text BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS chat_messages_friend ON chat_messages (mailbox, friend_key, id)",
+    "CREATE TABLE IF NOT EXISTS chat_threads ("
+    " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, root TEXT NOT NULL, last TEXT NOT NULL,"
+    " PRIMARY KEY (mailbox, friend_key))",
+    "CREATE TABLE IF NOT EXISTS chat_apps ("
+    " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, since REAL NOT NULL,"
+    " PRIMARY KEY (mailbox, friend_key))",
+)
+
+NORMAL, ACTION = "normal", "action"
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    at: float
+    kind: str  # NORMAL or ACTION (/me)
+    name: str  # the friend's Tox name when it was sent
+    text: bytes
+
+
+class ChatStore:
+    def __init__(self, path: Path | str) -> None:
+        self._db = open_database(path, SCHEMA)
+
+    def add(self, mailbox: str, friend_key: bytes, at: float, kind: str, name: str, text: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO chat_messages (mailbox, friend_key, at, kind, name, text) VALUES (?, ?, ?, ?, ?, ?)",
+            (mailbox, friend_key, at, kind, name, text),
+        )
+
+    def burst(self, mailbox: str, friend_key: bytes) -> list[StoredMessage]:
+        """The friend's messages not yet delivered, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, at, kind, name, text FROM chat_messages WHERE mailbox = ? AND friend_key = ?"
+            " ORDER BY id",
+            (mailbox, friend_key),
+        ).fetchall()
+        return [StoredMessage(*row) for row in rows]
+
+    def size(self, mailbox: str, friend_key: bytes) -> tuple[int, int]:
+        """(messages, bytes of text) waiting for the friend's next mail."""
+        count, total = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(text)), 0) FROM chat_messages"
+            " WHERE mailbox = ? AND friend_key = ?",
+            (mailbox, friend_key),
+        ).fetchone()
+        return count, total
+
+    def waiting(self, mailbox: str) -> list[bytes]:
+        """Friends whose messages wait for delivery (an earlier run's, after a kill)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT friend_key FROM chat_messages WHERE mailbox = ?", (mailbox,)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def thread(self, mailbox: str, friend_key: bytes) -> tuple[str, str] | None:
+        """(first, last) Message-ID of the friend's chat mails so far."""
+        row = self._db.execute(
+            "SELECT root, last FROM chat_threads WHERE mailbox = ? AND friend_key = ?", (mailbox, friend_key)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def delivered(self, mailbox: str, friend_key: bytes, last_id: int, message_id: str) -> None:
+        """The messages up to last_id are in the mailbox as `message_id`: forget them, thread on."""
+        with self._db:  # one transaction: a kill leaves either both changes or neither
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "DELETE FROM chat_messages WHERE mailbox = ? AND friend_key = ? AND id <= ?",
+                (mailbox, friend_key, last_id),
+            )
+            self._db.execute(
+                "INSERT INTO chat_threads (mailbox, friend_key, root, last) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (mailbox, friend_key) DO UPDATE SET last = excluded.last",
+                (mailbox, friend_key, message_id, message_id),
+            )
+
+    def answered(self, mailbox: str, friend_key: bytes, message_id: str) -> None:
+        """A mail went to the friend as chat: their next burst answers it (In-Reply-To)."""
+        self._db.execute(
+            "INSERT INTO chat_threads (mailbox, friend_key, root, last) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (mailbox, friend_key) DO UPDATE SET last = excluded.last",
+            (mailbox, friend_key, message_id, message_id),
+        )
+
+    def chat_apps(self, mailbox: str) -> set[bytes]:
+        """Friends known to be plain chat apps, not bridges (remembered across restarts)."""
+        rows = self._db.execute("SELECT friend_key FROM chat_apps WHERE mailbox = ?", (mailbox,))
+        return {row[0] for row in rows}
+
+    def set_chat_app(self, mailbox: str, friend_key: bytes, is_chat_app: bool, at: float) -> None:
+        if is_chat_app:
+            self._db.execute(
+                "INSERT OR IGNORE INTO chat_apps (mailbox, friend_key, since) VALUES (?, ?, ?)",
+                (mailbox, friend_key, at),
+            )
+        else:
+            self._db.execute(
+                "DELETE FROM chat_apps WHERE mailbox = ? AND friend_key = ?", (mailbox, friend_key)
+            )
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,159 @@
+"""Chat messages from friends who use a plain Tox chat app (qTox, toxic, aTox), as mail.
+
+Each message is stored (ChatStore) before toxcore's callback returns. A friend's messages at
+most `burst_gap` seconds apart make one burst; when that long passes without a message the
+burst becomes one mail in the identity's user's INBOX, through Dovecot's LMTP like mail from a
+bridge. At shutdown every open burst is delivered; what an earlier run left (a kill -9) is
+delivered at start. A burst is capped in messages and bytes: a friend can make the household
+store that much per burst and no more; the rest is counted, and the mail says how many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from ..config import ChatSettings
+from ..mail.chat_mail import Burst, ChatLine, compose, message_id
+from ..mail.smtpreply import Reply
+from .chat_store import ACTION, NORMAL, ChatStore
+
+log = logging.getLogger("toxbridge.chat")
+
+# A delivery Dovecot refused (4xx or 5xx) or that failed is tried again after this long.
+RETRY_SECONDS = 60.0
+
+Deliver = Callable[[str, bytes], Awaitable[Reply]]  # (envelope sender, message) -> Dovecot's reply
+WhoIs = Callable[[bytes, str], tuple[str, str]]  # (key, Tox name) -> (name, address) for From
+
+
+class Chats:
+    """One identity's chats with plain Tox clients."""
+
+    def __init__(
+        self,
+        store: ChatStore,
+        settings: ChatSettings,
+        mailbox: str,
+        address: str,
+        hostname: str,
+        deliver: Deliver,
+        who_is: WhoIs,
+    ) -> None:
+        self._store, self._settings = store, settings
+        self._mailbox, self._address, self._hostname = mailbox, address, hostname
+        self._deliver, self._who_is = deliver, who_is
+        self._timers: dict[bytes, asyncio.TimerHandle] = {}
+        self._dropped: dict[bytes, int] = {}  # friend → messages past the caps in the open burst
+        self._tasks: set[asyncio.Task] = set()
+        self._delivering: dict[bytes, asyncio.Task] = {}
+
+    def on_message(self, friend_key: bytes, name: str, action: bool, text: bytes) -> None:
+        """A chat message: on disk when this returns (or counted, past the burst's caps)."""
+        count, size = self._store.size(self._mailbox, friend_key)
+        if count >= self._settings.burst_max_messages or size + len(text) > self._settings.burst_max_bytes:
+            dropped = self._dropped.get(friend_key, 0)
+            if not dropped:  # one line per burst, not one per message of a flood
+                log.warning(
+                    "%s: friend %s sends more than one mail holds (%d messages, %d bytes); the rest of "
+                    "this conversation is counted, not kept",
+                    self._mailbox,
+                    friend_key.hex()[:8],
+                    self._settings.burst_max_messages,
+                    self._settings.burst_max_bytes,
+                )
+            self._dropped[friend_key] = dropped + 1
+        else:
+            self._store.add(self._mailbox, friend_key, time.time(), ACTION if action else NORMAL, name, text)
+        self._arm(friend_key, self._settings.burst_gap)
+
+    def start(self) -> None:
+        """Deliver what an earlier run stored and did not deliver."""
+        for friend_key in self._store.waiting(self._mailbox):
+            log.info(
+                "%s: chat messages of friend %s left from before; delivering",
+                self._mailbox,
+                friend_key.hex()[:8],
+            )
+            self._arm(friend_key, 0)
+
+    def _arm(self, friend_key: bytes, delay: float) -> None:
+        timer = self._timers.pop(friend_key, None)
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[friend_key] = loop.call_later(delay, self._due, friend_key)
+
+    def _due(self, friend_key: bytes) -> None:
+        self._timers.pop(friend_key, None)
+        if friend_key in self._delivering:  # still delivering the burst before: after it
+            self._arm(friend_key, 1.0)
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver_burst(friend_key))
+        self._delivering[friend_key] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._delivering.pop(friend_key, None))
+
+    async def _deliver_burst(self, friend_key: bytes) -> bool:
+        """True when the burst is in the mailbox (or there was none)."""
+        stored = self._store.burst(self._mailbox, friend_key)
+        if not stored:
+            self._dropped.pop(friend_key, None)
+            return True
+        name, address = self._who_is(friend_key, stored[-1].name)
+        dropped = self._dropped.pop(friend_key, 0)
+        burst = Burst(
+            friend_key,
+            name,
+            address,
+            tuple(ChatLine(m.at, m.kind == ACTION, m.text.decode("utf-8", "replace")) for m in stored),
+            stored[0].id,
+            stored[-1].id,
+            dropped,
+        )
+        thread = self._store.thread(self._mailbox, friend_key)
+        started = time.monotonic()
+        message = b""
+        try:
+            message = compose(burst, self._hostname, self._address, thread)
+            reply = await self._deliver(f"{friend_key.hex()}@tox", message)
+        except asyncio.CancelledError:
+            self._dropped[friend_key] = self._dropped.get(friend_key, 0) + dropped
+            raise
+        except Exception as e:
+            log.exception("%s: chat mail of friend %s failed", self._mailbox, friend_key.hex()[:8])
+            reply = Reply(451, f"4.3.0 {e}")
+        if reply.code < 300:
+            self._store.delivered(self._mailbox, friend_key, burst.last_id, message_id(burst, self._hostname))
+        else:
+            self._dropped[friend_key] = self._dropped.get(friend_key, 0) + dropped
+            self._arm(friend_key, RETRY_SECONDS)
+        status = "sent" if reply.code < 300 else "deferred"
+        log.info(
+            "chat %s: to=<%s>, peer=%s, messages=%d, size=%d, delay=%.2f, status=%s (%s)",
+            burst.burst_id.hex()[:12],
+            self._address,
+            friend_key.hex()[:8],
+            len(stored),
+            len(message),
+            time.monotonic() - started,
+            status,
+            reply,
+        )
+        return reply.code < 300
+
+    async def stop(self) -> None:
+        """Deliver every open burst now (the shutdown); what fails stays on disk for the next run."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for friend_key in self._store.waiting(self._mailbox):
+            await self._deliver_burst(friend_key)
+        for timer in self._timers.values():  # retries armed by failures: the next run does them
+            timer.cancel()
+        self._timers.clear()
