@@ -41,9 +41,10 @@ class InternetLab:
     """The lab internet with src and dst behind their routers, friends, and dst's smtpd on its
     LAN address for the ordinary route. Use as a context manager."""
 
-    def __init__(self, root: Path, link: Link = DEFAULT_LINK) -> None:
+    def __init__(self, root: Path, link: Link = DEFAULT_LINK, compression: bool = True) -> None:
         self.root = Path(root)
         self.link = link
+        self.compression = compression
         self.net = Internet(self.root / "internet")
         self.src: Household | None = None
         self.dst: Household | None = None
@@ -55,7 +56,8 @@ class InternetLab:
         src_site = self.net.add_site("src", self.link)
         dst_site = self.net.add_site("dst", dataclasses.replace(self.link, forward_tcp=(SMTP_PORT,)))
         cert, key = lab_postfix.self_signed_certificate(self.root / "tls", "dst.test")
-        boot, tox = self.net.bootstrap_nodes(), self.net.tox_settings()
+        boot = self.net.bootstrap_nodes()
+        tox = {**self.net.tox_settings(), "compression": self.compression}
         self.src = Household(
             self.root,
             "src",
@@ -201,10 +203,11 @@ def run(
     seed: bytes,
     poll: float,
     log: Callable[[str], None] = print,
+    compression: bool = True,
 ) -> dict:
-    params = {**dataclasses.asdict(link), "delay": "none (no netem)"}
+    params = {**dataclasses.asdict(link), "delay": "none (no netem)", "compression": compression}
     result: dict = {"link": link.describe(), "link_params": params}
-    with InternetLab(root, link) as lab:
+    with InternetLab(root, link, compression) as lab:
         result["setup_s"] = lab.setup_seconds
         log(f"  lab internet up ({link.describe()}), friends after {lab.setup_seconds['ready']:.1f} s")
         ordinary, bridged = lab.paths()

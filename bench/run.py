@@ -309,6 +309,7 @@ def main(argv=None) -> int:
                 seed,
                 args.poll,
                 say,
+                args.compression == "on",
             ),
         )
     except Exception:
