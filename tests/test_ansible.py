@@ -186,6 +186,12 @@ class Home:
                 ],
                 "tox-bootstrapd.log",
             )
+        # As the units order them: routes before Postfix (its first lookups find the socketmap).
+        routes = self._spawn(
+            SYSTEM_USER,
+            [str(self.toxbridge), "--config", str(self.toxbridge_config), "routes"],
+            "toxbridge.log",
+        )
         assert _fs.run_daemon_start(["postfix", "-c", str(self.postfix_dir), "start"], log) == 0, _fs.tail(
             log
         )
@@ -196,14 +202,18 @@ class Home:
         ports = [self.ports[k] for k in ("smtp", "submission", "lmtp", "imap")] + (
             [self.ports["relay"]] if self.node else []
         )
-        # The playbook's default: the bridge's unix socket in Postfix's queue directory.
-        lmtp = self.dir / "postfix" / "spool" / "toxbridge" / "lmtp"
+        # The playbook's default: the bridge's unix sockets in Postfix's queue directory.
+        sockets = [
+            self.dir / "postfix" / "spool" / "toxbridge" / name for name in ("lmtp", "socketmap", "milter")
+        ]
         assert wait_until(
             lambda: (
-                (all(port_accepts(p) for p in ports) and socket_accepts(lmtp)) or bridge.poll() is not None
+                (all(port_accepts(p) for p in ports) and all(socket_accepts(s) for s in sockets))
+                or bridge.poll() is not None
+                or routes.poll() is not None
             ),
             60,
-        ), f"{self.name}: not all of {ports} and {lmtp} accept\n{_fs.tail(self.dir / 'toxbridge.log')}"
+        ), f"{self.name}: not all of {ports} and {sockets} accept\n{_fs.tail(self.dir / 'toxbridge.log')}"
 
     def stop(self) -> None:
         for process in self.processes:  # runuser and what it runs: one process group each
@@ -427,12 +437,18 @@ def test_systemd_units_pass_systemd_analyze(family):
     """No systemd runs here, but systemd-analyze reads the units as systemd would: an unknown or
     misspelt setting is a warning (the test wants none), a missing program an error."""
     _, _, homes, _ = family
-    units = [homes[0].dir / "systemd" / name for name in ("toxbridge.service", "tox-bootstrapd.service")]
+    units = [
+        homes[0].dir / "systemd" / name
+        for name in ("toxbridge.service", "toxbridge-routes.service", "tox-bootstrapd.service")
+    ]
     done = _fs.run(["systemd-analyze", "verify", *map(str, units)])
     assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr
     unit = units[0].read_text()
     assert f"ExecStart={homes[0].toxbridge} --config {homes[0].toxbridge_config} run" in unit
     assert f"User={SYSTEM_USER}" in unit
+    routes = units[1].read_text()
+    assert f"ExecStart={homes[0].toxbridge} --config {homes[0].toxbridge_config} routes" in routes
+    assert f"User={SYSTEM_USER}" in routes and "Before=postfix.service" in routes
 
 
 def test_households_join_through_the_family_node(family):

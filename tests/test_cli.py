@@ -117,6 +117,23 @@ def test_run_refuses_a_port_in_use(config, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_routes_refuses_a_port_in_use_and_a_broken_contacts_file(config, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config.write_text(config.read_text() + f"socketmap_listen: 127.0.0.1:{port}\n")
+        result = toxbridge(config, "routes")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot listen for Postfix on 127.0.0.1:{port} (socketmap_listen)" in result.stderr
+    book = tmp_path / "contacts.yaml"
+    book.write_text("- name: x\n  tox_id: nonsense\n")
+    config.write_text(config.read_text() + f"contacts: {book}\n")
+    result = toxbridge(config, "routes")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "toxbridge routes does not start without its contacts" in result.stderr
+
+
 def test_usage_error_exit_status(config):
     result = toxbridge(config, "frobnicate")
     assert result.returncode == 2

@@ -92,6 +92,7 @@ def test_status_of_a_healthy_household(pair, report):
     assert "toxbridge runs (pid" in line(lines, "ok", "daemon")
     assert "sam@sam.test is on the Tox network via" in line(lines, "ok", "tox")
     assert f"Tom ({key(tom, 'tom')[:8]}) online via" in line(lines, "ok", "friend")
+    assert "toxbridge routes answers Postfix" in line(lines, "ok", "routes")
     for name in ("lmtp", "socketmap", "milter", "dovecot", "queue", "disk", "profile"):
         line(lines, "ok", name)
     assert "mail to non-contacts: notify" in line(lines, "ok", "ordinary")
@@ -138,15 +139,40 @@ def test_status_with_the_daemon_down(pair):
     try:
         rc, lines, _ = status(sam)
         assert rc == 2, "\n".join(lines)
-        assert "toxbridge is not running" in line(lines, "error", "daemon")
+        daemon = line(lines, "error", "daemon")
+        assert "toxbridge is not running" in daemon and "ordinary mail still leaves" in daemon
         assert "nothing answers" in line(lines, "error", "lmtp")
-        line(lines, "error", "socketmap")
-        line(lines, "error", "milter")
-        for name in ("ordinary", "dovecot", "disk", "profile"):  # what it can still see for itself
+        # `routes` still answers Postfix: ordinary mail does not wait on the Tox bridge.
+        for name in ("routes", "socketmap", "milter", "ordinary", "dovecot", "disk", "profile"):
             line(lines, "ok", name)
         assert not any(entry.split()[1:2] == ["friend"] for entry in lines)
     finally:
         sam.start_bridge()
+
+
+def test_status_with_routes_down_and_its_ready_for_systemd(pair, lab_root):
+    sam, _ = pair
+    sam.stop_routes()
+    notify = NotifySocket(lab_root / "notify-routes.sock")
+    try:
+        rc, lines, _ = status(sam)
+        assert rc == 2, "\n".join(lines)
+        routes = line(lines, "error", "routes")
+        assert "toxbridge routes is not running" in routes and "451 4.3.0" in routes
+        text = "\n".join(lines)
+        assert "-> start it (systemctl start toxbridge-routes)" in text
+        assert "nothing answers" in line(lines, "error", "socketmap")
+        line(lines, "error", "milter")
+        assert text.count("-> start toxbridge-routes") == 2  # the socketmap's and the milter's
+        for name in ("daemon", "lmtp", "dovecot"):
+            line(lines, "ok", name)
+        sam.start_routes(env={"NOTIFY_SOCKET": notify.path})
+        assert wait_until(lambda: "READY=1" in notify.messages, 30, interval=0.1)
+        sam.stop_routes()
+        assert wait_until(lambda: "STOPPING=1" in notify.messages, 5, interval=0.05)
+    finally:
+        notify.close()
+        sam.start_routes()
 
 
 class NotifySocket:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import smtplib
 import uuid
 
 import pytest
 
+from toxbridge.lab import _fs
 from toxbridge.lab.dovecot import Dovecot
 from toxbridge.lab.household import Household
 from toxbridge.lab.ports import free_port, wait_until
@@ -218,28 +220,75 @@ def test_with_the_milter_unreachable_mail_goes_out_without_a_notice(homes):
         nora.postfix.reload()
 
 
-def test_with_the_bridge_stopped_ordinary_mail_waits_too(homes):
-    """Issue 16 item 4 is NOT met yet, and this test says how it stands: with the bridge
-    stopped Postfix cannot ask the socketmap where any non-household address goes, so it fails
-    closed for all of them (451 4.3.0 at RCPT; main.cf.toxbridge), ordinary mail included. The
-    milter adds nothing to that (see the test above). Nothing is lost: the client retries, and
-    once the bridge is back the same submission goes out both ways, with its notice."""
+def in_queue(home: Household, token: str) -> bool:
+    """Is a mail whose Subject holds the token in the household's Postfix queue?"""
+    return any(
+        token in _fs.run(["postcat", "-c", str(home.postfix.config_dir), "-hq", e["queue_id"]]).stdout
+        for e in home.postfix.queue()
+    )
+
+
+def test_with_the_bridge_stopped_ordinary_mail_leaves_and_contacts_mail_waits(homes, report):
+    """Issue 16 item 4, design decision 12: `toxbridge run` (Tox, LMTP) stopped, `toxbridge
+    routes` (socketmap, milter) running. A mail to a contact and a non-contact at once: the
+    non-contact's copy leaves by the ordinary route with its notice; the contact's copy waits in
+    Postfix's queue (its LMTP socket is gone) and crosses Tox once `run` is back, exactly once."""
     nora, otto, world = homes["nora"], homes["otto"], homes["world"]
     token, _, message = compose("nora@nora.test", ["carl@world.test", "otto@otto.test"], "Bridge down")
     nora.stop_bridge()
     try:
-        with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
-            nora.submit("nora", ["carl@world.test", "otto@otto.test"], message)
-        assert {r: c for r, (c, _) in caught.value.recipients.items()} == {
-            "carl@world.test": 451,
-            "otto@otto.test": 451,
-        }
+        assert nora.submit("nora", ["carl@world.test", "otto@otto.test"], message) == {}
+        (notice,) = notices(nora, "nora", token)  # the milter answered without `run`
+        ordinary_part, _, tox_part = notice.get_content().partition("got it over Tox")
+        assert "carl@world.test" in ordinary_part and "otto@otto.test" in tox_part
+        wait_for(world, "carl", token, OUTSIDE)
+        assert wait_until(
+            lambda: (
+                re.search(
+                    r"to=<otto@otto.test>, relay=.*status=deferred",
+                    nora.postfix.maillog.read_text(),
+                )
+                is not None
+            ),
+            OUTSIDE,
+            interval=0.2,
+        ), _fs.tail(nora.postfix.maillog)
+        assert in_queue(nora, token) and inbox_with(otto.dovecot, "otto", token) == []
     finally:
         nora.start_bridge()
+    # The catch-up pushes the deferred copy once otto is online again.
+    wait_for(otto.dovecot, "otto", token, ARRIVAL)
+    nora.postfix.wait_queue_empty(ARRIVAL)
+    assert len(inbox_with(otto.dovecot, "otto", token)) == 1
+    assert len(inbox_with(world, "carl", token)) == 1 and len(notices(nora, "nora", token)) == 1
+    report(f"run stopped: ordinary copy and notice at once, the contact's copy after the restart [{token}]")
+
+
+def test_with_routes_stopped_postfix_fails_closed_and_nothing_leaks(homes):
+    """`toxbridge routes` stopped: Postfix cannot ask where an address goes, so every address
+    that is neither the household's nor @tox gets 451 4.3.0 at RCPT, the contact's too: nothing
+    slips out by the ordinary route, nothing is queued. The household's own mail still flows."""
+    nora, world = homes["nora"], homes["world"]
+    token, _, message = compose("nora@nora.test", ["carl@world.test", "otto@otto.test"], "Routes down")
+    nora.stop_routes()
+    # Fresh smtpd processes: each keeps the answers it got (the test above just asked for these).
+    nora.postfix.reload()
+    try:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+            nora.submit("nora", ["carl@world.test", "otto@otto.test"], message)
+        refused = caught.value.recipients
+        assert {r: c for r, (c, _) in refused.items()} == {"carl@world.test": 451, "otto@otto.test": 451}
+        assert all(text.startswith(b"4.3.0 ") for _, text in refused.values())
+        assert not in_queue(nora, token)
+        own, _, own_message = compose("nora@nora.test", ["ned@nora.test"], "Routes down, at home")
+        assert nora.submit("nora", ["ned@nora.test"], own_message) == {}
+        wait_for(nora.dovecot, "ned", own, OUTSIDE)
+    finally:
+        nora.start_routes()
+    assert inbox_with(world, "carl", token) == []
     # Each smtpd process keeps the failed lookup until it exits (up to max_idle, 100 s, after its
     # last client; tests/test_socketmap.py): a reload gives fresh ones.
     nora.postfix.reload()
     assert nora.submit("nora", ["carl@world.test", "otto@otto.test"], message) == {}
     assert len(notices(nora, "nora", token)) == 1
     wait_for(world, "carl", token, OUTSIDE)
-    wait_for(otto.dovecot, "otto", token, ARRIVAL)

@@ -123,6 +123,18 @@ def test_without_the_daemon_a_contact_or_an_own_pairing_with_the_key_reaches_it(
     assert routes.route("dad", "gran@work.example").public_key == KEY_B
 
 
+def test_without_the_daemon_an_accepted_strangers_key_reaches_the_user_who_accepted_it(routes, roster):
+    """`toxbridge routes` has no Tox node: a stranger whose request dad's identity accepted is
+    dad's friend by the records, so the pairing mom learned of it routes for dad too."""
+    roster.learn("mom", "pal@example.org", KEY_C)
+    assert routes.transport("pal@example.org") is False  # dad's identity does not reach KEY_C
+    roster.add_accepted("dad", KEY_C, "hi")
+    assert routes.route("dad", "pal@example.org") == Route(KEY_C, None, "learned pairing (by mom)")
+    assert routes.transport("pal@example.org") is True
+    roster.end_friendship("dad", KEY_C)  # `contacts remove`: no longer a friend by the records
+    assert routes.transport("pal@example.org") is False
+
+
 def test_the_first_pairing_of_the_household_wins_for_users_without_their_own(routes, roster):
     routes.reaches = lambda mailbox, key: True
     roster.learn("mom", "pal@example.org", KEY_C)

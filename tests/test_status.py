@@ -46,6 +46,25 @@ def test_daemon_down_is_an_error_that_says_how_to_start_it():
     )
 
 
+def test_routes_is_up_when_either_of_its_listeners_answers():
+    refused = "Connection refused"
+    assert status.routes_check(CONFIG, None, refused).level == OK
+    assert status.routes_check(CONFIG, refused, None).level == OK
+    down = status.routes_check(CONFIG, refused, refused)
+    assert down.level == ERROR and "451 4.3.0" in down.text
+    assert "systemctl start toxbridge-routes" in down.action
+
+
+def test_a_down_listener_names_the_process_to_start():
+    from toxbridge.config import Endpoint
+
+    sock = Endpoint(path="/var/spool/postfix/toxbridge/socketmap")
+    check = status.listener_check(
+        "socketmap", "socketmap_listen", sock, "Connection refused", False, "toxbridge-routes"
+    )
+    assert check.level == ERROR and check.action == "start toxbridge-routes"
+
+
 def test_daemon_up_says_pid_uptime_and_mail_on_its_way():
     check = status.daemon_check({"pid": 7, "started": NOW - 7200, "contacts": 3, "in_flight": 1}, CONFIG, NOW)
     assert (

@@ -10,13 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, daemon, routes_daemon
 from . import config as config_mod
 from .config import Config, ConfigError, User
 from .contacts import commands as contacts_commands
 from .contacts.book import load as load_contacts
-from .daemon import StartupError, run
 from .files import StateError, state_subdir
+from .mail.listen import StartupError
 from .ops import qr, status
 from .ops.invite import invitation
 from .tox.errors import ToxError
@@ -63,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         "status", help="check everything the bridge needs; exit 0 ok, 1 warnings, 2 errors"
     )
     status_parser.add_argument("--json", action="store_true", help="the checks as JSON")
-    daemon = sub.add_parser("run", help="run the bridge")
+    daemon = sub.add_parser("run", help="run the bridge: Tox, the LMTP listener for Postfix")
     daemon.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    routes = sub.add_parser(
+        "routes", help="answer Postfix's route questions (socketmap, milter); runs beside `run`"
+    )
+    routes.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
@@ -210,11 +214,21 @@ def show_status(cfg: Config, args) -> int:
     return status.EXIT[status.worst(checks)]
 
 
-def run_daemon(cfg: Config, args) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _log_to_stderr(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # aiosmtpd logs every command at INFO; our own lines say what happened to each mail.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
-    asyncio.run(run(cfg))
+
+
+def run_daemon(cfg: Config, args) -> int:
+    _log_to_stderr(args.log_level)
+    asyncio.run(daemon.run(cfg))
+    return EXIT_OK
+
+
+def run_routes(cfg: Config, args) -> int:
+    _log_to_stderr(args.log_level)
+    asyncio.run(routes_daemon.run(cfg))
     return EXIT_OK
 
 
@@ -224,6 +238,7 @@ COMMANDS = {
     "id": show_id,
     "invite": invite,
     "run": run_daemon,
+    "routes": run_routes,
     "status": show_status,
 }
 

@@ -1,4 +1,7 @@
-"""The running bridge: identities on the Tox network, the LMTP listener for Postfix, signals."""
+"""The running bridge (`toxbridge run`): identities on the Tox network, the LMTP listener for
+Postfix, the catch-up, the control socket, signals. What Postfix asks about routes (socketmap,
+milter) is another process's, `toxbridge routes` (routes_daemon.py), so that ordinary mail never
+waits on this one (design decision 12)."""
 
 from __future__ import annotations
 
@@ -6,20 +9,19 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import time
 
 from .config import Config
-from .contacts.book import ContactsError
+from .contacts import follow
+from .contacts.book import ContactBook, ContactsError
 from .contacts.book import load as load_contacts
 from .contacts.roster import Roster
 from .contacts.routes import Routes
 from .files import state_subdir
-from .mail import milter, socketmap
-from .mail.listen import ListenError, unix_socket
+from .mail.listen import StartupError, start_listener, unix_socket
 from .mail.lmtp_in import make_server
 from .ops import control, snapshot
-from .ordinary import OrdinaryMail
+from .ops.systemd import notify
 from .outbound import Outbound
 from .tox.chat_store import ChatStore
 from .tox.delivered import DeliveryStore
@@ -36,33 +38,12 @@ HOUSEKEEPING_SECONDS = 3600.0
 NO_NETWORK_WARNING_SECONDS = 60.0
 # How often the STATUS= line for systemd is brought up to date.
 STATUS_SECONDS = 5.0
-# How often the contacts file is checked for changes (a stat; reread only when it changed).
-CONTACTS_POLL_SECONDS = 1.0
 # After stop_timeout the stop still saves the profiles, stops the toxcore nodes and closes the
 # SQLite files: stop_timeout plus this must stay below TimeoutStopSec in
 # deploy/systemd/toxbridge.service (tests/test_daemon_stop.py checks it), or systemd kills the
 # bridge in the middle of it.
 CLOSE_SECONDS = 5.0
-# The master.cf service that carries mail to the bridge (deploy/postfix/master.cf.toxbridge).
-POSTFIX_SERVICE = "toxbridge"
-
-
-class StartupError(RuntimeError):
-    """The bridge cannot start; the text says what and the likely fix."""
-
-
-def notify(state: str) -> None:
-    """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET, if systemd gave one."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    if path.startswith("@"):
-        path = "\0" + path[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(state.encode(), path)
-        except OSError as e:
-            log.warning("cannot notify systemd: %s", e)
+__all__ = ["StartupError", "notify", "run"]
 
 
 async def run(config: Config) -> None:
@@ -111,18 +92,6 @@ async def _close(identities: list[Identity], store: DeliveryStore, roster: Roste
     roster.close()
 
 
-async def _listen(key: str, listen, start):
-    try:
-        return await start()
-    except ListenError as e:
-        raise StartupError(f"cannot listen for Postfix on {listen} ({key}): {e.strerror}") from None
-    except OSError as e:
-        raise StartupError(
-            f"cannot listen for Postfix on {listen} ({key}): {e.strerror} "
-            f"(another toxbridge running? change {key})"
-        ) from None
-
-
 async def _serve(
     config: Config, identities: list[Identity], store: DeliveryStore, routes: Routes, partials: Partials
 ) -> None:
@@ -138,7 +107,7 @@ async def _serve(
     factory = make_server(outbound, config.hostname, config.max_message_size, config.lmtp_timeout)
     listen = config.lmtp_listen
     if listen.path:
-        server = await _listen(
+        server = await start_listener(
             "lmtp_listen", listen, lambda: loop.create_unix_server(factory, sock=unix_socket(listen.path))
         )
     else:
@@ -146,26 +115,9 @@ async def _serve(
             "lmtp_listen is a TCP port: every process on this host can send Tox mail as a household "
             "user through it; a unix socket (the default) lets only Postfix"
         )
-        server = await _listen(
+        server = await start_listener(
             "lmtp_listen", listen, lambda: loop.create_server(factory, listen.host, listen.port)
         )
-    nexthop = (
-        f"{POSTFIX_SERVICE}:unix:{listen.path}"
-        if listen.path
-        else f"{POSTFIX_SERVICE}:inet:{listen.host}:{listen.port}"
-    )
-    transport = {"transport": lambda key: nexthop if routes.postfix_asks(key) else None}
-    tables = await _listen(
-        "socketmap_listen",
-        config.socketmap_listen,
-        lambda: socketmap.start_server(config.socketmap_listen, transport),
-    )
-    # Postfix's submission service asks here about each mail's recipients (ordinary_mail).
-    filters = await _listen(
-        "milter_listen",
-        config.milter_listen,
-        lambda: milter.start_server(config.milter_listen, OrdinaryMail(config, routes)),
-    )
     started = time.time()
 
     controls = await control.start_server(
@@ -189,15 +141,18 @@ async def _serve(
             _rebootstrap(config, identities),
             _drop_stalled(config, identities),
             _housekeeping(config, store, partials),
-            _follow_contacts_file(config, routes, identities),
+            follow.follow(
+                config,
+                log,
+                lambda book: _new_contacts(routes, identities, book),
+                lambda: _end_friendships(identities),
+            ),
             _report_status(identities),
         )
     ]
     log.info(
-        "ready: LMTP for Postfix on %s, socketmap on %s, milter on %s, %d identities, %d contacts",
+        "ready: LMTP for Postfix on %s, %d identities, %d contacts",
         listen,
-        config.socketmap_listen,
-        config.milter_listen,
         len(identities),
         len(routes.book.contacts),
     )
@@ -206,7 +161,7 @@ async def _serve(
         await stop.wait()
     finally:
         notify("STOPPING=1")
-        for listener in (server, tables, filters, controls):  # no new mail, no new questions
+        for listener in (server, controls):  # no new mail, no new questions
             listener.close()
         await _stop_serving(config.stop_timeout, outbound, identities, tasks)
         control.socket_path(config.state_dir).unlink(missing_ok=True)
@@ -269,38 +224,16 @@ async def _report_status(identities: list[Identity]) -> None:
         await asyncio.sleep(STATUS_SECONDS)
 
 
-async def _follow_contacts_file(config: Config, routes: Routes, identities: list[Identity]) -> None:
-    """Reread the contacts file when it changes (a broken edit keeps the contacts as they were);
-    end the friendships `contacts remove` asked to end."""
-    seen = _file_state(config.contacts)
-    while True:
-        await asyncio.sleep(CONTACTS_POLL_SECONDS)
-        state = _file_state(config.contacts)
-        if state != seen:
-            seen = state
-            _reload_contacts(config, routes, identities)
-        for identity in identities:
-            identity.end_friendships()
-
-
-def _reload_contacts(config: Config, routes: Routes, identities: list[Identity]) -> None:
-    try:
-        book = load_contacts(config.contacts, config.mailboxes)
-    except ContactsError as e:
-        log.error("contacts not reloaded, the previous ones stay in use: %s", e)
-        return
+def _new_contacts(routes: Routes, identities: list[Identity], book: ContactBook) -> None:
     routes.book = book
-    log.info("contacts reloaded from %s: %d entries", config.contacts, len(book.contacts))
     for identity in identities:
         identity.friends.follow_contacts()
 
 
-def _file_state(path) -> tuple | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+def _end_friendships(identities: list[Identity]) -> None:
+    """The friendships `contacts remove` asked to end (checked with the contacts file)."""
+    for identity in identities:
+        identity.end_friendships()
 
 
 async def _housekeeping(config: Config, store: DeliveryStore, partials: Partials) -> None:

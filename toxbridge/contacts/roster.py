@@ -196,6 +196,13 @@ class Roster:
             (mailbox, public_key, message, time.time()),
         )
 
+    def has_accepted(self, mailbox: str, public_key: bytes) -> bool:
+        """Did this mailbox's identity accept a friend request from this key (a stranger's)?"""
+        row = self._db.execute(
+            "SELECT 1 FROM accepted WHERE mailbox = ? AND public_key = ?", (mailbox, public_key)
+        ).fetchone()
+        return row is not None
+
     def accepted(self) -> list[Accepted]:
         rows = self._db.execute("SELECT mailbox, public_key, message, at FROM accepted ORDER BY at")
         return [Accepted(*row) for row in rows]

@@ -66,8 +66,9 @@ class Routes:
         self.mailboxes = tuple(mailboxes)  # every user: the transport must suit each of them
         self.delimiter = recipient_delimiter  # Postfix's recipient_delimiter (any one character)
         # Does this user's identity reach this key? The daemon sets it to "is a friend of the
-        # user's Tox node"; without nodes (the CLI) the records say: a contact with that key
-        # serves the user, or the user learned a pairing with it (the key mailed them).
+        # user's Tox node"; without nodes (`toxbridge routes`, which answers Postfix, and the CLI)
+        # the records say: a contact with that key serves the user, the user learned a pairing
+        # with it (the key mailed them), or the user's identity accepted its friend request.
         self.reaches: Callable[[str, bytes], bool] = self._reaches_by_records
 
     @classmethod
@@ -99,8 +100,10 @@ class Routes:
         return next((c for k in self._keys(address) if (c := self.book.owner(k)) is not None), None)
 
     def _reaches_by_records(self, mailbox: str, public_key: bytes) -> bool:
-        return any(c.serves(mailbox) for c in self.book.with_key(public_key)) or self.roster.has_key(
-            mailbox, public_key
+        return (
+            any(c.serves(mailbox) for c in self.book.with_key(public_key))
+            or self.roster.has_key(mailbox, public_key)
+            or self.roster.has_accepted(mailbox, public_key)
         )
 
     def _learned(self, mailbox: str, address: str) -> Route | None:

@@ -181,6 +181,7 @@ def _save(node: BootstrapNode, homes: list[Household]) -> None:
             {
                 "name": h.name,
                 "bridge_pid": h.bridge_pid,
+                "routes_pid": h.routes_pid,
                 "postfix_config": str(h.postfix.config_dir),
                 "dovecot_config": str(h.dovecot.config_file),
             }
@@ -199,6 +200,7 @@ def stop(quiet: bool = False) -> int:
     state = json.loads(STATE.read_text())
     for home in state["homes"]:
         _kill(home.get("bridge_pid"))
+        _kill(home.get("routes_pid"))
         _fs.run(["postfix", "-c", home["postfix_config"], "stop"])
         _fs.run(["doveadm", "-c", home["dovecot_config"], "stop"])
     _kill(state.get("bootstrapd_pid"))

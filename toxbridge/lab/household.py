@@ -1,7 +1,9 @@
-"""One household on loopback: its own Postfix, Dovecot and toxbridge process.
+"""One household on loopback: its own Postfix, Dovecot and the two toxbridge processes.
 
-The bridge runs as a real process (`python -m toxbridge run`) with a config written from the
-same keys as deploy/toxbridge.yaml; its log is a file the tests can wait on. With `netns` the
+The bridge runs as real processes, as deploy/systemd runs them: `python -m toxbridge run` (Tox,
+the LMTP listener; "the bridge") and `python -m toxbridge routes` (the socketmap and the milter
+Postfix asks), with a config written from the same keys as deploy/toxbridge.yaml. Both write
+into one log file, as both write into one journal, which the tests can wait on. With `netns` the
 household lives in that network namespace (behind a router of lab/internet.py): its servers are
 started there and `inside()` puts the caller's clients there too.
 """
@@ -27,6 +29,8 @@ from .postfix import Postfix
 
 BRIDGE_START_TIMEOUT = 30.0
 CONTACTS_RELOAD_TIMEOUT = 10.0
+# The loggers of the two processes that reread the contacts file (contacts/follow.py).
+CONTACTS_FOLLOWERS = ("toxbridge.daemon", "toxbridge.routes")
 
 
 class Household:
@@ -88,6 +92,7 @@ class Household:
         self.contacts_path = self.root / "contacts.yaml"
         self.bridge_log = self.root / "toxbridge.log"
         self._bridge: subprocess.Popen | None = None
+        self._routes: subprocess.Popen | None = None
         self.tox_ids: dict[str, str] = {}
         self.tox_settings = dict(tox_settings or {})
         self._write_config(bootstrap, friend_requests, bridge_settings or {})
@@ -143,11 +148,15 @@ class Household:
             return f"unix:{self.postfix.socketmap_socket}"
         return f"inet:127.0.0.1:{self.socketmap_port}"
 
-    def _bridge_listens(self) -> bool:
-        """The milter listens last (after LMTP and the socketmap): then all of them answer."""
+    def _routes_listen(self) -> bool:
+        """`routes` opens the milter last (after the socketmap): then both answer."""
         if self.milter_port is None:
             return socket_accepts(self.postfix.milter_socket)
         return port_accepts(self.milter_port)
+
+    def _bridge_listens(self) -> bool:
+        """`run` opens its control socket last (after LMTP): then both answer."""
+        return socket_accepts(self.root / "state" / "control.sock")
 
     def toxbridge(self, *args: str) -> subprocess.CompletedProcess:
         return _fs.run([sys.executable, "-m", "toxbridge", "--config", str(self.config_path), *args])
@@ -155,13 +164,18 @@ class Household:
     def contacts(self, *args: str) -> subprocess.CompletedProcess:
         """`toxbridge contacts ARGS` for this household; raises when it fails. After `add`, waits
         until the running bridge has reread the file (it polls every second): a lookup cannot
-        tell, since an address learned before may route to the bridge already."""
+        tell, since an address learned before may route to the bridge already. Both processes
+        reread it: each running one is waited for."""
         mark = self.log_mark()
         done = self.toxbridge("contacts", *args)
         if done.returncode != 0:
             raise RuntimeError(f"toxbridge contacts {' '.join(args)} failed: {done.stderr}")
-        if args[:1] == ("add",) and self._bridge is not None and self._bridge.poll() is None:
-            self.wait_log("contacts reloaded from", CONTACTS_RELOAD_TIMEOUT, since=mark)
+        if args[:1] == ("add",):
+            for process, logger in zip((self._bridge, self._routes), CONTACTS_FOLLOWERS, strict=True):
+                if process is not None and process.poll() is None:
+                    self.wait_log(
+                        f"{logger} INFO contacts reloaded from", CONTACTS_RELOAD_TIMEOUT, since=mark
+                    )
         return done
 
     def submit(self, user: str, recipients: list[str], message: bytes, sender: str | None = None) -> dict:
@@ -186,48 +200,69 @@ class Household:
         if init.returncode != 0:
             raise RuntimeError(f"toxbridge init failed: {init.stderr}")
         self.tox_ids = dict(line.split() for line in init.stdout.splitlines())
+        self.start_routes()
         self.start_bridge()
 
-    def start_bridge(self, env: dict[str, str] | None = None) -> None:
-        """env: extra environment for the bridge process (e.g. NOTIFY_SOCKET)."""
+    def _spawn(self, command: str, listens, env: dict[str, str] | None) -> subprocess.Popen:
         with self.inside():
-            self._start_bridge(env)
+            return self._spawn_here(command, listens, env)
 
-    def _start_bridge(self, env: dict[str, str] | None) -> None:
+    def _spawn_here(self, command: str, listens, env: dict[str, str] | None) -> subprocess.Popen:
         with open(self.bridge_log, "ab") as log:
-            self._bridge = subprocess.Popen(
-                [sys.executable, "-m", "toxbridge", "--config", str(self.config_path), "run"],
+            process = subprocess.Popen(
+                [sys.executable, "-m", "toxbridge", "--config", str(self.config_path), command],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
                 env={**os.environ, **env} if env else None,
             )
-        ok = wait_until(
-            lambda: self._bridge_listens() or self._bridge.poll() is not None,
-            BRIDGE_START_TIMEOUT,
-        )
-        if not ok or self._bridge.poll() is not None:
-            raise RuntimeError(f"toxbridge for {self.name} did not start:\n{_fs.tail(self.bridge_log)}")
+        ok = wait_until(lambda: listens() or process.poll() is not None, BRIDGE_START_TIMEOUT)
+        if not ok or process.poll() is not None:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            raise RuntimeError(
+                f"toxbridge {command} for {self.name} did not start:\n{_fs.tail(self.bridge_log)}"
+            )
+        return process
+
+    @staticmethod
+    def _end(process: subprocess.Popen | None, sig: int) -> None:
+        if process is not None and process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def start_bridge(self, env: dict[str, str] | None = None) -> None:
+        """`toxbridge run`. env: extra environment for it (e.g. NOTIFY_SOCKET)."""
+        self._bridge = self._spawn("run", self._bridge_listens, env)
 
     def stop_bridge(self, sig: int = signal.SIGTERM) -> None:
-        if self._bridge is None:
-            return
-        if self._bridge.poll() is None:
-            self._bridge.send_signal(sig)
-            try:
-                self._bridge.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._bridge.kill()
-                self._bridge.wait()
+        self._end(self._bridge, sig)
         self._bridge = None
+
+    def start_routes(self, env: dict[str, str] | None = None) -> None:
+        """`toxbridge routes`, the socketmap and milter Postfix asks."""
+        self._routes = self._spawn("routes", self._routes_listen, env)
+
+    def stop_routes(self, sig: int = signal.SIGTERM) -> None:
+        self._end(self._routes, sig)
+        self._routes = None
 
     @property
     def bridge_pid(self) -> int | None:
         return self._bridge.pid if self._bridge else None
 
+    @property
+    def routes_pid(self) -> int | None:
+        return self._routes.pid if self._routes else None
+
     def stop(self) -> None:
-        for step in (self.stop_bridge, self.postfix.stop, self.dovecot.stop):
+        for step in (self.stop_bridge, self.stop_routes, self.postfix.stop, self.dovecot.stop):
             try:
                 with self.inside():
                     step()

@@ -1,4 +1,4 @@
-"""The sockets the bridge listens on for Postfix (LMTP and the socketmap), made one way.
+"""The sockets the bridge listens on for Postfix (LMTP, the socketmap, the milter), made one way.
 
 Whoever can talk LMTP to the bridge sends Tox mail as any household user (the bridge checks only
 that the envelope sender is one), so the default is a unix socket that only Postfix can open: mode
@@ -15,6 +15,8 @@ import errno
 import os
 import socket
 import stat
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 # Postfix's lmtp client and trivial-rewrite run as the user postfix, a member of the socket's group.
 SOCKET_MODE = 0o660
@@ -22,6 +24,26 @@ SOCKET_MODE = 0o660
 
 class ListenError(OSError):
     """The socket cannot be made as it must be; the text says how to fix it."""
+
+
+class StartupError(RuntimeError):
+    """A toxbridge process cannot start; the text says what and the likely fix."""
+
+
+Server = TypeVar("Server")
+
+
+async def start_listener(key: str, listen: object, start: Callable[[], Awaitable[Server]]) -> Server:
+    """start(), with a failure to listen turned into a StartupError that names the setting."""
+    try:
+        return await start()
+    except ListenError as e:
+        raise StartupError(f"cannot listen for Postfix on {listen} ({key}): {e.strerror}") from None
+    except OSError as e:
+        raise StartupError(
+            f"cannot listen for Postfix on {listen} ({key}): {e.strerror} "
+            f"(another toxbridge running? change {key})"
+        ) from None
 
 
 def unix_socket(path: str) -> socket.socket:

@@ -2,7 +2,8 @@
 
 The checks that need the daemon (Tox network, friends) ask it over the control socket; the rest
 look for themselves (listeners, Dovecot, Postfix's queue, disk, profiles), so status still says
-useful things when the daemon is down. Judging is kept apart from probing: the `*_check`
+useful things when the daemon is down. Two processes: `toxbridge run` (Tox, LMTP; up when its
+control socket answers) and `toxbridge routes` (socketmap, milter; up when they answer). Judging is kept apart from probing: the `*_check`
 functions take what was observed and return Checks.
 """
 
@@ -30,6 +31,7 @@ from . import control
 OK, WARN, ERROR = "ok", "warn", "error"
 EXIT = {OK: 0, WARN: 1, ERROR: 2}
 PROBE_TIMEOUT = 5.0
+ROUTES_SERVICE = "toxbridge-routes"  # deploy/systemd/toxbridge-routes.service
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def daemon_check(snapshot: dict | None, config: Config, now: float) -> Check:
         return Check(
             "daemon",
             ERROR,
-            f"toxbridge is not running (nothing answers on {control.socket_path(config.state_dir)})",
+            f"toxbridge is not running (nothing answers on {control.socket_path(config.state_dir)}): "
+            "mail to contacts and @tox waits in Postfix's queue, ordinary mail still leaves",
             "start it (systemctl start toxbridge); `journalctl -u toxbridge -n 50` says why it stopped",
         )
     return Check(
@@ -156,7 +159,27 @@ def identity_checks(identity: dict, config: Config, now: float) -> list[Check]:
     return checks
 
 
-def listener_check(name: str, key: str, endpoint: Endpoint, error: str | None, daemon_up: bool) -> Check:
+def routes_check(config: Config, socketmap_error: str | None, milter_error: str | None) -> Check:
+    """Does `toxbridge routes` run? One of its two listeners answering says it does."""
+    if socketmap_error is None or milter_error is None:
+        return Check("routes", OK, "toxbridge routes answers Postfix (socketmap, milter)")
+    if config.socketmap_listen.path and socketmap_error == os.strerror(errno.EACCES):
+        return Check("routes", WARN, "cannot tell whether toxbridge routes runs", "run status as root")
+    return Check(
+        "routes",
+        ERROR,
+        f"toxbridge routes is not running (nothing answers on {config.socketmap_listen} nor "
+        f"{config.milter_listen}): Postfix answers 451 4.3.0 for every address that is neither "
+        "the household's nor @tox, ordinary mail included",
+        f"start it (systemctl start {ROUTES_SERVICE}); `journalctl -u {ROUTES_SERVICE} -n 50` says why "
+        "it stopped",
+    )
+
+
+def listener_check(
+    name: str, key: str, endpoint: Endpoint, error: str | None, daemon_up: bool, service: str = "toxbridge"
+) -> Check:
+    """daemon_up: the process that should listen there (`service`) runs."""
     if error is None:
         return Check(name, OK, f"answers on {endpoint}")
     if endpoint.path and error == os.strerror(errno.EACCES):
@@ -165,7 +188,7 @@ def listener_check(name: str, key: str, endpoint: Endpoint, error: str | None, d
             name, WARN, f"{endpoint}: {error}", "only Postfix and root may open it: run status as root"
         )
     if not daemon_up:
-        return Check(name, ERROR, f"nothing answers on {endpoint} ({error})", "start toxbridge")
+        return Check(name, ERROR, f"nothing answers on {endpoint} ({error})", f"start {service}")
     return Check(
         name,
         ERROR,
@@ -349,19 +372,17 @@ def run(config: Config) -> list[Check]:
     checks.append(
         listener_check("lmtp", "lmtp_listen", config.lmtp_listen, probe_lmtp(config.lmtp_listen), up)
     )
+    tables, filters = probe_socketmap(config.socketmap_listen), probe_milter(config.milter_listen)
+    routes = routes_check(config, tables, filters)
+    checks.append(routes)
+    routes_up = routes.level == OK
     checks.append(
         listener_check(
-            "socketmap",
-            "socketmap_listen",
-            config.socketmap_listen,
-            probe_socketmap(config.socketmap_listen),
-            up,
+            "socketmap", "socketmap_listen", config.socketmap_listen, tables, routes_up, ROUTES_SERVICE
         )
     )
     checks.append(
-        listener_check(
-            "milter", "milter_listen", config.milter_listen, probe_milter(config.milter_listen), up
-        )
+        listener_check("milter", "milter_listen", config.milter_listen, filters, routes_up, ROUTES_SERVICE)
     )
     checks.append(ordinary_mail_check(config))
     checks.append(dovecot_check(config.dovecot_lmtp, probe_lmtp(config.dovecot_lmtp), config.source))
