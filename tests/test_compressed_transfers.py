@@ -141,3 +141,22 @@ def test_sender_compresses_only_for_a_friend_whose_bridge_inflates(size):
     compressed, raw = asyncio.run(both())
     assert compressed < len(message) / 3
     assert raw == len(encode_payload(envelope, message))
+
+
+@pytest.mark.parametrize("first", ["zlib", "raw"])
+def test_a_retry_in_the_other_encoding_is_answered_from_the_record(tmp_path, first):
+    """The sender decides per attempt: after its restart it may retry before it has heard that
+    we inflate (the catch-up push follows the greeting at once), so the same mail comes raw after
+    it came compressed, or the other way round. Delivered once, the second answered as a repeat.
+    (Failed before the receiver knew the raw file_id of a compressed mail: two deliveries.)"""
+    node, delivered = Node(), cast(list[bytes], [])
+    inbox = with_delivery(receiver(tmp_path, node), delivered)
+    eve = Friend(inbox, node, MAIL_PEER)
+    envelope = wire.Envelope("a@b.example", ("c@d.example",), len(TEXT))
+    zlib_data, raw_data = zlib_payload(), encode_payload(envelope, TEXT)
+    assert b'"encoding"' not in raw_data[:200]
+    for data in (zlib_data, raw_data) if first == "zlib" else (raw_data, zlib_data):
+        finish(inbox, eve, data, node)
+    assert len(delivered) == 1
+    assert [r.code for _, _, r in node.answers] == [250, 250]
+    assert not list((tmp_path / "partial").glob("*/*")), "a partial or inflated file was left"

@@ -287,10 +287,30 @@ class Receiver:
         public_key = self._node.friend_public_key(inc.friend)
         peer_key = public_key.hex()
         spool, offset = inc.path, inc.parser.message_offset  # where the message is, in which file
+        raw_id = inc.file_id  # the file_id this mail has when sent uncompressed
+        guarding_raw = False  # whether this delivery holds raw_id in _delivering
         try:
             if envelope.encoding == wire.ZLIB:  # inflated into a file of its own, off the loop
                 spool, offset = inc.path.with_name(inc.path.name + ".eml"), 0
-                await asyncio.to_thread(inflate_file, inc.path, inc.parser.message_offset, spool)
+                raw_head = wire.payload_head(envelope, "")
+                raw_id = await asyncio.to_thread(
+                    inflate_file, inc.path, inc.parser.message_offset, spool, raw_head
+                )
+                # The sender decides per attempt whether to compress (it may not have heard what
+                # we can yet, after a restart): a mail that came raw before is the same mail.
+                known = self._store.lookup(raw_id, self._mailbox)
+                if known is not None or raw_id in self._delivering:
+                    log.info(
+                        "%s: repeat of a mail delivered before; answered from the record (%s)",
+                        inc.file_id.hex()[:12],
+                        known,
+                    )
+                    reply = known or Reply(451, "4.3.2 this mail is already arriving; try again later")
+                    self._store.record(inc.file_id, self._mailbox, reply)
+                    self._answer(inc.friend, inc.file_id, reply)
+                    return
+                self._delivering.add(raw_id)
+                guarding_raw = True
             head = read_at(spool, offset, min(envelope.size, HEAD_LIMIT))
             header = headers.scan(head)  # the message's header fields; the rest stays in the file
             verdict = self._vet(public_key, envelope, header)
@@ -321,6 +341,8 @@ class Receiver:
                     f"5.7.1 sender not allowed for your Tox key: {trust_headers.one_line(verdict.reason)}",
                 )
             self._store.record(inc.file_id, self._mailbox, reply)  # durable before the answer leaves
+            if raw_id != inc.file_id:
+                self._store.record(raw_id, self._mailbox, reply)
         except OSError as e:
             log.warning("%s: cannot read the received mail back: %s", inc.file_id.hex()[:12], e)
             reply = Reply(451, "4.3.0 the receiving bridge cannot store the mail now")
@@ -329,6 +351,8 @@ class Receiver:
             reply = Reply(451, "4.3.0 internal error in the receiving toxbridge; try again")
         finally:
             self._delivering.discard(inc.file_id)
+            if guarding_raw:
+                self._delivering.discard(raw_id)
             inc.path.unlink(missing_ok=True)
             spool.unlink(missing_ok=True)
             self._partials.forget(inc.path)

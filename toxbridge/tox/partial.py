@@ -84,16 +84,21 @@ class Incoming:
             self.file = None
 
 
-def inflate_file(path: Path, offset: int, target: Path) -> None:
+def inflate_file(path: Path, offset: int, target: Path, raw_head: bytes) -> bytes:
     """Write the zlib stream that starts at `offset` in `path` inflated to `target`. Only for a
-    partial whose hash matched and whose parser saw it inflate to its announced size."""
+    partial whose hash matched and whose parser saw it inflate to its announced size. Returns
+    the SHA-256 of `raw_head` + the inflated message: the file_id of the same mail sent raw."""
     inflater = zlib.decompressobj()
+    digest = hashlib.sha256(raw_head)
     with open(path, "rb") as source, open(target, "wb") as out:
         source.seek(offset)
         while chunk := source.read(READ_SIZE):
             while chunk:
-                out.write(inflater.decompress(chunk, wire.INFLATE_STEP))
+                piece = inflater.decompress(chunk, wire.INFLATE_STEP)
+                digest.update(piece)
+                out.write(piece)
                 chunk = inflater.unconsumed_tail
+    return digest.digest()
 
 
 def read_at(path: Path, offset: int, length: int) -> bytes:

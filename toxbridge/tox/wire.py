@@ -118,18 +118,28 @@ def payload_of(envelope: Envelope, *message, compress: bool = False) -> Payload:
         raise ValueError("payload_of chooses the encoding itself")
     if not 1 <= len(envelope.recipients) <= MAX_RECIPIENTS:
         raise ValueError(f"between 1 and {MAX_RECIPIENTS} recipients per payload")
-    fields: dict = {"from": envelope.sender, "to": list(envelope.recipients), "size": envelope.size}
+    encoding = ""
     if compress and worth_compressing(message):
         message = deflate(message, envelope.size)
-        fields["encoding"] = ZLIB
-    header = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
-    if len(header) > MAX_HEADER:
-        raise ValueError("envelope header too large")
-    head = PREFIX.pack(MAGIC, VERSION, len(header)) + header
+        encoding = ZLIB
+    head = payload_head(envelope, encoding)
     digest = hashlib.sha256(head)
     for piece in message:
         digest.update(piece)
     return Payload((head, *message), digest.digest())
+
+
+def payload_head(envelope: Envelope, encoding: str = "") -> bytes:
+    """The bytes before the message in a payload with this envelope and encoding. The receiver
+    of a compressed mail rebuilds the raw one's (encoding "") to know the file_id that the same
+    mail has when it is sent uncompressed (incoming.py: a retry may go either way)."""
+    fields: dict = {"from": envelope.sender, "to": list(envelope.recipients), "size": envelope.size}
+    if encoding:
+        fields["encoding"] = encoding
+    header = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+    if len(header) > MAX_HEADER:
+        raise ValueError("envelope header too large")
+    return PREFIX.pack(MAGIC, VERSION, len(header)) + header
 
 
 def worth_compressing(message: tuple) -> bool:
