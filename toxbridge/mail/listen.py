@@ -11,6 +11,7 @@ loopback stays possible (host:port), but every process on the host can reach it.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -82,3 +83,12 @@ def unix_socket(path: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+async def close_connection(writer: asyncio.StreamWriter) -> None:
+    """End a Postfix client's connection; one that is gone already is no error."""
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (ConnectionError, OSError):
+        pass

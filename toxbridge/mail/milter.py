@@ -25,7 +25,7 @@ from kilter.protocol.buffer import SimpleBuffer
 from kilter.protocol.core import FilterMessage, FilterProtocol
 
 from ..config import Endpoint
-from .listen import unix_socket
+from .listen import close_connection, unix_socket
 
 log = logging.getLogger("toxbridge.milter")
 
@@ -210,11 +210,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mai
     except Exception:  # a hook's bug: this mail goes on as if the bridge were down
         log.exception("milter session failed; closing the connection (Postfix applies milter_default_action)")
     finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+        await close_connection(writer)
 
 
 async def start_server(endpoint: Endpoint, mail_filter: MailFilter) -> asyncio.Server:

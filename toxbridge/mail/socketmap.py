@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 
 from ..config import Endpoint
-from .listen import unix_socket
+from .listen import close_connection, unix_socket
 
 log = logging.getLogger("toxbridge.socketmap")
 
@@ -184,11 +184,7 @@ async def _serve(
     except ConnectionError:
         pass
     finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+        await close_connection(writer)
 
 
 class SocketmapServer(asyncio.AbstractServer):
