@@ -20,6 +20,7 @@ from toxbridge.mail.milter import (
     Session,
     postfix_negotiation,
     reply_code,
+    start_server,
 )
 from toxbridge.mail.smtpreply import Reply
 from toxbridge.ordinary import OrdinaryMail, auto_submitted
@@ -257,3 +258,78 @@ def test_auto_submitted_values():
     assert not marked(" no") and not marked("No (a person wrote this)")
     assert marked("auto-replied") and marked(" auto-generated; owner-email=x@y") and marked("x-anything")
     assert not auto_submitted(envelope("a@b"))
+
+
+class Held(Recorder):
+    """A filter whose answer at the end of the message waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def end_of_message(self, envelope):
+        self.reached.set()
+        await self.go_on.wait()
+        return await super().end_of_message(envelope)
+
+
+def test_a_stop_lets_the_open_session_finish_its_mail_and_takes_no_new_one(tmp_path):
+    """A session cut in a mail makes Postfix let that mail through unchecked (milter_default_action
+    accept): the stop waits for it, and nobody new gets in meanwhile."""
+    path = str(tmp_path / "milter")
+
+    async def scenario():
+        held = Held()
+        server = await start_server(config.Endpoint(path=path), held)
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(postfix_negotiation() + packed(*MAIL))
+        await writer.drain()
+        await held.reached.wait()
+        draining = asyncio.create_task(server.drain(timeout=30))
+        await asyncio.sleep(0)  # the drain has closed the listener
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_unix_connection(path)
+        assert not draining.done()
+        held.go_on.set()
+        answers: list[m.Message] = []
+        while sum(isinstance(a, m.Continue) for a in answers) < 6:  # MAIL, 2 RCPT, 2 headers, the end
+            data = await reader.read(65536)
+            assert data, "the session was cut before it answered the end of the message"
+            answers += unpacked(data)
+        writer.write(packed(m.Close()))
+        await writer.drain()
+        cut = await asyncio.wait_for(draining, 10)
+        return held, answers, cut
+
+    held, answers, cut = asyncio.run(scenario())
+    assert [e.recipients for e in held.seen] == [["otto@otto.test", "carl@world.test"]]
+    assert isinstance(answers[0], m.Negotiate)
+    assert cut == 0
+
+
+def test_a_stop_cuts_a_session_that_outlasts_the_drain(tmp_path):
+    path = str(tmp_path / "milter")
+
+    async def scenario():
+        held = Held()
+        server = await start_server(config.Endpoint(path=path), held)
+        _, writer = await asyncio.open_unix_connection(path)
+        writer.write(postfix_negotiation() + packed(*MAIL))
+        await writer.drain()
+        await held.reached.wait()
+        return await server.drain(timeout=0.2)
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_the_routes_drain_fits_in_its_units_stop_timeout():
+    from pathlib import Path
+
+    from toxbridge.routes_daemon import MILTER_DRAIN_SECONDS
+
+    unit = Path(__file__).parent.parent / "deploy" / "systemd" / "toxbridge-routes.service"
+    (stop,) = [
+        line.split("=", 1)[1] for line in unit.read_text().splitlines() if line.startswith("TimeoutStopSec=")
+    ]
+    assert MILTER_DRAIN_SECONDS + 2 <= float(stop)

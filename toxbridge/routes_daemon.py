@@ -38,6 +38,10 @@ from .ordinary import OrdinaryMail
 
 log = logging.getLogger("toxbridge.routes")
 
+# How long a stop waits for the milter sessions open then to end: below TimeoutStopSec (10 s) of
+# deploy/systemd/toxbridge-routes.service, with room for the rest of the stop.
+MILTER_DRAIN_SECONDS = 5.0
+
 # The master.cf service that carries mail to `toxbridge run` (deploy/postfix/master.cf.toxbridge).
 POSTFIX_SERVICE = "toxbridge"
 
@@ -113,10 +117,17 @@ async def _serve(config: Config, routes: Routes) -> None:
         await stop.wait()
     finally:
         notify("STOPPING=1")
-        # No new questions. A milter session cut here makes Postfix accept the mail without its
-        # notice (milter_default_action); a cut socketmap lookup is a 4xx Postfix retries.
-        for listener in (tables, filters):
-            listener.close()
+        # No new questions. A cut socketmap lookup is a 4xx Postfix retries; a milter session cut
+        # in a mail makes Postfix accept that mail unchecked (milter_default_action), so the open
+        # ones may finish first.
+        tables.close()
+        cut = await filters.drain(MILTER_DRAIN_SECONDS)
+        if cut:
+            log.warning(
+                "cut %d milter session(s) still open after %.0f s; Postfix lets their mail through",
+                cut,
+                MILTER_DRAIN_SECONDS,
+            )
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
         log.info("stopped")

@@ -213,12 +213,51 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mai
         await close_connection(writer)
 
 
-async def start_server(endpoint: Endpoint, mail_filter: MailFilter) -> asyncio.Server:
+class MilterServer:
+    """The listening socket and the sessions it started. A stop lets the sessions open then run to
+    their end: Postfix keeps a milter connection for one SMTP session, and a session cut in the
+    middle of a mail makes Postfix apply milter_default_action (accept) to it: the mail would
+    leave without its notice, or despite ordinary_mail: refuse."""
+
+    def __init__(self, mail_filter: MailFilter) -> None:
+        self._filter = mail_filter
+        self._server: asyncio.AbstractServer | None = None
+        self._sessions: set[asyncio.Task] = set()
+
+    async def start(self, endpoint: Endpoint) -> None:
+        if endpoint.path:
+            self._server = await asyncio.start_unix_server(self._handle, sock=unix_socket(endpoint.path))
+        else:
+            self._server = await asyncio.start_server(self._handle, endpoint.host, endpoint.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        try:
+            await _serve(reader, writer, self._filter)
+        finally:
+            self._sessions.discard(task)
+
+    def close(self) -> None:
+        """No new sessions; the open ones go on."""
+        if self._server is not None:
+            self._server.close()
+
+    async def drain(self, timeout: float) -> int:
+        """Close, wait up to `timeout` for the open sessions to end, cut the rest; how many were cut."""
+        self.close()
+        if not self._sessions:
+            return 0
+        _, cut = await asyncio.wait(set(self._sessions), timeout=timeout)
+        for task in cut:
+            task.cancel()
+        await asyncio.gather(*cut, return_exceptions=True)
+        return len(cut)
+
+
+async def start_server(endpoint: Endpoint, mail_filter: MailFilter) -> MilterServer:
     """Serve the milter protocol on `endpoint` (inet host:port, or a unix socket path)."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _serve(reader, writer, mail_filter)
-
-    if endpoint.path:
-        return await asyncio.start_unix_server(handle, sock=unix_socket(endpoint.path))
-    return await asyncio.start_server(handle, endpoint.host, endpoint.port)
+    server = MilterServer(mail_filter)
+    await server.start(endpoint)
+    return server
