@@ -1,0 +1,231 @@
+"""Files from plain Tox chat apps, without servers: the name and type their attachment gets, the
+store and the burst that carry them, and the transfers (size limit, the partial-file caps shared
+with mail, a completed file on disk before it is counted) with a fake node. test_chat_e2e.py
+sends a file with the real toxic."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from pathlib import Path
+
+from toxbridge.config import ChatSettings
+from toxbridge.mail.chat_mail import attachment_name, content_type
+from toxbridge.mail.smtpreply import Reply
+from toxbridge.tox.chat_files import ChatFiles
+from toxbridge.tox.chat_store import ChatStore
+from toxbridge.tox.chats import Chats
+from toxbridge.tox.library import FILE_CONTROL_CANCEL, FILE_CONTROL_RESUME
+from toxbridge.tox.partial import Partials
+
+KIB = 1024
+KEY = bytes(range(32))
+
+
+def test_a_file_name_keeps_only_its_last_part_printable_and_visible():
+    assert attachment_name(b"../../etc/passwd") == "passwd"
+    assert attachment_name(b"C:\\Users\\me\\photo.jpg") == "photo.jpg"
+    assert attachment_name(b"..") == "file" and attachment_name(b"") == "file"
+    assert attachment_name(b".bashrc") == "bashrc"  # never a hidden file in a save dialog
+    assert attachment_name(b"a\r\nContent-Type: text\x00.txt") == "a Content-Type: text_.txt"
+    long = attachment_name(b"x" * 500 + b".pdf")
+    assert len(long) <= 120 and long.endswith(".pdf")
+    assert attachment_name("ünïcode €.txt".encode()) == "ünïcode €.txt"
+    assert attachment_name(b"\xff\xfe.png") == "\ufffd\ufffd.png"
+
+
+def test_the_type_is_guessed_from_the_name_else_octet_stream():
+    assert content_type("cat.jpg") == ("image", "jpeg")
+    assert content_type("report.pdf") == ("application", "pdf")
+    assert content_type("notes") == ("application", "octet-stream")
+    assert content_type("backup.tar.gz") == ("application", "octet-stream")  # gzip bytes, not a tar
+
+
+class Dovecot:
+    def __init__(self) -> None:
+        self.mails: list[bytes] = []
+        self.replies: list[Reply] = []
+
+    async def deliver(self, sender: str, message: bytes) -> Reply:
+        reply = self.replies.pop(0) if self.replies else Reply(250, "2.0.0 Saved")
+        if reply.code < 300:
+            self.mails.append(message)
+        return reply
+
+
+def make_chats(tmp_path: Path, dovecot: Dovecot, files_dir: Path) -> tuple[Chats, ChatStore]:
+    store = ChatStore(tmp_path / "chat.sqlite")
+    chats = Chats(
+        store,
+        ChatSettings(burst_gap=0.05),
+        "dora",
+        "dora@d.test",
+        "b.test",
+        dovecot.deliver,
+        lambda k, n: (n, "x@tox"),
+        files_dir=files_dir,
+    )
+    return chats, store
+
+
+async def settle(dovecot: Dovecot, count: int) -> None:
+    async with asyncio.timeout(5):
+        while len(dovecot.mails) < count:
+            await asyncio.sleep(0.01)
+
+
+def test_a_file_joins_the_open_burst_and_is_removed_once_delivered(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+
+    async def run():
+        dovecot = Dovecot()
+        dovecot.replies = [Reply(451, "4.3.0 busy")]  # the first try fails: the file is kept
+        chats, store = make_chats(tmp_path, dovecot, files)
+        photo = files / "p1"
+        photo.write_bytes(b"\xff\xd8 jpeg bytes")
+        chats.on_message(KEY, "n", False, b"look at this")
+        chats.on_file(KEY, "n", "cat.jpg", photo)
+        assert chats.file_bytes(KEY) == len(b"\xff\xd8 jpeg bytes")
+        await asyncio.sleep(0.3)
+        assert not dovecot.mails and photo.exists()  # refused: still there for the retry
+        await chats.stop()  # the stop delivers it
+        assert len(dovecot.mails) == 1 and not photo.exists()
+        mail = email.message_from_bytes(dovecot.mails[0], policy=email.policy.default)
+        (part,) = list(mail.iter_attachments())
+        assert (part.get_filename(), part.get_content_type(), part.get_content()) == (
+            "cat.jpg",
+            "image/jpeg",
+            b"\xff\xd8 jpeg bytes",
+        )
+        text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert text.index("look at this") < text.index("(sent the file cat.jpg: attached)")
+        assert store.burst("dora", KEY) == [] and chats.file_bytes(KEY) == 0
+
+    asyncio.run(run())
+
+
+def test_start_removes_files_no_burst_holds_and_keeps_the_others(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+
+    async def run():
+        dovecot = Dovecot()
+        chats, store = make_chats(tmp_path, dovecot, files)
+        kept, orphan = files / "kept", files / "orphan"  # orphan: a kill between the move and the row
+        kept.write_bytes(b"kept")
+        orphan.write_bytes(b"orphan")
+        store.add_file("dora", KEY, 0.0, "n", "kept.txt", kept)
+        chats.start()
+        assert kept.exists() and not orphan.exists()
+        await settle(dovecot, 1)
+        assert b"a2VwdA==" in dovecot.mails[0]  # base64 of b"kept"
+
+    asyncio.run(run())
+
+
+class Node:
+    """The toxcore calls ChatFiles makes, recorded."""
+
+    def __init__(self) -> None:
+        self.controls: list[tuple[int, int, int]] = []
+        self.messages: list[bytes] = []
+
+    def friend_public_key(self, friend: int) -> bytes:
+        return bytes([friend + 1]) * 32
+
+    def friend_label(self, friend: int) -> str:
+        return f"#{friend}"
+
+    def file_id(self, friend: int, number: int) -> bytes:
+        return bytes([number]) * 32
+
+    def file_control(self, friend: int, number: int, control: int) -> None:
+        self.controls.append((friend, number, control))
+
+    def file_seek(self, friend: int, number: int, position: int) -> None:
+        pass
+
+    def send_message(self, friend: int, text: bytes) -> int:
+        self.messages.append(text)
+        return len(self.messages)
+
+
+def make_files(tmp_path: Path, max_size: int = 100 * KIB, per_friend: int = 256 * KIB):
+    partial_root = tmp_path / "partial"
+    (partial_root / "dora").mkdir(parents=True)
+    files = tmp_path / "files"
+    files.mkdir()
+    partials = Partials(partial_root, per_friend, 10 * per_friend, 0, free_space=lambda _: 1 << 40)
+    done: list[tuple[bytes, str, Path, bytes]] = []
+    used: dict[bytes, int] = {}
+
+    def on_done(key: bytes, name: str, filename: str, path: Path) -> None:
+        done.append((key, filename, path, path.read_bytes()))  # on disk when counted
+        used[key] = used.get(key, 0) + path.stat().st_size
+
+    node = Node()
+    chat_files = ChatFiles(
+        node,  # type: ignore[arg-type]
+        "dora",
+        max_size,
+        partial_root / "dora",
+        files,
+        partials,
+        on_done,
+        lambda key: used.get(key, 0),
+        lambda key: "n",
+    )
+    return chat_files, node, done, partial_root / "dora", files
+
+
+def test_a_completed_file_is_moved_out_of_the_partials_before_it_is_counted(tmp_path):
+    chat_files, node, done, partial, files = make_files(tmp_path)
+    chat_files.offer(0, 1, 5000, b"photo.png")
+    assert node.controls == [(0, 1, FILE_CONTROL_RESUME)]
+    data = bytes(range(256)) * 20  # 5120 bytes: too long by 120
+    chat_files.on_chunk(0, 1, 0, data[:5000])
+    chat_files.on_chunk(0, 1, 5000, b"")
+    ((key, name, path, content),) = done
+    assert (key, name, content) == (bytes([1]) * 32, "photo.png", data[:5000])
+    assert path.parent == files and not list(partial.iterdir())
+
+
+def test_too_big_or_too_much_for_one_mail_is_refused_with_a_chat_line(tmp_path):
+    chat_files, node, done, partial, _ = make_files(tmp_path, max_size=100 * KIB)
+    chat_files.offer(0, 1, 100 * KIB + 1, b"film.mkv")
+    assert node.controls == [(0, 1, FILE_CONTROL_CANCEL)]
+    assert b'"film.mkv" is too big' in node.messages[-1] and b"102400 bytes" in node.messages[-1]
+    chat_files.offer(0, 2, 60 * KIB, b"a.bin")
+    chat_files.offer(0, 3, 60 * KIB, b"b.bin")  # both would not fit in one mail's limit
+    assert node.controls[-1] == (0, 3, FILE_CONTROL_CANCEL)
+    assert b"does not fit in the e-mail of this conversation" in node.messages[-1]
+
+
+def test_a_chat_friend_offering_and_cancelling_keeps_at_most_its_cap_on_disk(tmp_path):
+    """The attack on the disk: offer a file, send most of it, cancel, again with a new file_id
+    each time. The shared Partials keeps the friend's idle partial files within its cap."""
+    cap = 256 * KIB
+    chat_files, node, done, partial, _ = make_files(tmp_path, max_size=100 * KIB, per_friend=cap)
+    chunk = b"x" * 1000
+    for number in range(1, 40):
+        chat_files.offer(0, number, 90 * KIB, b"junk.bin")
+        for position in range(0, 80 * KIB, len(chunk)):
+            chat_files.on_chunk(0, number, position, chunk)
+        chat_files.on_control(0, number, FILE_CONTROL_CANCEL)
+        on_disk = sum(p.stat().st_size for p in partial.iterdir())
+        assert on_disk <= cap
+    assert not done
+    assert sum(1 for c in node.controls if c[2] == FILE_CONTROL_RESUME) == 39  # each admitted
+
+
+def test_a_file_that_ends_short_never_becomes_an_attachment(tmp_path):
+    chat_files, node, done, partial, _ = make_files(tmp_path)
+    chat_files.offer(0, 1, 5000, b"x.bin")
+    chat_files.on_chunk(0, 1, 0, b"y" * 3000)
+    chat_files.on_chunk(0, 1, 3000, b"")  # the end, 2000 bytes early
+    assert not done and not list(partial.iterdir())
+    chat_files.offer(0, 2, 5000, b"x.bin")
+    chat_files.on_chunk(0, 2, 100, b"y")  # out of order
+    assert node.controls[-1] == (0, 2, FILE_CONTROL_CANCEL) and not done
