@@ -324,3 +324,47 @@ def test_a_file_interrupted_by_kill_9_is_resumed_never_half_delivered(home, boot
         assert partial_size() == 0
     finally:
         client.close()
+
+
+def sent_lines(home: Household, key: str) -> list[str]:
+    """Postfix's status=sent lines for mail to the chat friend."""
+    text = home.postfix.maillog.read_text(errors="replace")
+    return [line for line in text.splitlines() if f"to=<{key}@tox>" in line and "status=sent" in line]
+
+
+def test_attachments_reach_toxic_as_files_and_postfix_hears_sent_only_after(home, toxic):
+    """A mail with a text and two attachments: toxic gets the text as messages, then two file
+    offers under the attachments' names. Postfix has no `sent` while the files wait for the
+    chat user; toxic takes one (`/savefile`), whose bytes land in its download directory, and
+    declines the other (`/cancel in`): then `sent`, with the declined file named in the reply."""
+    from email.message import EmailMessage
+
+    key = toxic.public_key.hex()
+    photo, notes = os.urandom(200 * 1024), b"%PDF-1.4 notes\n" * 100
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "Gran <gran@gran.test>", f"{key}@tox", "Garden photos"
+    mail.set_content("The roses are out. Photos attached.")
+    mail.add_attachment(photo, maintype="image", subtype="jpeg", filename="garden.jpg")
+    mail.add_attachment(notes, maintype="application", subtype="pdf", filename="notes.pdf")
+    toxic.open_chat()
+    already = len(sent_lines(home, key))
+    mark = home.log_mark()
+    home.postfix.send(home.address("gran"), [f"{key}@tox"], mail.as_bytes())
+    screen = toxic.wait_screen(r"/savefile \d+(.|\n)*/savefile \d+", 120)
+    assert "The roses are out" in toxic.seen()
+    assert len(sent_lines(home, key)) == already  # the files are not taken yet: no `sent`
+    offers = dict(re.findall(r"'(garden\.jpg|notes\.pdf)'.*?/savefile (\d+)", screen, re.S))
+    assert set(offers) == {"garden.jpg", "notes.pdf"}, screen
+    toxic.command(f"/savefile {offers['garden.jpg']}")
+    toxic.command(f"/cancel in {offers['notes.pdf']}")
+    home.wait_log(
+        rf"to=<{key}@tox>, .*status=sent \(250 2\.0\.0 delivered as \d+ chat message\(s\) and 1 file\(s\)"
+        r".*notes\.pdf \(declined\)",
+        120,
+        since=mark,
+    )
+    assert (toxic.downloads / "garden.jpg").read_bytes() == photo
+    assert not (toxic.downloads / "notes.pdf").exists()
+    assert wait_until(lambda: len(sent_lines(home, key)) == already + 1, 30)
+    assert "notes.pdf (declined)" in sent_lines(home, key)[-1]
+    toxic.wait_seen(r"not taken: notes\.pdf \(declined\)", 30)

@@ -229,3 +229,160 @@ def test_a_file_that_ends_short_never_becomes_an_attachment(tmp_path):
     chat_files.offer(0, 2, 5000, b"x.bin")
     chat_files.on_chunk(0, 2, 100, b"y")  # out of order
     assert node.controls[-1] == (0, 2, FILE_CONTROL_CANCEL) and not done
+
+
+# ---- mail to chat: attachments offered as file transfers (tox.chat_offers, tox.chat_out)
+
+
+class OfferNode:
+    """The toxcore calls ChatSender and FileOffers make; receipts and file events by the test."""
+
+    def __init__(self) -> None:
+        self.online = True
+        self.sent: list[bytes] = []
+        self.offers: list[tuple[int, bytes, int]] = []  # (file number, name, size)
+        self.chunks: dict[int, bytearray] = {}
+        self.controls: list[tuple[int, int]] = []
+
+    def friend_connection(self, friend):
+        return 2 if self.online else 0
+
+    def friend_label(self, friend):
+        return "f"
+
+    def send_message(self, friend, text):
+        self.sent.append(text)
+        return len(self.sent)
+
+    def file_send(self, friend, kind, size, file_id, filename):
+        number = len(self.offers)
+        self.offers.append((number, filename, size))
+        self.chunks[number] = bytearray()
+        return number
+
+    def file_send_chunk(self, friend, number, position, data):
+        self.chunks[number][position:] = data
+
+    def file_control(self, friend, number, control):
+        self.controls.append((number, control))
+
+
+def mail_with(*files: tuple[str, bytes]) -> bytes:
+    from email.message import EmailMessage
+
+    mail = EmailMessage()
+    mail["Subject"] = "photos"
+    mail.set_content("see the attachments")
+    for name, data in files:
+        mail.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    return mail.as_bytes()
+
+
+def offering(node: OfferNode, accept_wait: float = 5.0, max_file: int = 10 * KIB):
+    from toxbridge.tox.chat_offers import FileOffers
+    from toxbridge.tox.chat_out import ChatSender
+
+    offers = FileOffers(node, accept_wait, 5.0)  # type: ignore[arg-type]
+    return ChatSender(node, 5.0, offers, max_file), offers  # type: ignore[arg-type]
+
+
+async def receipts(node: OfferNode, sender, count: int) -> None:
+    async with asyncio.timeout(5):
+        while len(node.sent) < count:
+            await asyncio.sleep(0.01)
+    for number in range(1, count + 1):
+        sender.on_read_receipt(1, number)
+
+
+async def offered(node: OfferNode, count: int) -> None:
+    async with asyncio.timeout(5):
+        while len(node.offers) < count:
+            await asyncio.sleep(0.01)
+
+
+def serve(offers, number: int, size: int, chunk: int = 1000) -> None:
+    for position in range(0, size, chunk):
+        offers.on_chunk_request(1, number, position, min(chunk, size - position))
+    offers.on_chunk_request(1, number, size, 0)
+
+
+def test_250_only_after_the_receipts_and_every_file_sent():
+    async def run():
+        node = OfferNode()
+        sender, offers = offering(node)
+        data = bytes(range(256)) * 10
+        task = asyncio.ensure_future(sender.send(1, mail_with(("../cat.jpg", data))))
+        await receipts(node, sender, 1)
+        await offered(node, 1)
+        assert node.offers[0][1:] == (b"cat.jpg", len(data))  # under its own name, without a path
+        await asyncio.sleep(0.05)
+        assert not task.done()  # the chat user has not taken the file yet
+        serve(offers, 0, len(data))
+        reply = await task
+        assert reply.code == 250 and "1 chat message(s) and 1 file(s)" in reply.text
+        assert bytes(node.chunks[0]) == data
+
+    asyncio.run(run())
+
+
+def test_a_declined_file_is_named_in_a_chat_line_and_the_250_reply():
+    async def run():
+        node = OfferNode()
+        sender, offers = offering(node)
+        task = asyncio.ensure_future(sender.send(1, mail_with(("a.pdf", b"a" * 100), ("b.pdf", b"b" * 100))))
+        await receipts(node, sender, 1)
+        await offered(node, 2)
+        serve(offers, 0, 100)
+        offers.on_control(1, 1, FILE_CONTROL_CANCEL)  # the chat user said no to b.pdf
+        await receipts(node, sender, 2)  # the closing line, confirmed
+        reply = await task
+        assert reply.code == 250 and "and 1 file(s)" in reply.text
+        assert "not taken by the chat user: b.pdf (declined)" in reply.text
+        assert b"b.pdf (declined)" in node.sent[-1]
+
+    asyncio.run(run())
+
+
+def test_a_file_over_the_cap_is_not_offered_and_said():
+    async def run():
+        node = OfferNode()
+        sender, _ = offering(node, max_file=1000)
+        task = asyncio.ensure_future(sender.send(1, mail_with(("big.iso", b"x" * 1001))))
+        await receipts(node, sender, 2)
+        reply = await task
+        assert not node.offers
+        assert b"big.iso" in node.sent[-1] and b"over the 1000 bytes" in node.sent[-1]
+        assert reply.code == 250 and "not offered (too big): big.iso" in reply.text
+
+    asyncio.run(run())
+
+
+def test_an_offer_nobody_takes_is_withdrawn_and_said():
+    async def run():
+        node = OfferNode()
+        sender, _ = offering(node, accept_wait=0.2)
+        task = asyncio.ensure_future(sender.send(1, mail_with(("late.txt", b"zz"))))
+        await receipts(node, sender, 1)
+        await offered(node, 1)
+        await receipts(node, sender, 2)
+        reply = await task
+        assert reply.code == 250 and "late.txt (not accepted in time)" in reply.text
+        assert (0, FILE_CONTROL_CANCEL) in node.controls  # withdrawn
+
+    asyncio.run(run())
+
+
+def test_the_friend_going_offline_mid_file_defers_the_mail():
+    async def run():
+        node = OfferNode()
+        sender, offers = offering(node)
+        task = asyncio.ensure_future(sender.send(1, mail_with(("a.bin", b"a" * 5000))))
+        await receipts(node, sender, 1)
+        await offered(node, 1)
+        offers.on_chunk_request(1, 0, 0, 1000)
+        offers.on_friend_offline(1)
+        offers.on_control(1, 0, FILE_CONTROL_CANCEL)  # what the node reports after: no "declined"
+        reply = await task
+        assert reply.code == 451 and reply.text.startswith("4.4.1")
+
+    asyncio.run(run())

@@ -17,6 +17,7 @@ from ..mail.smtpreply import Reply
 from . import profile, wire
 from .catchup import CatchUp
 from .chat_files import ChatFiles
+from .chat_offers import FileOffers
 from .chat_out import ChatSender
 from .chat_store import ChatStore
 from .chats import Chats
@@ -98,7 +99,12 @@ class Identity:
             self.chats.file_bytes,
             lambda key: self.names.get(key, ""),
         )
-        self.chat_sender = ChatSender(node, config.result_timeout)
+        self.chat_sender = ChatSender(
+            node,
+            config.result_timeout,
+            FileOffers(node, config.chat.file_accept_wait, config.transfer_stall_timeout),
+            config.chat.file_max_size,
+        )
         self._chat_store = chat_store
         self.chat_apps = chat_store.chat_apps(user.mailbox)  # friends' keys known not to be bridges
         self.greeted: set[bytes] = set()  # friends' keys that greeted as bridges in this run
@@ -283,6 +289,8 @@ class Identity:
             self.capabilities.pop(friend, None)
             self.sender.on_friend_offline(friend)
             self.chat_sender.on_friend_offline(friend)
+            if self.chat_sender.offers is not None:
+                self.chat_sender.offers.on_friend_offline(friend)
             self.receiver.on_friend_offline(friend)
             self.chat_files.on_friend_offline(friend)
             return
@@ -382,10 +390,15 @@ class Identity:
         self.chat_files.on_chunk(friend, number, position, data)
 
     def on_file_chunk_request(self, node, friend, number, position, length) -> None:
+        # A sending file number is either a mail's or a chat file offer's: the other ignores it.
         self.sender.on_chunk_request(friend, number, position, length)
+        if self.chat_sender.offers is not None:
+            self.chat_sender.offers.on_chunk_request(friend, number, position, length)
 
     def on_file_recv_control(self, node, friend, number, control) -> None:
         # Sending and receiving file numbers never collide in toxcore, so both may look.
         self.sender.on_control(friend, number, control)
         self.receiver.on_control(friend, number, control)
         self.chat_files.on_control(friend, number, control)
+        if self.chat_sender.offers is not None:
+            self.chat_sender.offers.on_control(friend, number, control)
