@@ -386,3 +386,16 @@ def test_the_friend_going_offline_mid_file_defers_the_mail():
         assert reply.code == 451 and reply.text.startswith("4.4.1")
 
     asyncio.run(run())
+
+
+def test_a_flood_of_tiny_files_is_capped_like_a_flood_of_messages(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    store = ChatStore(tmp_path / "chat.sqlite")
+    settings = ChatSettings(burst_max_messages=3)
+    chats = Chats(store, settings, "dora", "d@d", "b", Dovecot().deliver, lambda k, n: (n, "x@tox"))
+    for i in range(3):
+        assert chats.file_bytes(KEY) == i
+        (files / str(i)).write_bytes(b"x")
+        store.add_file("dora", KEY, 0.0, "n", f"{i}.txt", files / str(i))
+    assert chats.file_bytes(KEY) > 1 << 40  # full: the next offer does not fit

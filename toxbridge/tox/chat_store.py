@@ -80,11 +80,11 @@ class ChatStore:
         return [StoredMessage(*row) for row in rows]
 
     def size(self, mailbox: str, friend_key: bytes) -> tuple[int, int]:
-        """(messages, bytes of text) waiting for the friend's next mail; files are not text."""
+        """(messages and files, bytes of text) waiting for the friend's next mail."""
         count, total = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(text)), 0) FROM chat_messages"
-            " WHERE mailbox = ? AND friend_key = ? AND kind != ?",
-            (mailbox, friend_key, FILE),
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN kind = ? THEN 0 ELSE LENGTH(text) END), 0)"
+            " FROM chat_messages WHERE mailbox = ? AND friend_key = ?",
+            (FILE, mailbox, friend_key),
         ).fetchone()
         return count, total
 

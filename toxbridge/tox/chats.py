@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -78,7 +79,12 @@ class Chats:
         self._arm(friend_key, self._settings.burst_gap)
 
     def file_bytes(self, friend_key: bytes) -> int:
-        """Bytes of files in the friend's open burst (its mail carries them all)."""
+        """Bytes of files in the friend's open burst (its mail carries them all); when the burst
+        holds burst_max_messages messages and files already, no file fits (a flood of tiny
+        files is capped like a flood of messages)."""
+        count, _ = self._store.size(self._mailbox, friend_key)
+        if count >= self._settings.burst_max_messages:
+            return sys.maxsize
         return self._store.file_bytes(self._mailbox, friend_key)
 
     def start(self) -> None:
