@@ -399,3 +399,25 @@ def test_a_flood_of_tiny_files_is_capped_like_a_flood_of_messages(tmp_path):
         (files / str(i)).write_bytes(b"x")
         store.add_file("dora", KEY, 0.0, "n", f"{i}.txt", files / str(i))
     assert chats.file_bytes(KEY) > 1 << 40  # full: the next offer does not fit
+
+
+def test_the_burst_waits_for_a_file_on_its_way(tmp_path):
+    """The line announcing a file and the file make one mail, however long the file takes."""
+    files = tmp_path / "files"
+    files.mkdir()
+
+    async def run():
+        dovecot = Dovecot()
+        chats, _ = make_chats(tmp_path, dovecot, files)
+        arriving = [True]
+        chats.file_arriving = lambda key: arriving[0]
+        chats.on_message(KEY, "n", False, b"a big one is coming")
+        await asyncio.sleep(0.5)  # ten burst gaps
+        assert not dovecot.mails
+        (files / "f").write_bytes(b"big")
+        chats.on_file(KEY, "n", "big.bin", files / "f")
+        arriving[0] = False
+        await settle(dovecot, 1)
+        assert b"a big one is coming" in dovecot.mails[0] and b"big.bin" in dovecot.mails[0]
+
+    asyncio.run(run())

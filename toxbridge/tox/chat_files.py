@@ -129,6 +129,12 @@ class ChatFiles:
         )
         self._incoming[(friend, number)] = (inc, name)
 
+    def arriving(self, public_key: bytes) -> bool:
+        """Whether a file from this friend is on its way now."""
+        return any(
+            self._node.friend_public_key(inc.friend) == public_key for inc, _ in self._incoming.values()
+        )
+
     def on_chunk(self, friend: int, number: int, position: int, data: bytes) -> None:
         entry = self._incoming.get((friend, number))
         if entry is None:

@@ -53,6 +53,9 @@ class Chats:
         self._dropped: dict[bytes, int] = {}  # friend → messages past the caps in the open burst
         self._tasks: set[asyncio.Task] = set()
         self._delivering: dict[bytes, asyncio.Task] = {}
+        # Whether a file from the friend is arriving now: its burst waits for it, so a line
+        # and the file it announces make one mail (set by the identity; stalls end a transfer).
+        self.file_arriving: Callable[[bytes], bool] = lambda friend_key: False
 
     def on_message(self, friend_key: bytes, name: str, action: bool, text: bytes) -> None:
         """A chat message: on disk when this returns (or counted, past the burst's caps)."""
@@ -111,7 +114,7 @@ class Chats:
 
     def _due(self, friend_key: bytes) -> None:
         self._timers.pop(friend_key, None)
-        if friend_key in self._delivering:  # still delivering the burst before: after it
+        if friend_key in self._delivering or self.file_arriving(friend_key):  # after it
             self._arm(friend_key, 1.0)
             return
         task = asyncio.get_running_loop().create_task(self._deliver_burst(friend_key))

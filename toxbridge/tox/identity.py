@@ -99,6 +99,7 @@ class Identity:
             self.chats.file_bytes,
             lambda key: self.names.get(key, ""),
         )
+        self.chats.file_arriving = self.chat_files.arriving
         self.chat_sender = ChatSender(
             node,
             config.result_timeout,
