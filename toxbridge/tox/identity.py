@@ -242,6 +242,7 @@ class Identity:
             if friend is not None:
                 self.sender.on_friend_offline(friend)
                 self.receiver.on_friend_offline(friend)
+                self.chat_files.on_friend_offline(friend)
                 try:
                     self.node.friend_delete(friend)
                 except ToxError as e:
