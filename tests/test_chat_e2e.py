@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ from toxbridge.lab.ports import wait_until
 
 pytestmark = pytest.mark.integration
 
+MIB = 1024 * 1024
 GAP = 3.0  # seconds without a message that end a burst (chat.burst_gap)
 MAX_MESSAGES = 40
 
@@ -244,17 +246,125 @@ def test_mail_to_an_offline_chat_app_waits_and_arrives_once(home, toxic):
     assert toxic.screen().count("back soon?") == 1, seen  # once, though Postfix tried twice
 
 
-def test_a_file_from_a_chat_app_is_refused_and_the_sender_told(home, bootstrap_node, tmp_path):
-    """Files from chat apps are not carried yet (issue 17, left undone): the transfer is
-    cancelled, and the chat user reads why instead of a file that silently goes nowhere."""
+def attachments(mail) -> list[tuple[str, str, bytes]]:
+    """(file name, content type, bytes) of each attachment."""
+    return [(p.get_filename(), p.get_content_type(), p.get_content()) for p in mail.iter_attachments()]
+
+
+def test_a_file_sent_with_toxic_arrives_as_an_attachment_in_the_friends_thread(home, toxic):
+    """toxic's `/sendfile`: the file joins the friend's open burst (the line typed before it),
+    and the burst's mail carries it under its own name, with its type guessed from the name
+    and exactly its bytes; the mail threads under the friend's mail before."""
+    before = len(home.dovecot.fetch_inbox("gran"))
+    toxic.open_chat()
+    mark = home.log_mark()
+    toxic.command("a photo is coming")
+    home.wait_log(r"chat \w+: .*status=sent", 60, since=mark)
+    earlier = mails(home, before + 1)[-1]
+    photo = toxic.root / "holiday-photo.jpg"
+    data = os.urandom(300 * 1024)
+    photo.write_bytes(data)
+    mark = home.log_mark()
+    toxic.command("here it is")
+    toxic.command(f"/sendfile {photo}")
+    home.wait_log(r"chat \w+: .*messages=1, files=1, .*status=sent", 90, since=mark)
+    mail = mails(home, before + 2)[-1]
+    assert attachments(mail) == [("holiday-photo.jpg", "image/jpeg", data)]
+    text = text_of(mail)
+    assert "here it is" in text and "(sent the file holiday-photo.jpg: attached)" in text
+    assert mail["In-Reply-To"] == earlier["Message-ID"]
+    assert not list((home.root / "state" / "chat-files" / "gran").iterdir())  # delivered: gone
+
+
+def test_a_file_over_the_size_limit_is_refused_with_a_chat_line_saying_the_limit(home, bootstrap_node):
+    client = PlainClient(bootstrap_node)
+    try:
+        friend = befriend(client, home, "gran")
+        limit = 50 * 1024 * 1024  # max_message_size's default
+        number = client.send_file(friend, b"x", os.urandom(32), filename=b"film.mkv", size=limit + 1)
+        assert wait_until(lambda: number in client.cancelled, 30)
+        assert wait_until(lambda: any(b"too big" in m for m in client.messages), 30)
+        told = [m for m in client.messages if b"too big" in m][0]
+        assert b"film.mkv" in told and b"50 MiB" in told
+    finally:
+        client.close()
+
+
+def test_a_file_interrupted_by_kill_9_is_resumed_never_half_delivered(home, bootstrap_node):
+    """The bridge is killed in the middle of a chat app's file: no mail with half of it; the
+    same offer after the restart resumes from the partial file and the whole file arrives once.
+    The name the chat app chose is kept without its path (no `../`)."""
     client = PlainClient(bootstrap_node)
     try:
         friend = befriend(client, home, "gran")
         key = client.node.public_key.hex()
-        home.wait_log(f"gran: friend {key[:8]} is a chat app", 60)
-        number = client.send_file(friend, b"holiday photo bytes" * 100, filename=b"holiday.jpg")
-        assert wait_until(lambda: number in client.cancelled, 30)
-        assert wait_until(lambda: any(b"does not take files" in m for m in client.messages), 30)
-        assert not home.log_has("not a mail")
+        partial = home.root / "state" / "partial" / "gran"
+        data, file_id = os.urandom(3 * MIB), os.urandom(32)
+        name = b"../../etc/big report.pdf"
+        client.send_file(friend, data, file_id, filename=name, serve=2 * MIB)
+
+        def partial_size() -> int:
+            found = list(partial.glob(f"{key}-{file_id.hex()}"))
+            return found[0].stat().st_size if found else 0
+
+        # (the partial file is written through a 1 MiB buffer: what a kill leaves is on disk)
+        assert wait_until(lambda: partial_size() >= MIB, 60)
+        before = len(home.dovecot.fetch_inbox("gran"))
+        home.stop_bridge(signal.SIGKILL)
+        mark = home.log_mark()
+        home.start_bridge()
+        home.wait_log(f"gran: friend {key[:8]} online", 120, since=mark)
+        assert wait_until(lambda: client.call(client.node.friend_connection, friend) != 0, 60)
+        client.send_file(friend, data, file_id, filename=name)
+        home.wait_log(rf"sends a file of {3 * MIB} bytes, resumed at byte [1-9]\d+", 60, since=mark)
+        home.wait_log(rf"chat \w+: .*peer={key[:8]}, messages=0, files=1, .*status=sent", 60, since=mark)
+        mail = mails(home, before + 1)[-1]
+        assert attachments(mail) == [("big report.pdf", "application/pdf", data)]
+        assert len(home.dovecot.fetch_inbox("gran")) == before + 1
+        assert partial_size() == 0
     finally:
         client.close()
+
+
+def sent_lines(home: Household, key: str) -> list[str]:
+    """Postfix's status=sent lines for mail to the chat friend."""
+    text = home.postfix.maillog.read_text(errors="replace")
+    return [line for line in text.splitlines() if f"to=<{key}@tox>" in line and "status=sent" in line]
+
+
+def test_attachments_reach_toxic_as_files_and_postfix_hears_sent_only_after(home, toxic):
+    """A mail with a text and two attachments: toxic gets the text as messages, then two file
+    offers under the attachments' names. Postfix has no `sent` while the files wait for the
+    chat user; toxic takes one (`/savefile`), whose bytes land in its download directory, and
+    declines the other (`/cancel in`): then `sent`, with the declined file named in the reply."""
+    from email.message import EmailMessage
+
+    key = toxic.public_key.hex()
+    photo, notes = os.urandom(200 * 1024), b"%PDF-1.4 notes\n" * 100
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "Gran <gran@gran.test>", f"{key}@tox", "Garden photos"
+    mail.set_content("The roses are out. Photos attached.")
+    mail.add_attachment(photo, maintype="image", subtype="jpeg", filename="garden.jpg")
+    mail.add_attachment(notes, maintype="application", subtype="pdf", filename="notes.pdf")
+    toxic.open_chat()
+    already = len(sent_lines(home, key))
+    mark = home.log_mark()
+    home.postfix.send(home.address("gran"), [f"{key}@tox"], mail.as_bytes())
+    screen = toxic.wait_screen(r"/savefile \d+(.|\n)*/savefile \d+", 120)
+    assert "The roses are out" in toxic.seen()
+    assert len(sent_lines(home, key)) == already  # the files are not taken yet: no `sent`
+    offers = dict(re.findall(r"'(garden\.jpg|notes\.pdf)'.*?/savefile (\d+)", screen, re.S))
+    assert set(offers) == {"garden.jpg", "notes.pdf"}, screen
+    toxic.command(f"/savefile {offers['garden.jpg']}")
+    toxic.command(f"/cancel in {offers['notes.pdf']}")
+    home.wait_log(
+        rf"to=<{key}@tox>, .*status=sent \(250 2\.0\.0 delivered as \d+ chat message\(s\) and 1 file\(s\)"
+        r".*notes\.pdf \(declined\)",
+        120,
+        since=mark,
+    )
+    assert (toxic.downloads / "garden.jpg").read_bytes() == photo
+    assert not (toxic.downloads / "notes.pdf").exists()
+    assert wait_until(lambda: len(sent_lines(home, key)) == already + 1, 30)
+    assert "notes.pdf (declined)" in sent_lines(home, key)[-1]
+    toxic.wait_seen(r"not taken: notes\.pdf \(declined\)", 30)

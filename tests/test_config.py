@@ -111,6 +111,10 @@ def test_errors_name_line_and_key(extra, error):
             "state_dir: /x\nusers:\n  - {mailbox: a, address: a@x}\n  - {mailbox: a, address: b@x}\n",
             "mailbox a is listed twice",
         ),
+        (
+            "state_dir: /x\nusers:\n  - {mailbox: a, address: a@x}\nchat: {file_accept_wait: 600}\n",
+            "file_accept_wait must be more than 0 and at most 480 s",
+        ),
     ],
 )
 def test_broken_files(text, error):

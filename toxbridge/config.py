@@ -66,6 +66,13 @@ class ChatSettings:
     # are counted, not kept (a chat app can send thousands a minute), and the mail says so.
     burst_max_messages: int = 500
     burst_max_bytes: int = 256 * 1024
+    # Attachments of mail to a chat app are offered as file transfers up to this size; a bigger
+    # one is not offered (a chat line and the 250 reply say so; the text still goes).
+    file_max_size: int = 25 * 1024 * 1024
+    # Seconds a file offer waits for the chat user to accept it; unanswered, it is withdrawn and
+    # the 250 reply says so. With the transfer itself it must stay well under Postfix's
+    # lmtp_data_done_timeout (600 s), or Postfix gives up and sends the whole mail again.
+    file_accept_wait: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -346,6 +353,8 @@ def _check(config: Config, data: LineDict, source: str) -> None:
             "partial_bytes_per_friend",
             f"must be at least max_message_size + {PAYLOAD_ROOM} (else the largest mail never fits)",
         )
+    if not 0 < config.chat.file_accept_wait <= 480:
+        fail("chat", "file_accept_wait must be more than 0 and at most 480 s (Postfix waits 600 s)")
     if config.partial_bytes_total < config.partial_bytes_per_friend:
         fail("partial_bytes_total", "must be at least partial_bytes_per_friend")
     if not config.users:

@@ -255,7 +255,7 @@ async def _drop_stalled(config: Config, identities: list[Identity]) -> None:
     while True:
         await asyncio.sleep(min(5.0, config.transfer_stall_timeout))
         for identity in identities:
-            identity.receiver.drop_stalled(config.transfer_stall_timeout)
+            identity.drop_stalled()
 
 
 async def _rebootstrap(config: Config, identities: list[Identity]) -> None:

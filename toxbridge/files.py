@@ -54,7 +54,7 @@ def replace_file(path: Path, data: bytes, mode: int | None = None, keep_owner: b
             out.flush()
             os.fsync(fd)
         os.replace(temp, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     except BaseException as e:
         try:
             temp.unlink(missing_ok=True)
@@ -65,7 +65,8 @@ def replace_file(path: Path, data: bytes, mode: int | None = None, keep_owner: b
         raise
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """A rename or a new file in `directory` survives a power cut once this returns."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.policy
 import hashlib
+import mimetypes
 import time
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -21,6 +22,7 @@ from ..contacts.peer_text import printable
 from . import trust_headers
 
 MAX_NAME = 64  # characters of a friend's Tox name shown in From and Subject
+MAX_FILE_NAME = 120  # characters of a chat app's file name kept for its attachment
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,27 @@ def shown_name(name: str, friend_key: bytes) -> str:
     return clean or friend_key.hex()[:8].upper()
 
 
+def attachment_name(filename: bytes) -> str:
+    """A chat app's file name made safe for a MIME filename and a mail client's save dialog:
+    its last path part only (no `../`), printable, one line, not hidden, never empty."""
+    text = filename.decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
+    clean = "".join(c if c.isprintable() else "_" for c in " ".join(text.split())).lstrip(".").strip()
+    if len(clean) > MAX_FILE_NAME:  # keep the extension: it says what the file is
+        stem, dot, ext = clean.rpartition(".")
+        keep = ext if dot and len(ext) <= 10 else ""
+        clean = clean[: MAX_FILE_NAME - len(keep) - 1].rstrip() + ("." + keep if keep else "")
+    return clean or "file"
+
+
+def content_type(name: str) -> tuple[str, str]:
+    """(maintype, subtype) guessed from the file name, else application/octet-stream."""
+    guessed, encoding = mimetypes.guess_type(name, strict=False)
+    if guessed is None or encoding is not None or "/" not in guessed:  # .tar.gz: the bytes are gzip
+        return "application", "octet-stream"
+    maintype, subtype = guessed.split("/", 1)
+    return maintype, subtype
+
+
 def message_id(burst: Burst, hostname: str) -> str:
     return f"<chat.{burst.burst_id.hex()[:32]}@{hostname}>"
 
@@ -84,9 +107,9 @@ def compose(burst: Burst, hostname: str, to_address: str, thread: tuple[str, str
     mail["X-Toxbridge-Chat"] = "messages from a Tox chat app"
     mail.set_content(body(burst, name), charset="utf-8")
     for attachment in burst.attachments:
-        mail.add_attachment(
-            attachment.data, maintype="application", subtype="octet-stream", filename=attachment.name
-        )
+        maintype, subtype = content_type(attachment.name)
+        # bytes: base64 (also text/*), so the file arrives exactly as the chat app sent it
+        mail.add_attachment(attachment.data, maintype=maintype, subtype=subtype, filename=attachment.name)
     peer_key = burst.friend_key.hex()
     stamp = trust_headers.stamp(
         hostname,

@@ -24,9 +24,14 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chat_apps ("
     " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, since REAL NOT NULL,"
     " PRIMARY KEY (mailbox, friend_key))",
+    # A file a chat app sent: its row in chat_messages (kind FILE, text = its file name) places
+    # it in the burst; this row says where the completed file is and how big it is.
+    "CREATE TABLE IF NOT EXISTS chat_files ("
+    " message INTEGER PRIMARY KEY, mailbox TEXT NOT NULL, friend_key BLOB NOT NULL,"
+    " path TEXT NOT NULL, size INTEGER NOT NULL)",
 )
 
-NORMAL, ACTION = "normal", "action"
+NORMAL, ACTION, FILE = "normal", "action", "file"
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,8 @@ class StoredMessage:
     at: float
     kind: str  # NORMAL or ACTION (/me)
     name: str  # the friend's Tox name when it was sent
-    text: bytes
+    text: bytes  # the message; for a FILE, its file name
+    path: str = ""  # a FILE: where it is on disk
 
 
 class ChatStore:
@@ -48,23 +54,51 @@ class ChatStore:
             (mailbox, friend_key, at, kind, name, text),
         )
 
+    def add_file(
+        self, mailbox: str, friend_key: bytes, at: float, name: str, filename: str, path: Path
+    ) -> None:
+        """A completed file (already synced at `path`) joins the friend's open burst."""
+        with self._db:  # one transaction: both rows or neither
+            self._db.execute("BEGIN")
+            cursor = self._db.execute(
+                "INSERT INTO chat_messages (mailbox, friend_key, at, kind, name, text) VALUES (?, ?, ?, ?, ?, ?)",
+                (mailbox, friend_key, at, FILE, name, filename.encode()),
+            )
+            self._db.execute(
+                "INSERT INTO chat_files (message, mailbox, friend_key, path, size) VALUES (?, ?, ?, ?, ?)",
+                (cursor.lastrowid, mailbox, friend_key, str(path), path.stat().st_size),
+            )
+
     def burst(self, mailbox: str, friend_key: bytes) -> list[StoredMessage]:
-        """The friend's messages not yet delivered, oldest first."""
+        """The friend's messages (and files) not yet delivered, oldest first."""
         rows = self._db.execute(
-            "SELECT id, at, kind, name, text FROM chat_messages WHERE mailbox = ? AND friend_key = ?"
-            " ORDER BY id",
+            "SELECT m.id, m.at, m.kind, m.name, m.text, COALESCE(f.path, '') FROM chat_messages m"
+            " LEFT JOIN chat_files f ON f.message = m.id WHERE m.mailbox = ? AND m.friend_key = ?"
+            " ORDER BY m.id",
             (mailbox, friend_key),
         ).fetchall()
         return [StoredMessage(*row) for row in rows]
 
     def size(self, mailbox: str, friend_key: bytes) -> tuple[int, int]:
-        """(messages, bytes of text) waiting for the friend's next mail."""
+        """(messages and files, bytes of text) waiting for the friend's next mail."""
         count, total = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(text)), 0) FROM chat_messages"
-            " WHERE mailbox = ? AND friend_key = ?",
-            (mailbox, friend_key),
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN kind = ? THEN 0 ELSE LENGTH(text) END), 0)"
+            " FROM chat_messages WHERE mailbox = ? AND friend_key = ?",
+            (FILE, mailbox, friend_key),
         ).fetchone()
         return count, total
+
+    def file_bytes(self, mailbox: str, friend_key: bytes) -> int:
+        """Bytes of the files waiting for the friend's next mail."""
+        (total,) = self._db.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM chat_files WHERE mailbox = ? AND friend_key = ?",
+            (mailbox, friend_key),
+        ).fetchone()
+        return total
+
+    def file_paths(self) -> set[str]:
+        """Every file some burst still holds (what else is in the files directory is a leftover)."""
+        return {row[0] for row in self._db.execute("SELECT path FROM chat_files")}
 
     def waiting(self, mailbox: str) -> list[bytes]:
         """Friends whose messages wait for delivery (an earlier run's, after a kill)."""
@@ -80,10 +114,23 @@ class ChatStore:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
-    def delivered(self, mailbox: str, friend_key: bytes, last_id: int, message_id: str) -> None:
-        """The messages up to last_id are in the mailbox as `message_id`: forget them, thread on."""
+    def delivered(self, mailbox: str, friend_key: bytes, last_id: int, message_id: str) -> list[Path]:
+        """The messages up to last_id are in the mailbox as `message_id`: forget them, thread on.
+        Returns the files they held, for the caller to remove (after the commit: a kill in
+        between leaves a file no row names, which the next start removes)."""
         with self._db:  # one transaction: a kill leaves either both changes or neither
             self._db.execute("BEGIN")
+            files = [
+                Path(row[0])
+                for row in self._db.execute(
+                    "SELECT path FROM chat_files WHERE mailbox = ? AND friend_key = ? AND message <= ?",
+                    (mailbox, friend_key, last_id),
+                )
+            ]
+            self._db.execute(
+                "DELETE FROM chat_files WHERE mailbox = ? AND friend_key = ? AND message <= ?",
+                (mailbox, friend_key, last_id),
+            )
             self._db.execute(
                 "DELETE FROM chat_messages WHERE mailbox = ? AND friend_key = ? AND id <= ?",
                 (mailbox, friend_key, last_id),
@@ -93,6 +140,7 @@ class ChatStore:
                 " ON CONFLICT (mailbox, friend_key) DO UPDATE SET last = excluded.last",
                 (mailbox, friend_key, message_id, message_id),
             )
+        return files
 
     def answered(self, mailbox: str, friend_key: bytes, message_id: str) -> None:
         """A mail went to the friend as chat: their next burst answers it (In-Reply-To)."""

@@ -5,20 +5,23 @@ most `burst_gap` seconds apart make one burst; when that long passes without a m
 burst becomes one mail in the identity's user's INBOX, through Dovecot's LMTP like mail from a
 bridge. At shutdown every open burst is delivered; what an earlier run left (a kill -9) is
 delivered at start. A burst is capped in messages and bytes: a friend can make the household
-store that much per burst and no more; the rest is counted, and the mail says how many.
+store that much per burst and no more; the rest is counted, and the mail says how many. Files
+the friend sent (tox.chat_files) are in the burst where they came, and attached to its mail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from ..config import ChatSettings
-from ..mail.chat_mail import Burst, ChatLine, compose, message_id
+from ..mail.chat_mail import Attachment, Burst, ChatLine, compose, message_id
 from ..mail.smtpreply import Reply
-from .chat_store import ACTION, NORMAL, ChatStore
+from .chat_store import ACTION, FILE, NORMAL, ChatStore, StoredMessage
 
 log = logging.getLogger("toxbridge.chat")
 
@@ -41,14 +44,18 @@ class Chats:
         hostname: str,
         deliver: Deliver,
         who_is: WhoIs,
+        files_dir: Path | None = None,
     ) -> None:
-        self._store, self._settings = store, settings
+        self._store, self._settings, self._files_dir = store, settings, files_dir
         self._mailbox, self._address, self._hostname = mailbox, address, hostname
         self._deliver, self._who_is = deliver, who_is
         self._timers: dict[bytes, asyncio.TimerHandle] = {}
         self._dropped: dict[bytes, int] = {}  # friend → messages past the caps in the open burst
         self._tasks: set[asyncio.Task] = set()
         self._delivering: dict[bytes, asyncio.Task] = {}
+        # Whether a file from the friend is arriving now: its burst waits for it, so a line
+        # and the file it announces make one mail (set by the identity; stalls end a transfer).
+        self.file_arriving: Callable[[bytes], bool] = lambda friend_key: False
 
     def on_message(self, friend_key: bytes, name: str, action: bool, text: bytes) -> None:
         """A chat message: on disk when this returns (or counted, past the burst's caps)."""
@@ -69,8 +76,27 @@ class Chats:
             self._store.add(self._mailbox, friend_key, time.time(), ACTION if action else NORMAL, name, text)
         self._arm(friend_key, self._settings.burst_gap)
 
+    def on_file(self, friend_key: bytes, name: str, filename: str, path: Path) -> None:
+        """A completed file, on disk at `path`: it joins the friend's open burst (or starts one)."""
+        self._store.add_file(self._mailbox, friend_key, time.time(), name, filename, path)
+        self._arm(friend_key, self._settings.burst_gap)
+
+    def file_bytes(self, friend_key: bytes) -> int:
+        """Bytes of files in the friend's open burst (its mail carries them all); when the burst
+        holds burst_max_messages messages and files already, no file fits (a flood of tiny
+        files is capped like a flood of messages)."""
+        count, _ = self._store.size(self._mailbox, friend_key)
+        if count >= self._settings.burst_max_messages:
+            return sys.maxsize
+        return self._store.file_bytes(self._mailbox, friend_key)
+
     def start(self) -> None:
         """Deliver what an earlier run stored and did not deliver."""
+        if self._files_dir is not None:  # a kill between a file's move and its row, or after delivery
+            kept = self._store.file_paths()
+            for path in self._files_dir.iterdir():
+                if str(path) not in kept:
+                    path.unlink(missing_ok=True)
         for friend_key in self._store.waiting(self._mailbox):
             log.info(
                 "%s: chat messages of friend %s left from before; delivering",
@@ -88,7 +114,7 @@ class Chats:
 
     def _due(self, friend_key: bytes) -> None:
         self._timers.pop(friend_key, None)
-        if friend_key in self._delivering:  # still delivering the burst before: after it
+        if friend_key in self._delivering or self.file_arriving(friend_key):  # after it
             self._arm(friend_key, 1.0)
             return
         task = asyncio.get_running_loop().create_task(self._deliver_burst(friend_key))
@@ -105,14 +131,20 @@ class Chats:
             return True
         name, address = self._who_is(friend_key, stored[-1].name)
         dropped = self._dropped.pop(friend_key, 0)
+        try:
+            attachments = await asyncio.to_thread(_read_files, stored)
+        except asyncio.CancelledError:
+            self._dropped[friend_key] = self._dropped.get(friend_key, 0) + dropped
+            raise
         burst = Burst(
             friend_key,
             name,
             address,
-            tuple(ChatLine(m.at, m.kind == ACTION, m.text.decode("utf-8", "replace")) for m in stored),
+            tuple(_line(m, m.id in attachments) for m in stored),
             stored[0].id,
             stored[-1].id,
             dropped,
+            tuple(attachments.values()),
         )
         thread = self._store.thread(self._mailbox, friend_key)
         started = time.monotonic()
@@ -127,17 +159,22 @@ class Chats:
             log.exception("%s: chat mail of friend %s failed", self._mailbox, friend_key.hex()[:8])
             reply = Reply(451, f"4.3.0 {e}")
         if reply.code < 300:
-            self._store.delivered(self._mailbox, friend_key, burst.last_id, message_id(burst, self._hostname))
+            done = self._store.delivered(
+                self._mailbox, friend_key, burst.last_id, message_id(burst, self._hostname)
+            )
+            for path in done:  # in the mailbox now
+                path.unlink(missing_ok=True)
         else:
             self._dropped[friend_key] = self._dropped.get(friend_key, 0) + dropped
             self._arm(friend_key, RETRY_SECONDS)
         status = "sent" if reply.code < 300 else "deferred"
         log.info(
-            "chat %s: to=<%s>, peer=%s, messages=%d, size=%d, delay=%.2f, status=%s (%s)",
+            "chat %s: to=<%s>, peer=%s, messages=%d, files=%d, size=%d, delay=%.2f, status=%s (%s)",
             burst.burst_id.hex()[:12],
             self._address,
             friend_key.hex()[:8],
-            len(stored),
+            len(stored) - len(attachments),
+            len(attachments),
             len(message),
             time.monotonic() - started,
             status,
@@ -157,3 +194,22 @@ class Chats:
         for timer in self._timers.values():  # retries armed by failures: the next run does them
             timer.cancel()
         self._timers.clear()
+
+
+def _read_files(stored: list[StoredMessage]) -> dict[int, Attachment]:
+    """The burst's files, read from disk: message id → attachment (a missing file is left out)."""
+    out: dict[int, Attachment] = {}
+    for m in stored:
+        if m.kind == FILE:
+            try:
+                out[m.id] = Attachment(m.text.decode("utf-8", "replace"), Path(m.path).read_bytes())
+            except OSError as e:
+                log.warning("chat file %s is gone (%s); its mail says so", m.path, e.strerror)
+    return out
+
+
+def _line(m: StoredMessage, attached: bool) -> ChatLine:
+    text = m.text.decode("utf-8", "replace")
+    if m.kind == FILE:
+        text = f"(sent the file {text}: attached)" if attached else f"(sent the file {text}, which was lost)"
+    return ChatLine(m.at, m.kind == ACTION, text)

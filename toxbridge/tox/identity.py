@@ -16,6 +16,8 @@ from ..mail import headers, lmtp_out
 from ..mail.smtpreply import Reply
 from . import profile, wire
 from .catchup import CatchUp
+from .chat_files import ChatFiles
+from .chat_offers import FileOffers
 from .chat_out import ChatSender
 from .chat_store import ChatStore
 from .chats import Chats
@@ -23,7 +25,7 @@ from .delivered import DeliveryStore
 from .errors import ToxError, ToxPortError
 from .friends import Friends
 from .incoming import Receiver
-from .library import FILE_CONTROL_CANCEL, FILE_KIND_AVATAR, FILE_KIND_DATA, MESSAGE_ACTION
+from .library import FILE_KIND_AVATAR, FILE_KIND_DATA, MESSAGE_ACTION
 from .node import ToxNode
 from .outgoing import Sender
 from .partial import Partials
@@ -36,7 +38,6 @@ SOFTWARE = "toxbridge"
 # taken for a chat app would get mail as chat messages it ignores: a key that greeted once in
 # this run is never taken for one, and mail goes as chat only while no greeting came.
 GREETING_WAIT = 30.0
-NO_FILES_TEXT = "(This mail bridge does not take files yet; please send text. It was not delivered.)"
 
 
 def status_message(address: str) -> str:
@@ -61,6 +62,8 @@ class Identity:
         self.catch_up = CatchUp(config, user, node, routes)
         self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout, self._peer_inflates)
         partial_dir = state_subdir(partials.root, user.mailbox)
+        # Completed files from chat apps, until their chat mail is in the mailbox.
+        chat_files_dir = state_subdir(state_subdir(config.state_dir, "chat-files"), user.mailbox)
         self._dovecot = lmtp_out.LMTPClient(config.dovecot_lmtp, config.hostname)  # one mail at a time
         self.receiver = Receiver(
             node,
@@ -83,8 +86,26 @@ class Identity:
             config.hostname,
             self._deliver_bytes,
             self._who_is,
+            files_dir=chat_files_dir,
         )
-        self.chat_sender = ChatSender(node, config.result_timeout)
+        self.chat_files = ChatFiles(
+            node,
+            user.mailbox,
+            config.max_message_size,
+            partial_dir,
+            chat_files_dir,
+            partials,
+            self.chats.on_file,
+            self.chats.file_bytes,
+            lambda key: self.names.get(key, ""),
+        )
+        self.chats.file_arriving = self.chat_files.arriving
+        self.chat_sender = ChatSender(
+            node,
+            config.result_timeout,
+            FileOffers(node, config.chat.file_accept_wait, config.transfer_stall_timeout),
+            config.chat.file_max_size,
+        )
         self._chat_store = chat_store
         self.chat_apps = chat_store.chat_apps(user.mailbox)  # friends' keys known not to be bridges
         self.greeted: set[bytes] = set()  # friends' keys that greeted as bridges in this run
@@ -221,6 +242,7 @@ class Identity:
             if friend is not None:
                 self.sender.on_friend_offline(friend)
                 self.receiver.on_friend_offline(friend)
+                self.chat_files.on_friend_offline(friend)
                 try:
                     self.node.friend_delete(friend)
                 except ToxError as e:
@@ -233,8 +255,14 @@ class Identity:
                 log.info("%s: ended the Tox friendship with %s (contacts remove)", mailbox, public_key.hex())
             roster.friendship_ended(mailbox, public_key)
 
+    def drop_stalled(self) -> None:
+        """Transfers that made no progress for transfer_stall_timeout: given up."""
+        self.receiver.drop_stalled(self.config.transfer_stall_timeout)
+        self.chat_files.drop_stalled(self.config.transfer_stall_timeout)
+
     async def stop(self) -> None:
         self.catch_up.stop()
+        self.chat_files.stop()
         try:
             await self.chats.stop()  # open bursts become mail now
             await self.receiver.stop()
@@ -263,7 +291,10 @@ class Identity:
             self.capabilities.pop(friend, None)
             self.sender.on_friend_offline(friend)
             self.chat_sender.on_friend_offline(friend)
+            if self.chat_sender.offers is not None:
+                self.chat_sender.offers.on_friend_offline(friend)
             self.receiver.on_friend_offline(friend)
+            self.chat_files.on_friend_offline(friend)
             return
         asyncio.get_running_loop().call_later(GREETING_WAIT, self._no_greeting, friend, public_key)
         log.info("%s: friend %s online (%s)", self.user.mailbox, key, "UDP" if status == 2 else "TCP")
@@ -346,32 +377,30 @@ class Identity:
         if (
             kind == FILE_KIND_DATA
             and filename != wire.MAIL_FILENAME  # a mail transfer is judged as one, whoever sends it
-            and public_key in self.chat_apps
             and friend not in self.peers
+            and public_key not in self.greeted
         ):
-            # Files from chat apps are not carried as mail yet: refused, and the sender told why.
-            node_label = node.friend_label(friend)
-            try:
-                node.file_control(friend, number, FILE_CONTROL_CANCEL)
-                node.send_message(friend, NO_FILES_TEXT.encode())
-            except ToxError as e:
-                log.debug("%s: file of chat friend %s: %s", self.user.mailbox, node_label, e)
-            log.info(
-                "%s: chat friend %s offered a file (%d bytes); refused and told",
-                self.user.mailbox,
-                node_label,
-                size,
-            )
+            # Bridges offer only mail: any other file is a chat app's (a photo, a document).
+            self._learn_chat_app(public_key, "it offered a file")
+            self.chat_files.offer(friend, number, size, filename)
             return
         self.receiver.on_file_recv(friend, number, kind, size, filename)
 
     def on_file_recv_chunk(self, node, friend, number, position, data) -> None:
+        # A receiving file number is either a mail's or a chat file's: the other ignores it.
         self.receiver.on_chunk(friend, number, position, data)
+        self.chat_files.on_chunk(friend, number, position, data)
 
     def on_file_chunk_request(self, node, friend, number, position, length) -> None:
+        # A sending file number is either a mail's or a chat file offer's: the other ignores it.
         self.sender.on_chunk_request(friend, number, position, length)
+        if self.chat_sender.offers is not None:
+            self.chat_sender.offers.on_chunk_request(friend, number, position, length)
 
     def on_file_recv_control(self, node, friend, number, control) -> None:
         # Sending and receiving file numbers never collide in toxcore, so both may look.
         self.sender.on_control(friend, number, control)
         self.receiver.on_control(friend, number, control)
+        self.chat_files.on_control(friend, number, control)
+        if self.chat_sender.offers is not None:
+            self.chat_sender.offers.on_control(friend, number, control)
