@@ -113,7 +113,11 @@ def test_errors_name_line_and_key(extra, error):
         ),
         (
             "state_dir: /x\nusers:\n  - {mailbox: a, address: a@x}\nchat: {file_accept_wait: 600}\n",
-            "file_accept_wait must be more than 0 and at most 480 s",
+            "file_accept_wait must be more than 0 and at most 480 s minus result_timeout \\(360 s\\)",
+        ),
+        (
+            "state_dir: /x\nusers:\n  - {mailbox: a, address: a@x}\nresult_timeout: 300\nchat: {file_accept_wait: 200}\n",
+            "at most 480 s minus result_timeout \\(180 s\\)",
         ),
     ],
 )

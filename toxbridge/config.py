@@ -353,8 +353,14 @@ def _check(config: Config, data: LineDict, source: str) -> None:
             "partial_bytes_per_friend",
             f"must be at least max_message_size + {PAYLOAD_ROOM} (else the largest mail never fits)",
         )
-    if not 0 < config.chat.file_accept_wait <= 480:
-        fail("chat", "file_accept_wait must be more than 0 and at most 480 s (Postfix waits 600 s)")
+    # Mail to a chat app waits for the receipts (result_timeout), then for the files to be taken:
+    # both within Postfix's 600 s wait for the answer (lmtp_data_done_timeout), with room to send.
+    if not 0 < config.chat.file_accept_wait <= 480 - config.result_timeout:
+        fail(
+            "chat",
+            f"file_accept_wait must be more than 0 and at most 480 s minus result_timeout "
+            f"({480 - config.result_timeout:.0f} s): Postfix waits 600 s for the answer",
+        )
     if config.partial_bytes_total < config.partial_bytes_per_friend:
         fail("partial_bytes_total", "must be at least partial_bytes_per_friend")
     if not config.users:
