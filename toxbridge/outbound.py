@@ -199,8 +199,9 @@ class Outbound:
         size: int,
         parts: tuple,
     ) -> list[Reply]:
-        """To a bridge: one transfer for all its recipients; to a chat app: chat messages."""
-        if identity.is_chat_app(key):
+        """To a bridge: one transfer for all its recipients; to a chat app: chat messages. A
+        friend not known as either is waited for (Identity.learn_kind)."""
+        if await identity.learn_kind(key):
             message = b"".join(parts)
             reply = await identity.chat_sender.send(friend, message)
             if reply.code < 300:

@@ -24,6 +24,10 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chat_apps ("
     " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, since REAL NOT NULL,"
     " PRIMARY KEY (mailbox, friend_key))",
+    # Friends that greeted as bridges, in this run or an earlier one: never taken for chat apps.
+    "CREATE TABLE IF NOT EXISTS bridges ("
+    " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, since REAL NOT NULL,"
+    " PRIMARY KEY (mailbox, friend_key))",
 )
 
 NORMAL, ACTION = "normal", "action"
@@ -117,6 +121,33 @@ class ChatStore:
             self._db.execute(
                 "DELETE FROM chat_apps WHERE mailbox = ? AND friend_key = ?", (mailbox, friend_key)
             )
+
+    def bridges(self, mailbox: str) -> set[bytes]:
+        """Friends that greeted as bridges, in this run or an earlier one."""
+        rows = self._db.execute("SELECT friend_key FROM bridges WHERE mailbox = ?", (mailbox,))
+        return {row[0] for row in rows}
+
+    def set_bridge(self, mailbox: str, friend_key: bytes, at: float) -> None:
+        """The friend greeted as a bridge: remembered as one, and no longer as a chat app."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR IGNORE INTO bridges (mailbox, friend_key, since) VALUES (?, ?, ?)",
+                (mailbox, friend_key, at),
+            )
+            self._db.execute(
+                "DELETE FROM chat_apps WHERE mailbox = ? AND friend_key = ?", (mailbox, friend_key)
+            )
+
+    def forget_kind(self, mailbox: str, friend_key: bytes) -> None:
+        """The friendship ended: whatever the friend was is forgotten (a new one starts unknown)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            for table in ("bridges", "chat_apps"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE mailbox = ? AND friend_key = ?",  # noqa: S608 (two fixed names)
+                    (mailbox, friend_key),
+                )
 
     def close(self) -> None:
         self._db.close()
