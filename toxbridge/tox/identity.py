@@ -213,6 +213,12 @@ class Identity:
             since = self.online_since.get(public_key)  # None: offline, the send says 4xx
             left = 0.0 if since is None else since + GREETING_WAIT - time.time()
             if left > 0:
+                log.info(
+                    "%s: friend %s: bridge or chat app? waiting up to %.0f s for its greeting",
+                    self.user.mailbox,
+                    public_key.hex()[:8],
+                    left,
+                )
                 event = self._kind_known.setdefault(public_key, asyncio.Event())
                 try:
                     async with asyncio.timeout(left):
