@@ -304,7 +304,8 @@ def test_offline_or_no_receipt_is_4xx():
         await asyncio.sleep(0.05)
         sender.on_friend_offline(1)
         reply = await task
-        assert reply.code == 451 and "link broke" in reply.text
+        assert reply.code == 451 and "went offline before it confirmed every message" in reply.text
+        assert "uses a Tox chat app (not a mail bridge)" in reply.text and "Postfix" not in reply.text
 
     asyncio.run(run())
 

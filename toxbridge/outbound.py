@@ -72,7 +72,7 @@ class Outbound:
         if friend is None:
             return self._befriend(identity, address, route)
         if node.friend_connection(friend) == 0:
-            return offline(f"<{address}>: {identity.offline_text(friend)}")
+            return identity.offline_reply(friend, address)
         return Reply(250, "2.1.5 Ok")
 
     def _check_null_sender_recipient(self, address: str) -> Reply:
@@ -81,7 +81,7 @@ class Outbound:
             return picked
         identity, friend, _ = picked
         if identity.node.friend_connection(friend) == 0:
-            return offline(f"<{address}>: {identity.offline_text(friend)}")
+            return identity.offline_reply(friend, address)
         return Reply(250, "2.1.5 Ok")
 
     def _null_sender_identity(self, address: str) -> tuple[Identity, int, bytes] | Reply:

@@ -16,7 +16,7 @@ from ..mail import headers, lmtp_out
 from ..mail.smtpreply import Reply
 from . import profile, wire
 from .catchup import CatchUp
-from .chat_out import ChatSender
+from .chat_out import ChatSender, chat_unreachable
 from .chat_store import ChatStore
 from .chats import Chats
 from .delivered import DeliveryStore
@@ -25,7 +25,7 @@ from .friends import Friends
 from .incoming import Receiver
 from .library import FILE_CONTROL_CANCEL, FILE_KIND_AVATAR, FILE_KIND_DATA, MESSAGE_ACTION
 from .node import ToxNode
-from .outgoing import Sender
+from .outgoing import Sender, offline
 from .partial import Partials
 
 log = logging.getLogger("toxbridge.identity")
@@ -40,15 +40,6 @@ SOFTWARE = "toxbridge"
 # Mail to a friend whose kind is not known yet waits at DATA until this deadline of its link.
 GREETING_WAIT = 30.0
 NO_FILES_TEXT = "(This mail bridge does not take files yet; please send text. It was not delivered.)"
-
-
-def chat_app_offline_text(label: str, since: float | None) -> str:
-    """The deferral of mail to an offline chat app, in words a person reads in the bounce."""
-    when = "" if since is None else time.strftime(" since %Y-%m-%d %H:%M UTC", time.gmtime(since))
-    return (
-        f"Tox friend {label} uses a Tox chat app (not a mail bridge) and has been offline{when}; "
-        "the mail is delivered as chat messages when the app comes online"
-    )
 
 
 def status_message(address: str) -> str:
@@ -190,11 +181,27 @@ class Identity:
         """Words for Postfix's deferral (and in the end its bounce): who is offline, since when."""
         since = self.last_online(friend)
         key = self.node.friend_label(friend)
-        if self.is_chat_app(self.node.friend_public_key(friend)):
-            return chat_app_offline_text(key, since)
         if since is None:
             return f"Tox friend {key} has not been online yet (friend request not accepted?)"
         return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
+
+    def offline_reply(self, friend: int, address: str) -> Reply:
+        """Postfix's deferral for an offline friend; its words end up in the bounce, so those
+        for a chat app say plainly what the recipient uses and what happens to the mail."""
+        public_key = self.node.friend_public_key(friend)
+        if not self.is_chat_app(public_key):
+            return offline(f"<{address}>: {self.offline_text(friend)}")
+        contact = self.friends.contact(public_key)
+        who = (
+            f"{contact.name} (Tox friend {public_key.hex()[:8]})"
+            if contact
+            else f"Tox friend {public_key.hex()[:8]}"
+        )
+        since = self.last_online(friend)
+        when = time.strftime(" since %Y-%m-%d %H:%M UTC", time.gmtime(since)) if since else ""
+        return chat_unreachable(
+            f"<{address}>: {who} uses a Tox chat app (not a mail bridge) and has been offline{when}"
+        )
 
     def is_chat_app(self, public_key: bytes) -> bool:
         """Mail to this friend goes as chat: known as a chat app, never greeted as a bridge."""
