@@ -66,6 +66,11 @@ class ChatSettings:
     # are counted, not kept (a chat app can send thousands a minute), and the mail says so.
     burst_max_messages: int = 500
     burst_max_bytes: int = 256 * 1024
+    # And per UTC day, all bursts together: waiting out burst_gap between bursts would let a
+    # friend store ~256 KiB a minute (~360 MiB a day). A person chatting stays far below these;
+    # past them the friend is told once in a chat line, and the rest of the day is dropped.
+    day_max_messages: int = 3000
+    day_max_bytes: int = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)

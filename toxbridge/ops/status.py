@@ -110,6 +110,18 @@ def identity_checks(identity: dict, config: Config, now: float) -> list[Check]:
         name = f"{friend['name'] or 'friend'} ({friend['key'][:8]})"
         since = friend["since"]
         chat_app = friend.get("chat_app", False)
+        cut_day, cut = friend.get("chat_cut_today") or ("", 0)
+        if cut and cut_day == time.strftime("%Y-%m-%d", time.gmtime(now)):
+            checks.append(
+                Check(
+                    f"friend {who}",
+                    WARN,
+                    f"{name} (a Tox chat app) reached today's chat limit: {cut} message(s) dropped",
+                    "a person rarely chats this much; if they do, raise chat.day_max_messages / "
+                    "day_max_bytes in toxbridge.yaml, else end the friendship "
+                    f"(`toxbridge contacts remove {friend['key'][:8]}`)",
+                )
+            )
         if friend["online"]:
             if friend["bridge"]:
                 kind = ""

@@ -8,6 +8,7 @@ restart still threads under the earlier ones.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,10 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chat_apps ("
     " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, since REAL NOT NULL,"
     " PRIMARY KEY (mailbox, friend_key))",
+    # What each friend made us store per UTC day (chat.day_max_messages, chat.day_max_bytes).
+    "CREATE TABLE IF NOT EXISTS chat_days ("
+    " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, day TEXT NOT NULL,"
+    " messages INTEGER NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (mailbox, friend_key, day))",
     # Friends that greeted as bridges, in this run or an earlier one: never taken for chat apps.
     "CREATE TABLE IF NOT EXISTS bridges ("
     " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, since REAL NOT NULL,"
@@ -31,6 +36,10 @@ SCHEMA = (
 )
 
 NORMAL, ACTION = "normal", "action"
+
+
+def utc_day(at: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
 
 
 @dataclass(frozen=True)
@@ -47,10 +56,30 @@ class ChatStore:
         self._db = open_database(path, SCHEMA)
 
     def add(self, mailbox: str, friend_key: bytes, at: float, kind: str, name: str, text: bytes) -> None:
-        self._db.execute(
-            "INSERT INTO chat_messages (mailbox, friend_key, at, kind, name, text) VALUES (?, ?, ?, ?, ?, ?)",
-            (mailbox, friend_key, at, kind, name, text),
-        )
+        """Keep the message and count it for its UTC day, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO chat_messages (mailbox, friend_key, at, kind, name, text)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (mailbox, friend_key, at, kind, name, text),
+            )
+            self._db.execute(
+                "INSERT INTO chat_days (mailbox, friend_key, day, messages, bytes) VALUES (?, ?, ?, 1, ?)"
+                " ON CONFLICT (mailbox, friend_key, day) DO UPDATE"
+                " SET messages = messages + 1, bytes = bytes + excluded.bytes",
+                (mailbox, friend_key, utc_day(at), len(text)),
+            )
+            # Days before yesterday are of no more use.
+            self._db.execute("DELETE FROM chat_days WHERE day < ?", (utc_day(at - 2 * 86400),))
+
+    def day(self, mailbox: str, friend_key: bytes, at: float) -> tuple[int, int]:
+        """(messages, bytes) the friend made us keep on the UTC day of `at`."""
+        row = self._db.execute(
+            "SELECT messages, bytes FROM chat_days WHERE mailbox = ? AND friend_key = ? AND day = ?",
+            (mailbox, friend_key, utc_day(at)),
+        ).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
 
     def burst(self, mailbox: str, friend_key: bytes) -> list[StoredMessage]:
         """The friend's messages not yet delivered, oldest first."""

@@ -23,7 +23,13 @@ from .delivered import DeliveryStore
 from .errors import ToxError, ToxPortError
 from .friends import Friends
 from .incoming import Receiver
-from .library import FILE_CONTROL_CANCEL, FILE_KIND_AVATAR, FILE_KIND_DATA, MESSAGE_ACTION
+from .library import (
+    FILE_CONTROL_CANCEL,
+    FILE_KIND_AVATAR,
+    FILE_KIND_DATA,
+    MAX_MESSAGE_LENGTH,
+    MESSAGE_ACTION,
+)
 from .node import ToxNode
 from .outgoing import Sender, offline
 from .partial import Partials
@@ -86,6 +92,7 @@ class Identity:
             config.hostname,
             self._deliver_bytes,
             self._who_is,
+            self._tell,
         )
         self.chat_sender = ChatSender(node, config.result_timeout)
         self._chat_store = chat_store
@@ -158,6 +165,16 @@ class Identity:
         if contact is not None:
             return contact.name, contact.addresses[0] if contact.addresses else f"{public_key.hex()}@tox"
         return tox_name or self.names.get(public_key, ""), f"{public_key.hex()}@tox"
+
+    def _tell(self, public_key: bytes, text: str) -> None:
+        """One chat line to a chat friend (from the node's loop, inside toxcore's callbacks)."""
+        friend = self.node.friend_by_public_key(public_key)
+        if friend is None:
+            return
+        try:
+            self.node.send_message(friend, text.encode()[:MAX_MESSAGE_LENGTH])
+        except ToxError as e:
+            log.debug("%s: chat line to %s not sent: %s", self.user.mailbox, public_key.hex()[:8], e)
 
     def bootstrap(self) -> None:
         for node in self.config.tox.bootstrap:
