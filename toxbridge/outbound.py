@@ -16,6 +16,7 @@ import re
 import time
 
 from .address import AddressError
+from .contacts.roster import WE_ASKED
 from .contacts.routes import NoRoute, Route, Routes
 from .mail import privacy
 from .mail.smtpreply import Reply
@@ -116,6 +117,8 @@ class Outbound:
         except ToxError as e:
             return offline(f"<{address}>: cannot send a Tox friend request ({e})")
         identity.save()
+        if identity.friends.contact(route.public_key) is None:  # listed and removable as one
+            self._routes.roster.add_accepted(identity.user.mailbox, route.public_key, WE_ASKED)
         log.info(
             "%s: sent a friend request to %s (%s)", identity.user.mailbox, route.tox_id.hex()[:8], route.via
         )
