@@ -137,6 +137,24 @@ def test_queue_counts_only_deferred_mail_for_tox_recipients():
     assert status.queue_check([], lambda a: True, "", NOW).level == OK
     unreadable = status.queue_check(None, lambda a: True, "postqueue: not found", NOW)
     assert unreadable.level == WARN and "postqueue: not found" in unreadable.text
+    assert "when the friend is online" in check.action
+
+
+def test_queued_mail_for_a_chat_app_gets_advice_about_chat_apps():
+    reason = (
+        "451 4.4.1 <k@tox>: Tox friend 12345678 uses a Tox chat app (not a mail bridge) and has "
+        "been offline since …; the mail will be tried again"
+    )
+    entries = [
+        {
+            "queue_name": "deferred",
+            "arrival_time": NOW - 60,
+            "recipients": [{"address": "k@tox", "delay_reason": reason}],
+        }
+    ]
+    check = status.queue_check(entries, lambda a: True, "", NOW)
+    assert check.level == WARN and "uses a Tox chat app" in check.text
+    assert "as chat messages when the friend opens their chat app" in check.action
 
 
 def test_disk_space_against_the_largest_mail():
