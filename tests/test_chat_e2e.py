@@ -368,3 +368,40 @@ def test_attachments_reach_toxic_as_files_and_postfix_hears_sent_only_after(home
     assert wait_until(lambda: len(sent_lines(home, key)) == already + 1, 30)
     assert "notes.pdf (declined)" in sent_lines(home, key)[-1]
     toxic.wait_seen(r"not taken: notes\.pdf \(declined\)", 30)
+
+
+def test_the_first_mail_to_a_new_toxic_goes_as_chat_on_its_first_try(home, lab_root, bootstrap_node):
+    """gran writes to the full Tox ID of someone she never wrote to: the bridge sends the friend
+    request and Postfix keeps the mail (4.4.1). toxic accepts; its kind is not known yet, so the
+    mail waits at DATA for a greeting or a chat-app sign and goes as chat on that first try after
+    toxic came online: no transfer offered, nothing stalled (issue 17 item 6)."""
+    newcomer = Toxic(lab_root / "toxic-new", bootstrap_node, name="newcomer")
+    try:
+        newcomer.start()
+        newcomer.wait_screen(r"\[(Online|Away|Busy)\]", 60)
+        address = f"{newcomer.tox_id.lower()}@tox"
+        key = newcomer.public_key.hex()
+        mark = home.log_mark()
+        home.postfix.send(home.address("gran"), [address], b"Subject: welcome\r\n\r\nfirst words\r\n")
+        home.wait_log(f"gran: sent a friend request to {key[:8]}", 60, since=mark)
+        assert wait_until(
+            lambda: maillog_has(home, rf"to=<{address}>.*status=deferred.*friend request sent"), 30
+        )
+        newcomer.accept_request()
+        home.wait_log(f"gran: friend {key[:8]} online", 90, since=mark)
+        home.wait_log(
+            rf"to=<{address}>, .*status=sent \(250 2\.0\.0 delivered as \d+ chat message", 90, since=mark
+        )
+        assert wait_until(lambda: maillog_has(home, rf"to=<{address}>.*status=sent"), 30)
+        newcomer.open_chat()
+        newcomer.wait_seen("first words", 30)
+        log = home.postfix.maillog.read_text(errors="replace")
+        tries = [line for line in log.splitlines() if f"to=<{address}>" in line]
+        outcomes = [re.search(r"status=(\w+)", t).group(1) for t in tries]  # type: ignore[union-attr]
+        assert outcomes == ["deferred", "sent"], tries  # the friend request's wait, then the first try
+        assert "friend request sent" in tries[0]
+        assert "stalled" not in log
+        assert not home.log_has(rf"to=<{address}>, .*status=deferred", since=mark)
+        assert not any(newcomer.downloads.iterdir())  # no file was offered and taken
+    finally:
+        newcomer.close()

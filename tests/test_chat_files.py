@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
+import time
 from pathlib import Path
 
 from toxbridge.config import ChatSettings
@@ -54,11 +56,13 @@ class Dovecot:
         return reply
 
 
-def make_chats(tmp_path: Path, dovecot: Dovecot, files_dir: Path) -> tuple[Chats, ChatStore]:
+def make_chats(
+    tmp_path: Path, dovecot: Dovecot, files_dir: Path, settings: ChatSettings | None = None
+) -> tuple[Chats, ChatStore]:
     store = ChatStore(tmp_path / "chat.sqlite")
     chats = Chats(
         store,
-        ChatSettings(burst_gap=0.05),
+        settings or ChatSettings(burst_gap=0.05),
         "dora",
         "dora@d.test",
         "b.test",
@@ -175,6 +179,7 @@ def make_files(tmp_path: Path, max_size: int = 100 * KIB, per_friend: int = 256 
         partials,
         on_done,
         lambda key: used.get(key, 0),
+        lambda key: 1 << 40,
         lambda key: "n",
     )
     return chat_files, node, done, partial_root / "dora", files
@@ -421,3 +426,35 @@ def test_the_burst_waits_for_a_file_on_its_way(tmp_path):
         assert b"a big one is coming" in dovecot.mails[0] and b"big.bin" in dovecot.mails[0]
 
     asyncio.run(run())
+
+
+def test_files_sent_in_burst_after_burst_are_cut_at_the_day_cap(tmp_path):
+    """The per-mail limit lets a friend store max_message_size per burst; by waiting out the gap
+    between bursts, unbounded a day (before the day cap: 5 of 5 files kept). Now each file joins
+    the day's count when it is kept, and past chat.day_max_file_bytes an offer is refused with a
+    chat line that says so."""
+
+    async def run():
+        dovecot = Dovecot()
+        chat_files, node, _, _, files = make_files(tmp_path)
+        chats, store = make_chats(
+            tmp_path, dovecot, files, ChatSettings(burst_gap=0.05, day_max_file_bytes=150 * KIB)
+        )
+        chat_files._done, chat_files._room_used = chats.on_file, chats.file_bytes
+        chat_files._day_left = chats.file_day_left
+        for number in range(1, 6):
+            chat_files.offer(0, number, 60 * KIB, f"photo{number}.jpg".encode())
+            if node.controls[-1] == (0, number, FILE_CONTROL_RESUME):
+                chat_files.on_chunk(0, number, 0, os.urandom(60 * KIB))
+                chat_files.on_chunk(0, number, 60 * KIB, b"")
+                await settle(dovecot, number)  # the burst became a mail: the next file starts another
+        await chats.stop()
+        return dovecot, node, store
+
+    dovecot, node, store = asyncio.run(run())
+    assert len(dovecot.mails) == 2  # 2 × 60 KiB kept, the third would pass 150 KiB
+    assert [c for c in node.controls if c[2] == FILE_CONTROL_CANCEL] == [
+        (0, n, FILE_CONTROL_CANCEL) for n in (3, 4, 5)
+    ]
+    assert b"all the files this mailbox takes from you today" in node.messages[-1]
+    assert store.day_file_bytes("dora", bytes([1]) * 32, time.time()) == 120 * KIB

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import time
 from email.message import EmailMessage
 
 from toxbridge.config import ChatSettings
@@ -118,11 +119,12 @@ class Dovecot:
         return reply
 
 
-def chats(tmp_path, dovecot, **settings) -> tuple[Chats, ChatStore]:
+def chats(tmp_path, dovecot, told=None, **settings) -> tuple[Chats, ChatStore]:
     store = ChatStore(tmp_path / "chat.sqlite")
     config = ChatSettings(**{"burst_gap": 0.05, **settings})
+    tell = (lambda key, text: told.append((key, text))) if told is not None else (lambda key, text: None)
     return Chats(
-        store, config, "dora", "dora@d.test", "b.test", dovecot.deliver, lambda k, n: (n, "x@tox")
+        store, config, "dora", "dora@d.test", "b.test", dovecot.deliver, lambda k, n: (n, "x@tox"), tell=tell
     ), store
 
 
@@ -169,6 +171,45 @@ def test_a_flood_keeps_only_the_caps_on_disk(tmp_path):
         assert int(text.split("(", 1)[1].split()[0]) == 5050 - text.count("] ")
 
     asyncio.run(run())
+
+
+def test_bursts_across_the_gap_are_cut_at_the_day_cap_and_the_friend_told_once(tmp_path):
+    """Hostile: a friend waits out the burst gap between floods; the day's cap stops it."""
+
+    async def run():
+        dovecot = Dovecot()
+        told: list[tuple[bytes, str]] = []
+        chat, store = chats(
+            tmp_path, dovecot, told, burst_max_messages=10, day_max_messages=25, day_max_bytes=10_000
+        )
+        for burst in range(6):  # six bursts of ten, each delivered before the next
+            for i in range(10):
+                chat.on_message(KEY, "n", False, b"burst %d line %d" % (burst, i))
+            await settle(dovecot, min(burst + 1, 3))
+        await asyncio.sleep(0.2)  # (no burst is due: a wrong one would have had time to come)
+        kept = sum(text_of(parse(m)).count("] ") for _, m in dovecot.mails)
+        assert kept == 25 and len(dovecot.mails) == 3
+        assert store.day("dora", KEY, time.time()) == (25, 25 * len(b"burst 0 line 0"))
+        assert chat.cut_today[KEY][1] == 35
+        assert len(told) == 1 and told[0][0] == KEY and "daily limit for mail to dora@d.test" in told[0][1]
+        assert store.waiting("dora") == []
+        # bytes count too: a new friend with a small byte cap
+        other = b"\x02" * 32
+        chat2, _ = chats(tmp_path, dovecot, told, day_max_bytes=100)
+        chat2.on_message(other, "n", False, b"x" * 60)
+        chat2.on_message(other, "n", False, b"x" * 60)
+        assert chat2.cut_today[other][1] == 1 and len(told) == 2
+
+    asyncio.run(run())
+
+
+def test_the_day_cap_counts_per_utc_day(tmp_path):
+    store = ChatStore(tmp_path / "chat.sqlite")
+    day1 = 1_700_000_000.0 - (1_700_000_000 % 86400) + 86400 - 1  # the last second of a UTC day
+    store.add("dora", KEY, day1, "normal", "n", b"late")
+    store.add("dora", KEY, day1 + 2, "normal", "n", b"early!")
+    assert store.day("dora", KEY, day1) == (1, 4)
+    assert store.day("dora", KEY, day1 + 2) == (1, 6)
 
 
 def test_a_refused_delivery_is_kept_and_tried_again(tmp_path, monkeypatch):
@@ -304,7 +345,8 @@ def test_offline_or_no_receipt_is_4xx():
         await asyncio.sleep(0.05)
         sender.on_friend_offline(1)
         reply = await task
-        assert reply.code == 451 and "link broke" in reply.text
+        assert reply.code == 451 and "went offline before it confirmed every message" in reply.text
+        assert "uses a Tox chat app (not a mail bridge)" in reply.text and "Postfix" not in reply.text
 
     asyncio.run(run())
 

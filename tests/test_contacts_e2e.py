@@ -7,6 +7,7 @@ import email
 import email.policy
 import re
 import smtplib
+import subprocess
 import time
 import uuid
 
@@ -215,6 +216,42 @@ def test_removing_an_accepted_stranger_ends_the_tox_friendship(network, bootstra
         assert stranger.upper() not in alice.contacts("list").stdout
     finally:
         client.close()
+
+
+def test_a_friend_made_by_mailing_its_tox_id_is_listed_and_removable(network, bootstrap_node):
+    """alice writes to a full Tox ID (the bridge sends the friend request): that friend is no
+    contact and no stranger who asked, yet `contacts list` shows it and `contacts remove PREFIX`
+    ends the friendship (issue 17)."""
+    alice = network["alice"]
+    client = PlainClient(bootstrap_node)
+    try:
+        key = client.node.public_key.hex()
+        alice.postfix.send(
+            alice.address("alice"), [f"{client.node.address.hex()}@tox"], b"Subject: hi\r\n\r\nhi\r\n"
+        )
+        alice_key = bytes.fromhex(alice.tox_ids["alice"][:64])
+        assert wait_until(
+            lambda: client.call(client.node.friend_by_public_key, alice_key) is not None, ARRIVAL
+        )
+        friend = client.call(client.node.friend_by_public_key, alice_key)
+        assert wait_until(lambda: client.call(client.node.friend_connection, friend) != 0, 90)
+        listing = [line.split("\t") for line in alice.contacts("list").stdout.splitlines()]
+        assert any(row[2] == key.upper() and row[4].startswith("friend we asked") for row in listing), listing
+        mark = alice.log_mark()
+        alice.contacts("remove", key[:10])
+        alice.wait_log(f"alice: ended the Tox friendship with {key[:8]}", ROUTING, since=mark)
+        assert wait_until(lambda: client.call(client.node.friend_connection, friend) == 0, ARRIVAL)
+        assert key not in friends_of(alice, "alice")
+        assert key.upper() not in alice.contacts("list").stdout
+    finally:
+        client.close()
+        for entry in alice.postfix.queue():
+            if any(key in r.get("address", "") for r in entry.get("recipients", [])):
+                subprocess.run(
+                    ["postsuper", "-c", str(alice.postfix.config_dir), "-d", entry["queue_id"]],
+                    check=False,
+                    capture_output=True,
+                )
 
 
 def test_friend_forging_another_contacts_address_is_rejected(network):

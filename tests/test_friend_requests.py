@@ -16,7 +16,7 @@ from toxbridge.config import Config, User
 from toxbridge.contacts import roster as roster_module
 from toxbridge.contacts.book import ContactBook
 from toxbridge.contacts.peer_text import MAX_CHARS, printable
-from toxbridge.contacts.roster import PENDING_CAP, PENDING_DAYS, Roster
+from toxbridge.contacts.roster import FROM_BEFORE, PENDING_CAP, PENDING_DAYS, Roster
 from toxbridge.contacts.routes import Routes
 from toxbridge.tox import friends as friends_module
 from toxbridge.tox.friends import REQUEST_LOG_BURST, REQUEST_LOG_WINDOW, Friends
@@ -173,3 +173,36 @@ def test_printable_never_lets_a_control_character_through(text):
     shown = printable(text)
     assert shown.isprintable()  # no newline, no escape, no bidi override: one inert line
     assert len(shown) <= MAX_CHARS + 1
+
+
+class ProfileNode:
+    """What Friends.record_friends uses of a ToxNode: the friend list kept in the profile."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        self.keys = keys
+
+    def friends(self) -> list[int]:
+        return list(range(len(self.keys)))
+
+    def friend_public_key(self, friend: int) -> bytes:
+        return self.keys[friend]
+
+
+def test_friends_from_before_the_roster_are_recorded_once(roster):
+    """Friends in the profile that no contact names and the roster does not know (an older
+    version made them, or a mail to their Tox ID) are recorded, so `contacts list` shows them
+    and `contacts remove` can end them; a stranger already recorded keeps its own row."""
+    roster.add_accepted("dad", key(2), "please add me")
+    node = ProfileNode([key(1), key(2)])
+    config = cast(Config, SimpleNamespace(tox=SimpleNamespace(friend_requests="pending"), hostname="h"))
+    dad = Friends(
+        config,
+        User("dad", "dad@home.example"),
+        cast(ToxNode, node),
+        Routes(ContactBook(), roster),
+        lambda: None,
+    )
+    dad.record_friends()
+    dad.record_friends()
+    rows = {(a.public_key, a.message) for a in roster.accepted()}
+    assert rows == {(key(1), FROM_BEFORE), (key(2), "please add me")}

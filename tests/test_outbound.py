@@ -34,6 +34,11 @@ class _EndlessSender:
             raise
 
 
+async def _a_bridge(key: bytes) -> bool:
+    """Identity.learn_kind of a friend that greeted as a bridge: not a chat app."""
+    return False
+
+
 def _outbound(sender: _EndlessSender) -> Outbound:
     identity = SimpleNamespace(
         user=SimpleNamespace(address=SENDER, mailbox="alice"),
@@ -42,7 +47,7 @@ def _outbound(sender: _EndlessSender) -> Outbound:
             public_key=b"\x0a" * 32, friend_by_public_key=lambda key: 1, friend_connection=lambda friend: 2
         ),
         sender=sender,
-        is_chat_app=lambda key: False,
+        learn_kind=_a_bridge,
     )
     routes = SimpleNamespace(route=lambda mailbox, rcpt: SimpleNamespace(public_key=b"\x0b" * 32))
     # test doubles, with only what Outbound uses
@@ -120,7 +125,7 @@ def test_the_null_sender_leaves_from_the_first_user_whose_friend_the_recipient_i
                 friend_add=friend_add,
             ),
             sender=_RecordingSender(mailbox, sent),
-            is_chat_app=lambda key: False,
+            learn_kind=_a_bridge,
         )
 
     keys = {"bob@tox": bob_key, "carol@tox": carol_key, "carol@carol.test": carol_key}

@@ -226,6 +226,11 @@ LISTED = ("User-Agent", "X-Mailer", "X-Originating-IP")
 _NAME_CHARS = st.sampled_from([chr(c) for c in range(0x21, 0x7F) if c != 0x3A])
 
 
+async def _a_bridge(key: bytes) -> bool:
+    """Identity.learn_kind of a friend that greeted as a bridge: not a chat app."""
+    return False
+
+
 def _case(name: str):
     return st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
         lambda upper: "".join(c.upper() if u else c.lower() for c, u in zip(name, upper, strict=False))
@@ -325,7 +330,7 @@ def _bridge(privacy: Privacy) -> tuple[Outbound, _Sender]:
         config=SimpleNamespace(privacy=privacy),
         node=SimpleNamespace(friend_by_public_key=lambda key: key[0]),
         sender=sender,
-        is_chat_app=lambda key: False,
+        learn_kind=_a_bridge,
     )
     routes = SimpleNamespace(route=lambda mailbox, rcpt: SimpleNamespace(public_key=keys[rcpt]))
     # test doubles, with only what Outbound uses

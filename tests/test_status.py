@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from toxbridge import config as config_mod
@@ -136,6 +137,24 @@ def test_queue_counts_only_deferred_mail_for_tox_recipients():
     assert status.queue_check([], lambda a: True, "", NOW).level == OK
     unreadable = status.queue_check(None, lambda a: True, "postqueue: not found", NOW)
     assert unreadable.level == WARN and "postqueue: not found" in unreadable.text
+    assert "when the friend is online" in check.action
+
+
+def test_queued_mail_for_a_chat_app_gets_advice_about_chat_apps():
+    reason = (
+        "451 4.4.1 <k@tox>: Tox friend 12345678 uses a Tox chat app (not a mail bridge) and has "
+        "been offline since …; the mail will be tried again"
+    )
+    entries = [
+        {
+            "queue_name": "deferred",
+            "arrival_time": NOW - 60,
+            "recipients": [{"address": "k@tox", "delay_reason": reason}],
+        }
+    ]
+    check = status.queue_check(entries, lambda a: True, "", NOW)
+    assert check.level == WARN and "uses a Tox chat app" in check.text
+    assert "as chat messages when the friend opens their chat app" in check.action
 
 
 def test_disk_space_against_the_largest_mail():
@@ -189,7 +208,8 @@ def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
         online_since={keys[0]: NOW - 60},
         last_online=last.__getitem__,
         peers={0: "toxbridge"},
-        chat_apps={keys[1]},
+        is_chat_app=lambda key: key == keys[1],
+        chats=SimpleNamespace(cut_today={keys[1]: (time.strftime("%Y-%m-%d", time.gmtime(NOW)), 7)}),
         network_since=NOW - 3600,
     )
     got = snapshot.of_identity(cast(Identity, mom))  # a stand-in with what the snapshot reads
@@ -208,6 +228,7 @@ def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
                 "since": NOW - 60,
                 "bridge": True,
                 "chat_app": False,
+                "chat_cut_today": ("", 0),
             },
             {
                 "key": "02" * 32,
@@ -217,6 +238,7 @@ def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
                 "since": NOW - 600,
                 "bridge": False,
                 "chat_app": True,
+                "chat_cut_today": (time.strftime("%Y-%m-%d", time.gmtime(NOW)), 7),
             },
             {
                 "key": "03" * 32,
@@ -226,11 +248,15 @@ def test_the_daemons_snapshot_of_an_identity_is_what_the_checks_read():
                 "since": None,
                 "bridge": False,
                 "chat_app": False,
+                "chat_cut_today": ("", 0),
             },
         ],
     }
     checks = status.identity_checks(got, CONFIG, NOW)
-    assert [c.level for c in checks] == [OK, OK, WARN, WARN]
+    assert [c.level for c in checks] == [OK, OK, WARN, WARN, WARN]
+    cut = checks[2]
+    assert "reached today's chat limit: 7 message(s) dropped" in cut.text
+    assert "chat.day_max_messages" in cut.action and "contacts remove 02020202" in cut.action
 
 
 def test_a_socket_only_postfix_may_open_is_a_warning_with_advice():

@@ -168,6 +168,11 @@ class Toxic:
     def add_friend(self, tox_id: str, text: str = "hello") -> None:
         self.command(f'/add {tox_id} "{text}"')  # toxic wants the text in quotes
 
+    def accept_request(self) -> None:
+        """Accept the first friend request toxic shows (typed in its home window)."""
+        self.wait_screen(r"Friend request", 90)
+        self.command("/accept 0")
+
     def in_chat(self) -> bool:
         """A chat window is in front: its title line ends with the friend's key prefix, {ABCDEF}."""
         title = self.screen().split("\n", 1)[0]

@@ -73,6 +73,14 @@ class ChatSettings:
     # the 250 reply says so. With the transfer itself it must stay well under Postfix's
     # lmtp_data_done_timeout (600 s), or Postfix gives up and sends the whole mail again.
     file_accept_wait: float = 300.0
+    # And per UTC day, all bursts together: waiting out burst_gap between bursts would let a
+    # friend store ~256 KiB a minute (~360 MiB a day). A person chatting stays far below these;
+    # past them the friend is told once in a chat line, and the rest of the day is dropped.
+    day_max_messages: int = 3000
+    day_max_bytes: int = 2 * 1024 * 1024
+    # Files a chat friend sends, per UTC day: each may be up to max_message_size, and without a
+    # day cap a friend could store that much in every burst. Dozens of phone photos fit.
+    day_max_file_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ async def _serve(
         identity.node.start()
         identity.friends.follow_contacts()
         identity.end_friendships()  # removed while the bridge was down
+        identity.friends.record_friends()  # friends no contact names, for `contacts list`
         identity.chats.start()  # chat messages an earlier run stored and did not deliver
         log.info("%s: Tox ID %s", identity.user.mailbox, identity.node.address.hex().upper())
     outbound = Outbound(identities, routes)

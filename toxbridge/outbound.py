@@ -16,6 +16,7 @@ import re
 import time
 
 from .address import AddressError
+from .contacts.roster import WE_ASKED
 from .contacts.routes import NoRoute, Route, Routes
 from .mail import privacy
 from .mail.smtpreply import Reply
@@ -72,7 +73,7 @@ class Outbound:
         if friend is None:
             return self._befriend(identity, address, route)
         if node.friend_connection(friend) == 0:
-            return offline(f"<{address}>: {identity.offline_text(friend)}")
+            return identity.offline_reply(friend, address)
         return Reply(250, "2.1.5 Ok")
 
     def _check_null_sender_recipient(self, address: str) -> Reply:
@@ -81,7 +82,7 @@ class Outbound:
             return picked
         identity, friend, _ = picked
         if identity.node.friend_connection(friend) == 0:
-            return offline(f"<{address}>: {identity.offline_text(friend)}")
+            return identity.offline_reply(friend, address)
         return Reply(250, "2.1.5 Ok")
 
     def _null_sender_identity(self, address: str) -> tuple[Identity, int, bytes] | Reply:
@@ -116,6 +117,8 @@ class Outbound:
         except ToxError as e:
             return offline(f"<{address}>: cannot send a Tox friend request ({e})")
         identity.save()
+        if identity.friends.contact(route.public_key) is None:  # listed and removable as one
+            self._routes.roster.add_accepted(identity.user.mailbox, route.public_key, WE_ASKED)
         log.info(
             "%s: sent a friend request to %s (%s)", identity.user.mailbox, route.tox_id.hex()[:8], route.via
         )
@@ -199,8 +202,9 @@ class Outbound:
         size: int,
         parts: tuple,
     ) -> list[Reply]:
-        """To a bridge: one transfer for all its recipients; to a chat app: chat messages."""
-        if identity.is_chat_app(key):
+        """To a bridge: one transfer for all its recipients; to a chat app: chat messages. A
+        friend not known as either is waited for (Identity.learn_kind)."""
+        if await identity.learn_kind(key):
             message = b"".join(parts)
             reply = await identity.chat_sender.send(friend, message)
             if reply.code < 300:

@@ -11,7 +11,7 @@ from . import editor
 from .book import Contact, check_address, parse_tox_id
 from .book import load as load_contacts
 from .peer_text import printable
-from .roster import Accepted, Roster
+from .roster import FROM_BEFORE, WE_ASKED, Accepted, Roster
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -54,9 +54,11 @@ def list_contacts(cfg: Config, args) -> int:
                 file=sys.stderr,
             )
         for stranger in roster.accepted():
+            how = {WE_ASKED: "friend we asked", FROM_BEFORE: "friend from before"}.get(
+                stranger.message, "accepted stranger"
+            )
             print(
-                f"-\t-\t{stranger.public_key.hex().upper()}\t{stranger.mailbox}\t"
-                f"accepted stranger {_day(stranger.at)} UTC"
+                f"-\t-\t{stranger.public_key.hex().upper()}\t{stranger.mailbox}\t{how} {_day(stranger.at)} UTC"
             )
         roster.close()
     return EXIT_OK

@@ -38,6 +38,10 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS unfriend (mailbox TEXT NOT NULL, public_key BLOB NOT NULL,"
     " at REAL NOT NULL, PRIMARY KEY (mailbox, public_key))",
 )
+# What the `accepted` table says of a friend that sent no request: we asked (a mail to its full
+# KEY@tox), or it was a Tox friend before the bridge recorded friends (found in the profile).
+WE_ASKED = "(we sent the friend request: a mail to its Tox ID)"
+FROM_BEFORE = "(a Tox friend from before the bridge recorded friends)"
 PENDING_CAP = 100  # per mailbox
 PENDING_DAYS = 30
 ORDINARY_CAP = 10000  # addresses Postfix was told to route the ordinary way; the oldest go first
@@ -191,6 +195,8 @@ class Roster:
     # ---- strangers accepted, friendships to end
 
     def add_accepted(self, mailbox: str, public_key: bytes, message: str) -> None:
+        """A friend that is no contact: a stranger we accepted, one we asked (WE_ASKED), or one
+        found in the profile (FROM_BEFORE); `contacts list` shows it and `remove` ends it."""
         self._db.execute(
             "INSERT OR REPLACE INTO accepted (mailbox, public_key, message, at) VALUES (?, ?, ?, ?)",
             (mailbox, public_key, message, time.time()),

@@ -42,7 +42,8 @@ def of_identity(identity: Identity) -> dict:
                 "via": VIA[connection],
                 "since": identity.online_since.get(key) if connection else identity.last_online(friend),
                 "bridge": friend in identity.peers,
-                "chat_app": key in identity.chat_apps,
+                "chat_app": identity.is_chat_app(key),
+                "chat_cut_today": identity.chats.cut_today.get(key, ("", 0)),
             }
         )
     return {

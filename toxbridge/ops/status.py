@@ -110,6 +110,18 @@ def identity_checks(identity: dict, config: Config, now: float) -> list[Check]:
         name = f"{friend['name'] or 'friend'} ({friend['key'][:8]})"
         since = friend["since"]
         chat_app = friend.get("chat_app", False)
+        cut_day, cut = friend.get("chat_cut_today") or ("", 0)
+        if cut and cut_day == time.strftime("%Y-%m-%d", time.gmtime(now)):
+            checks.append(
+                Check(
+                    f"friend {who}",
+                    WARN,
+                    f"{name} (a Tox chat app) reached today's chat limit: {cut} message(s) dropped",
+                    "a person rarely chats this much; if they do, raise chat.day_max_messages / "
+                    "day_max_bytes in toxbridge.yaml, else end the friendship "
+                    f"(`toxbridge contacts remove {friend['key'][:8]}`)",
+                )
+            )
         if friend["online"]:
             if friend["bridge"]:
                 kind = ""
@@ -244,12 +256,16 @@ def queue_check(entries: list[dict] | None, goes_over_tox, error: str, now: floa
     oldest = min(waiting, key=lambda e: e.get("arrival_time", now))
     reasons = [r.get("delay_reason", "") for r in oldest.get("recipients", []) if r.get("delay_reason")]
     why = f": {reasons[0]}" if reasons else ""
+    if "uses a Tox chat app" in why:  # the bridge's own words for a chat-app friend (identity.py)
+        advice = "it goes out as chat messages when the friend opens their chat app (the bridge pushes it)"
+    else:
+        advice = "they go out when the friend is online (the bridge pushes them)"
     return Check(
         "queue",
         WARN,
         f"{len(waiting)} mail(s) for Tox recipients wait in Postfix's queue, the oldest "
         f"for {_ago(now - oldest.get('arrival_time', now))}{why}",
-        "they go out when the friend is online (the bridge pushes them); `postqueue -p` lists them",
+        f"{advice}; `postqueue -p` lists them",
     )
 
 

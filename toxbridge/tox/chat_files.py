@@ -31,6 +31,7 @@ log = logging.getLogger("toxbridge.chat")
 # (friend's key, Tox name, file name, the completed file) -> the file is in the open burst
 FileDone = Callable[[bytes, str, str, Path], None]
 RoomUsed = Callable[[bytes], int]  # friend's key -> bytes of files in the open burst
+DayLeft = Callable[[bytes], int]  # friend's key -> bytes of files it may still send today
 
 
 class IncomingFile(Incoming):
@@ -54,11 +55,12 @@ class ChatFiles:
         partials: Partials,
         done: FileDone,
         room_used: RoomUsed,
+        day_left: DayLeft,
         names: Callable[[bytes], str],
     ) -> None:
         self._node, self._mailbox, self._max_size = node, mailbox, max_size
         self._partial_dir, self._files_dir, self._partials = partial_dir, files_dir, partials
-        self._done, self._room_used, self._names = done, room_used, names
+        self._done, self._room_used, self._day_left, self._names = done, room_used, day_left, names
         self._incoming: dict[tuple[int, int], tuple[IncomingFile, str]] = {}  # → (transfer, file name)
 
     def offer(self, friend: int, number: int, size: int, filename: bytes) -> None:
@@ -90,6 +92,15 @@ class ChatFiles:
                 number,
                 f'(The file "{name}" does not fit in the e-mail of this conversation (at most '
                 f"{_mib(self._max_size)} of files per mail). Send it again in a few minutes.)",
+            )
+            return
+        if arriving + size > self._day_left(public_key):
+            log.info("%s: chat friend %s reached today's limit for files; refused", self._mailbox, label)
+            self._refuse(
+                friend,
+                number,
+                f'(The file "{name}" was not delivered: you have sent all the files this mailbox '
+                f"takes from you today. Send it again tomorrow (UTC).)",
             )
             return
         peer_key = public_key.hex()

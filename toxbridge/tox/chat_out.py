@@ -6,7 +6,8 @@ app has them all. The friend offline, a message toxcore will not take, a receipt
 result_timeout: 4.4.1, and Postfix retries (the chat user may then see a message twice; a chat
 app has no way to say "I have this one already"). Attachments are offered as file transfers
 after the text (tox.chat_offers); 250 waits for each to be taken or declined, and says which
-were declined, not taken in time or too big to offer.
+were declined, not taken in time or too big to offer. The words of a 4.4.1 say plainly that the
+recipient uses a chat app: Postfix puts the last of them into the bounce a person reads.
 """
 
 from __future__ import annotations
@@ -20,11 +21,19 @@ from .chat_offers import DECLINED, DONE, NOT_TAKEN, FileOffers
 from .errors import ToxError, ToxSendQueueFull
 from .library import MAX_MESSAGE_LENGTH
 from .node import ToxNode
-from .outgoing import offline
 
 log = logging.getLogger("toxbridge.chat")
 
 QUEUE_FULL_RETRIES, QUEUE_FULL_WAIT = 100, 0.05  # a full send queue drains as toxcore sends
+
+
+def chat_unreachable(detail: str) -> Reply:
+    """4.4.1 for mail to a chat app, in words for the person who may read them in a bounce."""
+    return Reply(451, f"4.4.1 {detail}; the mail will be tried again")
+
+
+def _app(detail: str) -> Reply:
+    return chat_unreachable(f"the recipient uses a Tox chat app (not a mail bridge), which {detail}")
 
 
 class ChatSender:
@@ -50,7 +59,7 @@ class ChatSender:
             why = f"over the {self._max_file} bytes sent over chat" if self.offers else "not sent over chat"
             lines.append(f"({len(too_big)} attachment(s) {why}: {', '.join(too_big)})".encode())
         if self._node.friend_connection(friend) == 0:
-            return offline("the recipient's Tox chat app is offline")
+            return _app("is offline")
         loop = asyncio.get_running_loop()
         receipts: list[asyncio.Future[bool]] = []
         keys: list[tuple[int, int]] = []
@@ -58,7 +67,7 @@ class ChatSender:
             for text in lines:
                 number = await self._send_one(friend, text[:MAX_MESSAGE_LENGTH])
                 if number is None:
-                    return offline("the Tox chat app cannot take messages now")
+                    return _app("cannot take messages now")
                 future: asyncio.Future[bool] = loop.create_future()
                 self._waiting[(friend, number)] = future
                 keys.append((friend, number))
@@ -67,9 +76,9 @@ class ChatSender:
                 async with asyncio.timeout(self._result_timeout):
                     confirmed = await asyncio.gather(*receipts)
             except TimeoutError:
-                return offline("the Tox chat app did not confirm every message in time")
+                return _app("did not confirm every message in time")
             if not all(confirmed):
-                return offline("the Tox link broke before the chat app confirmed every message")
+                return _app("went offline before it confirmed every message")
         finally:
             for key in keys:
                 self._waiting.pop(key, None)
@@ -79,7 +88,7 @@ class ChatSender:
             outcomes = await self.offers.send(friend, to_offer)
             if any(o not in (DONE, DECLINED, NOT_TAKEN) for _, o in outcomes):
                 # Postfix retries the whole mail: the chat user may then see its text twice.
-                return offline("the Tox chat app went offline before every file was sent")
+                return _app("went offline before every file was sent")
             declined = [n for n, o in outcomes if o != DONE]
             files = f" and {len(outcomes) - len(declined)} file(s)"
             if declined:

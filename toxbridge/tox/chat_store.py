@@ -8,6 +8,7 @@ restart still threads under the earlier ones.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,22 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chat_files ("
     " message INTEGER PRIMARY KEY, mailbox TEXT NOT NULL, friend_key BLOB NOT NULL,"
     " path TEXT NOT NULL, size INTEGER NOT NULL)",
+    # What each friend made us store per UTC day (chat.day_max_messages, chat.day_max_bytes).
+    "CREATE TABLE IF NOT EXISTS chat_days ("
+    " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, day TEXT NOT NULL,"
+    " messages INTEGER NOT NULL, bytes INTEGER NOT NULL, file_bytes INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (mailbox, friend_key, day))",
+    # Friends that greeted as bridges, in this run or an earlier one: never taken for chat apps.
+    "CREATE TABLE IF NOT EXISTS bridges ("
+    " mailbox TEXT NOT NULL, friend_key BLOB NOT NULL, since REAL NOT NULL,"
+    " PRIMARY KEY (mailbox, friend_key))",
 )
 
 NORMAL, ACTION, FILE = "normal", "action", "file"
+
+
+def utc_day(at: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
 
 
 @dataclass(frozen=True)
@@ -49,10 +63,38 @@ class ChatStore:
         self._db = open_database(path, SCHEMA)
 
     def add(self, mailbox: str, friend_key: bytes, at: float, kind: str, name: str, text: bytes) -> None:
-        self._db.execute(
-            "INSERT INTO chat_messages (mailbox, friend_key, at, kind, name, text) VALUES (?, ?, ?, ?, ?, ?)",
-            (mailbox, friend_key, at, kind, name, text),
-        )
+        """Keep the message and count it for its UTC day, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO chat_messages (mailbox, friend_key, at, kind, name, text)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (mailbox, friend_key, at, kind, name, text),
+            )
+            self._db.execute(
+                "INSERT INTO chat_days (mailbox, friend_key, day, messages, bytes) VALUES (?, ?, ?, 1, ?)"
+                " ON CONFLICT (mailbox, friend_key, day) DO UPDATE"
+                " SET messages = messages + 1, bytes = bytes + excluded.bytes",
+                (mailbox, friend_key, utc_day(at), len(text)),
+            )
+            # Days before yesterday are of no more use.
+            self._db.execute("DELETE FROM chat_days WHERE day < ?", (utc_day(at - 2 * 86400),))
+
+    def day(self, mailbox: str, friend_key: bytes, at: float) -> tuple[int, int]:
+        """(messages, bytes) the friend made us keep on the UTC day of `at`."""
+        row = self._db.execute(
+            "SELECT messages, bytes FROM chat_days WHERE mailbox = ? AND friend_key = ? AND day = ?",
+            (mailbox, friend_key, utc_day(at)),
+        ).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
+
+    def day_file_bytes(self, mailbox: str, friend_key: bytes, at: float) -> int:
+        """Bytes of files the friend made us keep on the UTC day of `at`."""
+        row = self._db.execute(
+            "SELECT file_bytes FROM chat_days WHERE mailbox = ? AND friend_key = ? AND day = ?",
+            (mailbox, friend_key, utc_day(at)),
+        ).fetchone()
+        return row[0] if row else 0
 
     def add_file(
         self, mailbox: str, friend_key: bytes, at: float, name: str, filename: str, path: Path
@@ -67,6 +109,12 @@ class ChatStore:
             self._db.execute(
                 "INSERT INTO chat_files (message, mailbox, friend_key, path, size) VALUES (?, ?, ?, ?, ?)",
                 (cursor.lastrowid, mailbox, friend_key, str(path), path.stat().st_size),
+            )
+            self._db.execute(
+                "INSERT INTO chat_days (mailbox, friend_key, day, messages, bytes, file_bytes)"
+                " VALUES (?, ?, ?, 1, 0, ?) ON CONFLICT (mailbox, friend_key, day) DO UPDATE"
+                " SET messages = messages + 1, file_bytes = file_bytes + excluded.file_bytes",
+                (mailbox, friend_key, utc_day(at), path.stat().st_size),
             )
 
     def burst(self, mailbox: str, friend_key: bytes) -> list[StoredMessage]:
@@ -165,6 +213,33 @@ class ChatStore:
             self._db.execute(
                 "DELETE FROM chat_apps WHERE mailbox = ? AND friend_key = ?", (mailbox, friend_key)
             )
+
+    def bridges(self, mailbox: str) -> set[bytes]:
+        """Friends that greeted as bridges, in this run or an earlier one."""
+        rows = self._db.execute("SELECT friend_key FROM bridges WHERE mailbox = ?", (mailbox,))
+        return {row[0] for row in rows}
+
+    def set_bridge(self, mailbox: str, friend_key: bytes, at: float) -> None:
+        """The friend greeted as a bridge: remembered as one, and no longer as a chat app."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR IGNORE INTO bridges (mailbox, friend_key, since) VALUES (?, ?, ?)",
+                (mailbox, friend_key, at),
+            )
+            self._db.execute(
+                "DELETE FROM chat_apps WHERE mailbox = ? AND friend_key = ?", (mailbox, friend_key)
+            )
+
+    def forget_kind(self, mailbox: str, friend_key: bytes) -> None:
+        """The friendship ended: whatever the friend was is forgotten (a new one starts unknown)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            for table in ("bridges", "chat_apps"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE mailbox = ? AND friend_key = ?",  # noqa: S608 (two fixed names)
+                    (mailbox, friend_key),
+                )
 
     def close(self) -> None:
         self._db.close()

@@ -6,7 +6,9 @@ burst becomes one mail in the identity's user's INBOX, through Dovecot's LMTP li
 bridge. At shutdown every open burst is delivered; what an earlier run left (a kill -9) is
 delivered at start. A burst is capped in messages and bytes: a friend can make the household
 store that much per burst and no more; the rest is counted, and the mail says how many. Files
-the friend sent (tox.chat_files) are in the burst where they came, and attached to its mail.
+the friend sent (tox.chat_files) are in the burst where they came, and attached to its mail. All
+bursts of a UTC day together are capped too (chat.day_max_*): past it the friend is told once in
+a chat line and the rest of its day is dropped, logged once and counted for `toxbridge status`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from ..config import ChatSettings
 from ..mail.chat_mail import Attachment, Burst, ChatLine, compose, message_id
 from ..mail.smtpreply import Reply
-from .chat_store import ACTION, FILE, NORMAL, ChatStore, StoredMessage
+from .chat_store import ACTION, FILE, NORMAL, ChatStore, StoredMessage, utc_day
 
 log = logging.getLogger("toxbridge.chat")
 
@@ -30,6 +32,14 @@ RETRY_SECONDS = 60.0
 
 Deliver = Callable[[str, bytes], Awaitable[Reply]]  # (envelope sender, message) -> Dovecot's reply
 WhoIs = Callable[[bytes, str], tuple[str, str]]  # (key, Tox name) -> (name, address) for From
+Tell = Callable[[bytes, str], None]  # (key, text): one chat line to the friend
+
+
+def day_cap_text(address: str) -> str:
+    return (
+        f"(This bridge keeps no more of your messages today: the daily limit for mail to {address} "
+        "is reached. Messages from now until midnight UTC are not delivered.)"
+    )
 
 
 class Chats:
@@ -44,11 +54,14 @@ class Chats:
         hostname: str,
         deliver: Deliver,
         who_is: WhoIs,
+        *,
         files_dir: Path | None = None,
+        tell: Tell = lambda key, text: None,
     ) -> None:
         self._store, self._settings, self._files_dir = store, settings, files_dir
         self._mailbox, self._address, self._hostname = mailbox, address, hostname
-        self._deliver, self._who_is = deliver, who_is
+        self._deliver, self._who_is, self._tell = deliver, who_is, tell
+        self.cut_today: dict[bytes, tuple[str, int]] = {}  # friend → (UTC day, messages dropped)
         self._timers: dict[bytes, asyncio.TimerHandle] = {}
         self._dropped: dict[bytes, int] = {}  # friend → messages past the caps in the open burst
         self._tasks: set[asyncio.Task] = set()
@@ -58,7 +71,10 @@ class Chats:
         self.file_arriving: Callable[[bytes], bool] = lambda friend_key: False
 
     def on_message(self, friend_key: bytes, name: str, action: bool, text: bytes) -> None:
-        """A chat message: on disk when this returns (or counted, past the burst's caps)."""
+        """A chat message: on disk when this returns (or counted, past the burst's or the day's caps)."""
+        now = time.time()
+        if self._over_day_cap(friend_key, len(text), now):
+            return
         count, size = self._store.size(self._mailbox, friend_key)
         if count >= self._settings.burst_max_messages or size + len(text) > self._settings.burst_max_bytes:
             dropped = self._dropped.get(friend_key, 0)
@@ -73,7 +89,7 @@ class Chats:
                 )
             self._dropped[friend_key] = dropped + 1
         else:
-            self._store.add(self._mailbox, friend_key, time.time(), ACTION if action else NORMAL, name, text)
+            self._store.add(self._mailbox, friend_key, now, ACTION if action else NORMAL, name, text)
         self._arm(friend_key, self._settings.burst_gap)
 
     def on_file(self, friend_key: bytes, name: str, filename: str, path: Path) -> None:
@@ -89,6 +105,31 @@ class Chats:
         if count >= self._settings.burst_max_messages:
             return sys.maxsize
         return self._store.file_bytes(self._mailbox, friend_key)
+
+    def file_day_left(self, friend_key: bytes) -> int:
+        """Bytes of files the friend may still make us keep today (chat.day_max_file_bytes)."""
+        kept = self._store.day_file_bytes(self._mailbox, friend_key, time.time())
+        return max(0, self._settings.day_max_file_bytes - kept)
+
+    def _over_day_cap(self, friend_key: bytes, size: int, now: float) -> bool:
+        messages, stored = self._store.day(self._mailbox, friend_key, now)
+        if messages < self._settings.day_max_messages and stored + size <= self._settings.day_max_bytes:
+            return False
+        day = utc_day(now)
+        seen_day, cut = self.cut_today.get(friend_key, ("", 0))
+        if seen_day != day:  # the first of the day: one log line, one chat line to the friend
+            cut = 0
+            log.warning(
+                "%s: friend %s reached today's chat limit (%d messages, %d bytes kept); the rest of "
+                "the UTC day is dropped, and the friend was told",
+                self._mailbox,
+                friend_key.hex()[:8],
+                messages,
+                stored,
+            )
+            self._tell(friend_key, day_cap_text(self._address))
+        self.cut_today[friend_key] = (day, cut + 1)
+        return True
 
     def start(self) -> None:
         """Deliver what an earlier run stored and did not deliver."""

@@ -16,6 +16,7 @@ from ..address import is_tox_address
 from ..config import Config, User
 from ..contacts.book import Contact
 from ..contacts.peer_text import MAX_STORED, printable
+from ..contacts.roster import FROM_BEFORE
 from ..contacts.routes import Routes
 from ..contacts.sender_check import FAIL, Verdict, check
 from ..mail.headers import Header, from_addresses, sender_defect
@@ -113,6 +114,19 @@ class Friends:
             )
         if changed:
             self._save()
+
+    def record_friends(self) -> None:
+        """Every Tox friend of the profile that is no contact goes into the roster, so that
+        `contacts list` shows it and `contacts remove` can end it: friends made before the
+        roster recorded them (an older version, or by hand)."""
+        roster, mailbox = self.routes.roster, self.user.mailbox
+        for friend in self.node.friends():
+            key = self.node.friend_public_key(friend)
+            if self.contact(key) is None and not roster.has_accepted(mailbox, key):
+                roster.add_accepted(mailbox, key, FROM_BEFORE)
+                log.info(
+                    "%s: recorded Tox friend %s (no contact) for `contacts list`", mailbox, key.hex()[:8]
+                )
 
     def on_request(self, public_key: bytes, message: bytes) -> None:
         """A friend request: a contact's is accepted, a stranger's as tox.friend_requests says."""

@@ -18,16 +18,21 @@ from . import profile, wire
 from .catchup import CatchUp
 from .chat_files import ChatFiles
 from .chat_offers import FileOffers
-from .chat_out import ChatSender
+from .chat_out import ChatSender, chat_unreachable
 from .chat_store import ChatStore
 from .chats import Chats
 from .delivered import DeliveryStore
 from .errors import ToxError, ToxPortError
 from .friends import Friends
 from .incoming import Receiver
-from .library import FILE_KIND_AVATAR, FILE_KIND_DATA, MESSAGE_ACTION
+from .library import (
+    FILE_KIND_AVATAR,
+    FILE_KIND_DATA,
+    MAX_MESSAGE_LENGTH,
+    MESSAGE_ACTION,
+)
 from .node import ToxNode
-from .outgoing import Sender
+from .outgoing import Sender, offline
 from .partial import Partials
 
 log = logging.getLogger("toxbridge.identity")
@@ -35,8 +40,11 @@ log = logging.getLogger("toxbridge.identity")
 SOFTWARE = "toxbridge"
 # A friend online this long without greeting us is a plain chat app, not a bridge (a bridge
 # greets at once when the link comes up, within a second on loopback). Long, since a bridge
-# taken for a chat app would get mail as chat messages it ignores: a key that greeted once in
-# this run is never taken for one, and mail goes as chat only while no greeting came.
+# taken for a chat app would get mail as chat messages it ignores (and whose read receipts its
+# toxcore sends: the mail would be lost with 250). The rule: a key that ever greeted as a
+# bridge (in this run or an earlier one, remembered on disk) is a bridge until the friendship
+# ends; its chat messages, avatars and a slow greeting are noise, logged, never a downgrade.
+# Mail to a friend whose kind is not known yet waits at DATA until this deadline of its link.
 GREETING_WAIT = 30.0
 
 
@@ -87,6 +95,7 @@ class Identity:
             self._deliver_bytes,
             self._who_is,
             files_dir=chat_files_dir,
+            tell=self._tell,
         )
         self.chat_files = ChatFiles(
             node,
@@ -97,6 +106,7 @@ class Identity:
             partials,
             self.chats.on_file,
             self.chats.file_bytes,
+            self.chats.file_day_left,
             lambda key: self.names.get(key, ""),
         )
         self.chats.file_arriving = self.chat_files.arriving
@@ -108,7 +118,9 @@ class Identity:
         )
         self._chat_store = chat_store
         self.chat_apps = chat_store.chat_apps(user.mailbox)  # friends' keys known not to be bridges
-        self.greeted: set[bytes] = set()  # friends' keys that greeted as bridges in this run
+        self.bridges = chat_store.bridges(user.mailbox)  # keys that greeted as bridges, ever
+        self._kind_known: dict[bytes, asyncio.Event] = {}  # set when a friend's kind is learned
+        self._noise_told: set[bytes] = set()  # bridges whose chat noise was logged in this run
         self.names: dict[bytes, str] = {}  # friend's key → the Tox name it last told us
         self.peers: dict[int, str] = {}  # friend → software named in its greeting
         self.capabilities: dict[int, frozenset[str]] = {}  # friend → words after its greeting
@@ -175,6 +187,16 @@ class Identity:
             return contact.name, contact.addresses[0] if contact.addresses else f"{public_key.hex()}@tox"
         return tox_name or self.names.get(public_key, ""), f"{public_key.hex()}@tox"
 
+    def _tell(self, public_key: bytes, text: str) -> None:
+        """One chat line to a chat friend (from the node's loop, inside toxcore's callbacks)."""
+        friend = self.node.friend_by_public_key(public_key)
+        if friend is None:
+            return
+        try:
+            self.node.send_message(friend, text.encode()[:MAX_MESSAGE_LENGTH])
+        except ToxError as e:
+            log.debug("%s: chat line to %s not sent: %s", self.user.mailbox, public_key.hex()[:8], e)
+
     def bootstrap(self) -> None:
         for node in self.config.tox.bootstrap:
             self._try(self.node.bootstrap, node)
@@ -201,9 +223,59 @@ class Identity:
             return f"Tox friend {key} has not been online yet (friend request not accepted?)"
         return f"Tox friend {key} offline since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
 
+    def offline_reply(self, friend: int, address: str) -> Reply:
+        """Postfix's deferral for an offline friend; its words end up in the bounce, so those
+        for a chat app say plainly what the recipient uses and what happens to the mail."""
+        public_key = self.node.friend_public_key(friend)
+        if not self.is_chat_app(public_key):
+            return offline(f"<{address}>: {self.offline_text(friend)}")
+        contact = self.friends.contact(public_key)
+        who = (
+            f"{contact.name} (Tox friend {public_key.hex()[:8]})"
+            if contact
+            else f"Tox friend {public_key.hex()[:8]}"
+        )
+        since = self.last_online(friend)
+        when = time.strftime(" since %Y-%m-%d %H:%M UTC", time.gmtime(since)) if since else ""
+        return chat_unreachable(
+            f"<{address}>: {who} uses a Tox chat app (not a mail bridge) and has been offline{when}"
+        )
+
     def is_chat_app(self, public_key: bytes) -> bool:
-        """Mail to this friend goes as chat: known as a chat app, and no greeting in this run."""
-        return public_key in self.chat_apps and public_key not in self.greeted
+        """Mail to this friend goes as chat: known as a chat app, never greeted as a bridge."""
+        return public_key in self.chat_apps and public_key not in self.bridges
+
+    def kind_known(self, public_key: bytes) -> bool:
+        return public_key in self.bridges or public_key in self.chat_apps
+
+    async def learn_kind(self, public_key: bytes) -> bool:
+        """Whether mail to this online friend goes as chat. A friend of unknown kind (a new
+        KEY@tox) is waited for until GREETING_WAIT after its link came up: a greeting makes it a
+        bridge, a chat message or an avatar a chat app; online and still unknown then: a chat
+        app (a bridge greets within a second). The first mail to a chat app never goes as a
+        file it cannot take."""
+        if not self.kind_known(public_key):
+            since = self.online_since.get(public_key)  # None: offline, the send says 4xx
+            left = 0.0 if since is None else since + GREETING_WAIT - time.time()
+            if left > 0:
+                log.info(
+                    "%s: friend %s: bridge or chat app? waiting up to %.0f s for its greeting",
+                    self.user.mailbox,
+                    public_key.hex()[:8],
+                    left,
+                )
+                event = self._kind_known.setdefault(public_key, asyncio.Event())
+                try:
+                    async with asyncio.timeout(left):
+                        await event.wait()
+                except TimeoutError:
+                    pass
+        return public_key not in self.bridges
+
+    def _kind_learned(self, public_key: bytes) -> None:
+        event = self._kind_known.pop(public_key, None)
+        if event is not None:
+            event.set()
 
     def chat_delivered(self, public_key: bytes, message: bytes) -> None:
         """A mail reached the chat app: the friend's next burst of chat answers it."""
@@ -213,6 +285,17 @@ class Identity:
             self._chat_store.answered(self.user.mailbox, public_key, message_id)
 
     def _learn_chat_app(self, public_key: bytes, why: str) -> None:
+        if public_key in self.bridges:  # noise: a bridge is never downgraded (GREETING_WAIT)
+            if public_key not in self._noise_told:
+                self._noise_told.add(public_key)
+                log.info(
+                    "%s: friend %s greeted as a bridge before; now %s: noise, still a bridge, its "
+                    "mail goes by file transfer (further such signs not logged)",
+                    self.user.mailbox,
+                    public_key.hex()[:8],
+                    why,
+                )
+            return
         if public_key in self.chat_apps:
             return
         self.chat_apps.add(public_key)
@@ -223,6 +306,7 @@ class Identity:
             public_key.hex()[:8],
             why,
         )
+        self._kind_learned(public_key)
         self.catch_up.now(public_key)  # mail Postfix deferred for it can go now
 
     def _no_greeting(self, friend: int, public_key: bytes) -> None:
@@ -230,7 +314,14 @@ class Identity:
             online = self.node.friend_connection(friend) != 0
         except ToxError:
             return  # no longer a friend
-        if online and friend not in self.peers and public_key not in self.greeted:
+        if online and friend not in self.peers and public_key in self.bridges:
+            log.info(
+                "%s: friend %s (a bridge) has not greeted in %.0f s online; still a bridge",
+                self.user.mailbox,
+                public_key.hex()[:8],
+                GREETING_WAIT,
+            )
+        elif online and friend not in self.peers:
             self._learn_chat_app(public_key, f"no greeting in {GREETING_WAIT:.0f} s online")
 
     def end_friendships(self) -> None:
@@ -249,6 +340,7 @@ class Identity:
                     log.warning("%s: cannot end the Tox friendship with %s: %s", mailbox, public_key.hex(), e)
                     continue
                 self.peers.pop(friend, None)
+                self._forget_kind(public_key)
                 self.online_since.pop(public_key, None)
                 self.offline_since.pop(public_key, None)
                 self.save()
@@ -259,6 +351,12 @@ class Identity:
         """Transfers that made no progress for transfer_stall_timeout: given up."""
         self.receiver.drop_stalled(self.config.transfer_stall_timeout)
         self.chat_files.drop_stalled(self.config.transfer_stall_timeout)
+
+    def _forget_kind(self, public_key: bytes) -> None:
+        self.bridges.discard(public_key)
+        self.chat_apps.discard(public_key)
+        self._noise_told.discard(public_key)
+        self._chat_store.forget_kind(self.user.mailbox, public_key)
 
     async def stop(self) -> None:
         self.catch_up.stop()
@@ -321,10 +419,11 @@ class Identity:
             # version greets without one, and must not get what only the newer one reads.
             self.capabilities.pop(friend, None)
             public_key = node.friend_public_key(friend)
-            self.greeted.add(public_key)
-            if public_key in self.chat_apps:  # it was a chat app's key, now a bridge's
-                self.chat_apps.discard(public_key)
-                self._chat_store.set_chat_app(self.user.mailbox, public_key, False, time.time())
+            if public_key not in self.bridges:  # remembered: later runs never downgrade it
+                self.bridges.add(public_key)
+                self.chat_apps.discard(public_key)  # it was a chat app's key, now a bridge's
+                self._chat_store.set_bridge(self.user.mailbox, public_key, time.time())
+            self._kind_learned(public_key)
             log.info(
                 "%s: friend %s is a bridge (%s, protocol %d)",
                 self.user.mailbox,
@@ -355,15 +454,10 @@ class Identity:
         self.names[node.friend_public_key(friend)] = name.decode("utf-8", "replace")
 
     def on_friend_message(self, node, friend: int, kind: int, text: bytes) -> None:
-        if friend in self.peers:  # a bridge: bridges carry mail, they do not chat
-            log.info(
-                "%s: friend %s (a bridge) sent a chat message (%d bytes); ignored",
-                self.user.mailbox,
-                node.friend_label(friend),
-                len(text),
-            )
-            return
         public_key = node.friend_public_key(friend)
+        if public_key in self.bridges:  # a bridge: bridges carry mail, they do not chat
+            self._learn_chat_app(public_key, f"it sent a chat message ({len(text)} bytes, ignored)")
+            return
         self._learn_chat_app(public_key, "it sent a chat message")
         self.chats.on_message(public_key, self.names.get(public_key, ""), kind == MESSAGE_ACTION, text)
 
@@ -372,13 +466,13 @@ class Identity:
 
     def on_file_recv(self, node, friend, number, kind, size, filename) -> None:
         public_key = node.friend_public_key(friend)
-        if kind == FILE_KIND_AVATAR and public_key not in self.greeted:
+        if kind == FILE_KIND_AVATAR:
             self._learn_chat_app(public_key, "it offered an avatar")  # bridges have none
         if (
             kind == FILE_KIND_DATA
             and filename != wire.MAIL_FILENAME  # a mail transfer is judged as one, whoever sends it
             and friend not in self.peers
-            and public_key not in self.greeted
+            and public_key not in self.bridges
         ):
             # Bridges offer only mail: any other file is a chat app's (a photo, a document).
             self._learn_chat_app(public_key, "it offered a file")
