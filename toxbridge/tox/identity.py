@@ -26,6 +26,7 @@ from .incoming import Receiver
 from .library import FILE_CONTROL_CANCEL, FILE_KIND_AVATAR, FILE_KIND_DATA, MESSAGE_ACTION
 from .node import ToxNode
 from .outgoing import Sender
+from .pacing import Pacer
 from .partial import Partials
 
 log = logging.getLogger("toxbridge.identity")
@@ -55,11 +56,14 @@ class Identity:
         routes: Routes,
         partials: Partials,
         chat_store: ChatStore,
+        pacer: Pacer | None = None,
     ) -> None:
         self.config, self.user, self.node = config, user, node
         self.friends = Friends(config, user, node, routes, self.save)
         self.catch_up = CatchUp(config, user, node, routes)
-        self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout, self._peer_inflates)
+        self.sender = Sender(
+            node, config.transfer_stall_timeout, config.result_timeout, self._peer_inflates, pacer
+        )
         partial_dir = state_subdir(partials.root, user.mailbox)
         self._dovecot = lmtp_out.LMTPClient(config.dovecot_lmtp, config.hostname)  # one mail at a time
         self.receiver = Receiver(
@@ -108,6 +112,7 @@ class Identity:
         routes: Routes,
         partials: Partials,
         chat_store: ChatStore,
+        pacer: Pacer | None = None,
     ) -> Identity:
         path = profile.profile_path(config.state_dir, user.mailbox)
         savedata = profile.read(path)
@@ -130,7 +135,7 @@ class Identity:
                 f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
                 "(other Tox programs running? widen the range)"
             ) from None
-        identity = cls(config, user, node, store, routes, partials, chat_store)
+        identity = cls(config, user, node, store, routes, partials, chat_store, pacer)
         if savedata is None:
             identity.save()
         return identity
