@@ -74,11 +74,17 @@ def main(argv=None) -> int:
                 order = limits if round_ % 2 == 0 else limits[::-1]
                 for kbit in order:
                     restart_with_limit(lab, kbit)
+                    before = lab.net.qdisc_stats("src", "wan")
                     out = large_mail(bridged, size, seed, 0.05)
+                    after = lab.net.qdisc_stats("src", "wan")
+                    # the uplink router's tbf: packets its 200 ms queue dropped, bytes it sent
+                    out["router_dropped"] = after.dropped - before.dropped
+                    out["router_sent_bytes"] = after.sent_bytes - before.sent_bytes
                     ratio = out.get("mib_s", 0) / base["mib_s"] if base.get("mib_s") else 0
                     print(
                         f"round {round_ + 1}: limit {kbit} kbit/s {out.get('mib_s', 0):.3f} MiB/s "
-                        f"({ratio:.0%} of ordinary)",
+                        f"({ratio:.0%} of ordinary), router dropped {out['router_dropped']} packets, "
+                        f"sent {out['router_sent_bytes'] / MIB:.1f} MiB",
                         flush=True,
                     )
                     samples.append({"round": round_, "arm": kbit, "ratio": ratio, **out})
