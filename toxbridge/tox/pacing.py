@@ -116,10 +116,3 @@ class Pacer:
                 self._turns.remove(key)
             if outcome == SENT:
                 self._bucket.take(cost, now)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._queues.clear()
-        self._turns.clear()
