@@ -3,6 +3,7 @@
 Four households, each in its own namespace behind its own router (nftables masquerade), the
 family's tox-bootstrapd on the "internet" bridge as DHT node and TCP relay:
 - hanna and ivo: ordinary NAT, 50 Mbit/s down, 5 Mbit/s up — toxcore must punch through both NATs;
+  ivo's bridge paces its mail at 4500 kbit/s (tox.upload_limit_kbit), hanna's does not;
 - jana: her router drops all UDP — only the TCP relay on the bootstrap node gets her mail through;
 - karl: his router drops 2 % of the packets each way, at random.
 hanna befriends the other three through the real friend-request path. Every mail must arrive
