@@ -41,10 +41,13 @@ class InternetLab:
     """The lab internet with src and dst behind their routers, friends, and dst's smtpd on its
     LAN address for the ordinary route. Use as a context manager."""
 
-    def __init__(self, root: Path, link: Link = DEFAULT_LINK, compression: bool = True) -> None:
+    def __init__(
+        self, root: Path, link: Link = DEFAULT_LINK, compression: bool = True, upload_limit_kbit: int = 0
+    ) -> None:
         self.root = Path(root)
         self.link = link
         self.compression = compression
+        self.upload_limit_kbit = upload_limit_kbit  # src's tox.upload_limit_kbit (0: unpaced)
         self.net = Internet(self.root / "internet")
         self.src: Household | None = None
         self.dst: Household | None = None
@@ -63,7 +66,7 @@ class InternetLab:
             "src",
             {"ann": "ann-pw"},
             boot,
-            tox_settings=tox,
+            tox_settings={**tox, "upload_limit_kbit": self.upload_limit_kbit},
             netns=src_site.host_ns,
             bridge_settings=SRC_BRIDGE,
             postfix_extra={
@@ -204,10 +207,16 @@ def run(
     poll: float,
     log: Callable[[str], None] = print,
     compression: bool = True,
+    upload_limit_kbit: int = 0,
 ) -> dict:
-    params = {**dataclasses.asdict(link), "delay": "none (no netem)", "compression": compression}
+    params = {
+        **dataclasses.asdict(link),
+        "delay": "none (no netem)",
+        "compression": compression,
+        "upload_limit_kbit": upload_limit_kbit,
+    }
     result: dict = {"link": link.describe(), "link_params": params}
-    with InternetLab(root, link, compression) as lab:
+    with InternetLab(root, link, compression, upload_limit_kbit) as lab:
         result["setup_s"] = lab.setup_seconds
         log(f"  lab internet up ({link.describe()}), friends after {lab.setup_seconds['ready']:.1f} s")
         ordinary, bridged = lab.paths()

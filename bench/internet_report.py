@@ -98,6 +98,11 @@ def goals(r: dict) -> list[dict]:
     return out
 
 
+def _pace(net: dict) -> str:
+    kbit = (net.get("link_params") or {}).get("upload_limit_kbit")
+    return f"{kbit} kbit/s" if kbit else "none (unpaced)"
+
+
 def table(r: dict) -> str:
     """The lab-internet rows: ordinary e-mail, bridged, their ratio; then the goals of issue 18."""
     net = r.get("internet") or {}
@@ -106,6 +111,7 @@ def table(r: dict) -> str:
         f"lab internet (issue 18): {m.get('cores')} cores, {m.get('cpu')}",
         f"  links: each household {net.get('link', '?')}; no delay (this kernel has no netem);"
         f" STARTTLS sessions on the ordinary route: {net.get('tls_sessions', 0)}",
+        f"  sending bridge's tox.upload_limit_kbit: {_pace(net)}",
         "",
         f"{'':<44}  {'ordinary SMTP':>14}  {'bridged':>10}  {'ratio':>6}",
     ]

@@ -90,6 +90,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="on",
         help="the bridges' tox.compression (deploy default: on)",
     )
+    p.add_argument(
+        "--upload-limit",
+        type=int,
+        default=None,
+        help="lab internet: src bridge's tox.upload_limit_kbit (default: 90 %% of --up, as "
+        "deploy/toxbridge.yaml advises; 0: unpaced)",
+    )
     p.add_argument("--poll", type=float, default=0.005, help="IMAP poll interval in seconds (0.005)")
     p.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {','.join(PHASES)}")
     p.add_argument(
@@ -310,6 +317,7 @@ def main(argv=None) -> int:
                 args.poll,
                 say,
                 args.compression == "on",
+                int(args.up * 900) if args.upload_limit is None else args.upload_limit,
             ),
         )
     except Exception:

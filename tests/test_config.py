@@ -184,6 +184,14 @@ def test_tcp_only_and_proxy_combinations_accepted(tox):
         assert cfg.tox.udp is False and len(cfg.tox.tcp_relays) == 1
 
 
+def test_upload_limit_defaults_to_none_and_refuses_a_negative_rate():
+    assert config.parse(MINIMAL).tox.upload_limit_kbit == 0
+    assert config.parse(MINIMAL + "tox:\n  upload_limit_kbit: 4500\n").tox.upload_limit_kbit == 4500
+    with pytest.raises(ConfigError) as e:
+        config.parse(MINIMAL + "tox:\n  upload_limit_kbit: -5\n", "t.yaml")
+    assert str(e.value).startswith("t.yaml: line 6: tox.upload_limit_kbit: expected a non-negative")
+
+
 def test_ordinary_mail_defaults_to_notify_and_a_user_may_choose_otherwise():
     cfg = config.parse(MINIMAL)
     assert cfg.ordinary_mail == "notify" and cfg.milter_listen == Endpoint(path=f"{SPOOL}/toxbridge/milter")

@@ -3,6 +3,7 @@
 Four households, each in its own namespace behind its own router (nftables masquerade), the
 family's tox-bootstrapd on the "internet" bridge as DHT node and TCP relay:
 - hanna and ivo: ordinary NAT, 50 Mbit/s down, 5 Mbit/s up — toxcore must punch through both NATs;
+  ivo's bridge paces its mail at 4500 kbit/s (tox.upload_limit_kbit), hanna's does not;
 - jana: her router drops all UDP — only the TCP relay on the bootstrap node gets her mail through;
 - karl: his router drops 2 % of the packets each way, at random.
 hanna befriends the other three through the real friend-request path. Every mail must arrive
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -41,6 +43,8 @@ LINKS = {
 }
 LARGE = 25 * 1024 * 1024
 RESTARTS = 10
+# ivo's bridge paces its mail under his 5 Mbit/s uplink (tox.upload_limit_kbit)
+PACED = {"ivo": 4500}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,7 @@ def lab_internet(lab_root):
                     name,
                     {name: f"{name}-pw"},
                     net.bootstrap_nodes(),
-                    tox_settings=net.tox_settings(),
+                    tox_settings={**net.tox_settings(), "upload_limit_kbit": PACED.get(name, 0)},
                     netns=site.host_ns,
                 )
             started = list(houses.values())
@@ -186,6 +190,39 @@ def test_a_25_mib_mail_over_a_5_mbit_uplink_passes_every_timeout(lab_internet, r
     after = net.qdisc_stats("hanna", "wan")
     assert after.sent_bytes - before.sent_bytes >= wire
     assert after.overlimits > before.overlimits
+
+
+def test_a_paced_25_mib_mail_keeps_the_router_queue_from_overflowing_and_resumes_once(lab_internet, report):
+    """ivo's bridge hands toxcore its chunks under 4500 kbit/s: his router's 200 ms queue never
+    overflows (tc counts no drop; unpaced, toxcore fills it: docs/benchmarks.md, "Pacing").
+    hanna's bridge is killed half-way: chunks still waiting for the pace belong to a dead
+    transfer and must not go into the retry's, which resumes where the partial file ends."""
+    homes, net = lab_internet
+    hanna, ivo = homes["hanna"], homes["ivo"]
+    before = net.qdisc_stats("ivo", "wan")
+    body = base64.encodebytes(os.urandom(LARGE * 3 // 4)).replace(b"\n", b"\r\n")
+    partial_dir = hanna.root / "state" / "partial" / "hanna"
+
+    def partial_size() -> int:
+        return max((p.stat().st_size for p in partial_dir.glob("*")), default=0)
+
+    marker = send_marked(ivo, hanna, body=body)
+    assert wait_until(lambda: partial_size() > 6 * 1024 * 1024, 300, interval=0.2), "transfer did not start"
+    hanna.stop_bridge(signal.SIGKILL)
+    kept = partial_size()
+    mark = hanna.log_mark()
+    hanna.start_bridge()
+    hanna.wait_log("resuming a broken transfer at byte", TIMEOUT + 120, since=mark)
+    assert_exactly_once(ivo, hanna, marker, 1, 600)
+    with hanna.inside():
+        got = [m for m in hanna.dovecot.fetch_inbox("hanna") if marker.encode() in m]
+    assert got[0].replace(b"\r\n", b"\n").endswith((body + b"\r\nend\r\n").replace(b"\r\n", b"\n"))
+    after = net.qdisc_stats("ivo", "wan")
+    assert after.sent_bytes - before.sent_bytes >= len(body) * 0.7  # it did cross ivo's uplink
+    assert after.dropped == before.dropped, (
+        f"{after.dropped - before.dropped} packets dropped at ivo's router"
+    )
+    report(f"paced 25 MiB: {kept} bytes on disk when hanna was killed, resumed, once; router drops 0")
 
 
 def test_a_household_restarted_ten_times_reconnects_each_time(homes, report):

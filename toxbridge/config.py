@@ -99,6 +99,10 @@ class ToxSettings:
     # Mail to a friend's bridge that announces zlib goes compressed when that makes it smaller
     # (docs/benchmarks.md, "Levers"); false: announce nothing and send every mail raw.
     compression: bool = True
+    # The household's upload speed to stay under, in kbit/s (0: no limit). File chunks are handed
+    # to toxcore no faster than this, so a home router's deep queue stays short and toxcore's
+    # rate does not collapse in it (docs/benchmarks.md, "Pacing"); ~90 % of the uplink.
+    upload_limit_kbit: int = 0
 
 
 @dataclass(frozen=True)

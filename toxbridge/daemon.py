@@ -26,6 +26,7 @@ from .outbound import Outbound
 from .tox.chat_store import ChatStore
 from .tox.delivered import DeliveryStore
 from .tox.identity import Identity
+from .tox.pacing import Pacer, bucket_for
 from .tox.partial import Partials
 
 log = logging.getLogger("toxbridge.daemon")
@@ -67,9 +68,12 @@ async def run(config: Config) -> None:
     partials.scan()  # what an earlier run left counts against the caps
     chat_store = ChatStore(config.state_dir / "chat.sqlite")
     identities: list[Identity] = []
+    # One pace for the whole bridge: every identity's mail leaves through the same uplink.
+    limit = config.tox.upload_limit_kbit
+    pacer = Pacer(bucket_for(limit)) if limit else None
     try:
         for user in config.users:
-            identities.append(Identity.open(config, user, store, routes, partials, chat_store))
+            identities.append(Identity.open(config, user, store, routes, partials, chat_store, pacer))
         nodes = {i.user.mailbox: i.node for i in identities}
         # A pairing another user learned serves a user whose own identity is that key's friend.
         routes.reaches = lambda mailbox, key: nodes[mailbox].friend_by_public_key(key) is not None

@@ -33,6 +33,7 @@ from .library import (
 )
 from .node import ToxNode
 from .outgoing import Sender, offline
+from .pacing import Pacer
 from .partial import Partials
 
 log = logging.getLogger("toxbridge.identity")
@@ -64,11 +65,14 @@ class Identity:
         routes: Routes,
         partials: Partials,
         chat_store: ChatStore,
+        pacer: Pacer | None = None,
     ) -> None:
         self.config, self.user, self.node = config, user, node
         self.friends = Friends(config, user, node, routes, self.save)
         self.catch_up = CatchUp(config, user, node, routes)
-        self.sender = Sender(node, config.transfer_stall_timeout, config.result_timeout, self._peer_inflates)
+        self.sender = Sender(
+            node, config.transfer_stall_timeout, config.result_timeout, self._peer_inflates, pacer
+        )
         partial_dir = state_subdir(partials.root, user.mailbox)
         # Completed files from chat apps, until their chat mail is in the mailbox.
         chat_files_dir = state_subdir(state_subdir(config.state_dir, "chat-files"), user.mailbox)
@@ -141,6 +145,7 @@ class Identity:
         routes: Routes,
         partials: Partials,
         chat_store: ChatStore,
+        pacer: Pacer | None = None,
     ) -> Identity:
         path = profile.profile_path(config.state_dir, user.mailbox)
         savedata = profile.read(path)
@@ -163,7 +168,7 @@ class Identity:
                 f"{user.mailbox}: no free UDP port in tox.port_range {low}-{high} "
                 "(other Tox programs running? widen the range)"
             ) from None
-        identity = cls(config, user, node, store, routes, partials, chat_store)
+        identity = cls(config, user, node, store, routes, partials, chat_store, pacer)
         if savedata is None:
             identity.save()
         return identity

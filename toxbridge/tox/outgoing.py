@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..mail.smtpreply import Reply
 from . import wire
-from .errors import ToxError
+from .errors import ToxError, ToxSendQueueFull
 from .library import FILE_CONTROL_CANCEL, FILE_KIND_DATA
 from .node import ToxNode
+from .pacing import GONE, LATER, RETRY, SENT, Pacer
 
 log = logging.getLogger("toxbridge.sender")
 
@@ -42,6 +44,8 @@ class Outgoing:
     last_progress: float = field(default_factory=time.monotonic)
     sent_all_at: float | None = None
     served: int = 0  # bytes handed to toxcore so far
+    # Unpaced: chunks toxcore asked for but could not take yet (SENDQ), in order.
+    waiting: deque[tuple[int, int]] = field(default_factory=deque)
 
 
 class Sender:
@@ -53,8 +57,10 @@ class Sender:
         stall_timeout: float,
         result_timeout: float,
         compress_for: Callable[[int], bool] = lambda friend: False,
+        pacer: Pacer | None = None,
     ) -> None:
         self._node = node
+        self._pacer = pacer  # None: every chunk goes the moment toxcore asks for it
         self._compress_for = compress_for  # friend -> does its bridge inflate zlib?
         self._stall_timeout = stall_timeout
         self._result_timeout = result_timeout
@@ -142,13 +148,47 @@ class Sender:
             out.sent_all_at = out.last_progress
             del self._by_number[(friend, number)]
             return
+        if self._pacer is None:
+            self._send_until_taken(out, position, length)
+        else:
+            # toxcore has counted the chunk as requested and asks for the next ones: it never
+            # asks for this one again, so it waits its turn here and goes in order.
+            self._pacer.submit(out, length, lambda: self._send_chunk(out, position, length))
+
+    def _send_until_taken(self, out: Outgoing, position: int, length: int) -> None:
+        """toxcore asks for each chunk once and takes them only in order (Messenger.c): one it
+        cannot take yet (its send queue full) is offered again a moment later, and the chunks
+        asked for meanwhile wait behind it, instead of the transfer stalling."""
+        out.waiting.append((position, length))
+        if len(out.waiting) == 1:
+            self._send_waiting(out)
+
+    def _send_waiting(self, out: Outgoing) -> None:
+        while out.waiting:
+            outcome = self._send_chunk(out, *out.waiting[0])
+            if outcome == LATER:
+                asyncio.get_running_loop().call_later(RETRY, self._send_waiting, out)
+                return
+            out.waiting.popleft()
+            if outcome == GONE:
+                out.waiting.clear()
+
+    def _send_chunk(self, out: Outgoing, position: int, length: int) -> str:
+        if self._by_number.get((out.friend, out.file_number)) is not out:
+            return GONE  # cancelled or broken while its chunk waited for the pace
         chunk = out.payload.chunk(position, length)
         try:
-            self._node.file_send_chunk(friend, number, position, chunk)
-            out.served = max(out.served, position + len(chunk))
+            self._node.file_send_chunk(out.friend, out.file_number, position, chunk)
+        except ToxSendQueueFull:
+            # toxcore's packet budget is spent for now (it asks for chunks only while it has
+            # some, but a paced chunk goes later): the same chunk again, once it refilled.
+            return LATER
         except ToxError as e:
-            # A full send queue is normal under load: toxcore asks for the chunk again.
-            log.debug("chunk at %d for friend %d not sent: %s", position, friend, e)
+            log.debug("chunk at %d for friend %d not sent: %s", position, out.friend, e)
+            return GONE
+        out.served = max(out.served, position + len(chunk))
+        out.last_progress = time.monotonic()
+        return SENT
 
     def on_control(self, friend: int, number: int, control: int) -> None:
         out = self._by_number.get((friend, number))
