@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import os
+import time
+from types import SimpleNamespace
 
 import pytest
 
 from toxbridge.tox.friend_search import FriendSearch
+from toxbridge.tox.identity import Identity
 from toxbridge.tox.node import ToxNode
 from toxbridge.tox.options import ToxOptions
 
@@ -89,3 +92,55 @@ def test_no_re_add_while_a_lower_number_is_free(node):
 def test_re_adding_an_unknown_friend_does_nothing(node):
     assert not node.readd_friend(7)
     assert node.friends() == []
+
+
+class Recording:
+    """A real ToxNode whose re-adds are counted."""
+
+    def __init__(self, node: ToxNode) -> None:
+        self._node = node
+        self.readds: list[int] = []
+
+    def readd_friend(self, friend: int) -> bool:
+        self.readds.append(friend)
+        return self._node.readd_friend(friend)
+
+    def __getattr__(self, name):
+        return getattr(self._node, name)
+
+
+def identity_of(node: ToxNode, last_online: dict[int, float | None]) -> SimpleNamespace:
+    """What Identity.search_friends reads of its identity, around a real node."""
+    return SimpleNamespace(
+        search=FriendSearch(refresh=5, window=60),
+        node=Recording(node),
+        last_online=lambda friend: last_online.get(friend),
+        offline_since={},
+        user=SimpleNamespace(mailbox="ann"),
+    )
+
+
+def test_the_identity_re_adds_a_friend_it_saw_and_keeps_when_it_was_last_seen(node):
+    key = public_key()
+    friend = node.friend_add_norequest(key)
+    identity = identity_of(node, {friend: 1700000000.0})
+    identity.search.lost(key, now=time.monotonic() - 5)  # one period ago: due now
+    Identity.search_friends(identity)  # type: ignore[arg-type]  # what the method reads, around a real node
+    assert identity.node.readds == [friend]
+    assert identity.offline_since == {key: 1700000000.0}  # toxcore forgot it with the friend
+
+
+def test_a_friend_never_online_is_never_re_added_its_friend_request_would_be_lost(node):
+    """A friend added with a request that was not answered yet: toxcore resends the request only
+    for a friend added with one (a re-add without a request would drop it for good)."""
+    other = ToxNode(ToxOptions(udp=False))
+    try:
+        friend = node.friend_add(other.address, b"hello, it's ann")
+    finally:
+        other.close()
+    key = node.friend_public_key(friend)
+    identity = identity_of(node, {friend: None})
+    identity.search.joined([key], now=time.monotonic() - 5)
+    Identity.search_friends(identity)  # type: ignore[arg-type]  # what the method reads, around a real node
+    assert identity.node.readds == []
+    assert identity.search.searching() == set()

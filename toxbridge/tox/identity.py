@@ -97,6 +97,8 @@ class Identity:
         self.network_since: float | None = None  # when this identity last joined the Tox network
         self.offline_network_since: float | None = time.time()  # since when it is off it (start: now)
         self.search = FriendSearch()  # offline friends re-added after a DHT key changed
+        # a new node has a new DHT key: every friend must learn it (all are offline yet)
+        self.search.joined([node.friend_public_key(f) for f in node.friends()], time.monotonic())
         node.handler = self
         # Friends on a plain chat app see this under the bridge's name (its address).
         node.set_status_message(status_message(user.address))
