@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from toxbridge.tox.friend_search import FriendSearch
 from toxbridge.tox.identity import Identity
+from toxbridge.tox.last_seen import LastSeen, seen_path
 from toxbridge.tox.node import ToxNode
 from toxbridge.tox.options import ToxOptions
 
@@ -109,9 +111,10 @@ class Recording:
         return getattr(self._node, name)
 
 
-def identity_of(node: ToxNode, last_online: dict[int, float | None]) -> SimpleNamespace:
+def identity_of(node: ToxNode, last_online: dict[int, float | None], seen: Path) -> SimpleNamespace:
     """What Identity.search_friends reads of its identity, around a real node."""
     return SimpleNamespace(
+        seen=LastSeen(seen),
         search=FriendSearch(refresh=5, window=60),
         node=Recording(node),
         last_online=lambda friend: last_online.get(friend),
@@ -120,17 +123,19 @@ def identity_of(node: ToxNode, last_online: dict[int, float | None]) -> SimpleNa
     )
 
 
-def test_the_identity_re_adds_a_friend_it_saw_and_keeps_when_it_was_last_seen(node):
+def test_the_identity_re_adds_a_friend_it_saw_and_keeps_when_it_was_last_seen(node, tmp_path):
     key = public_key()
     friend = node.friend_add_norequest(key)
-    identity = identity_of(node, {friend: 1700000000.0})
+    identity = identity_of(node, {friend: 1700000000.0}, tmp_path / "ann.seen.json")
     identity.search.lost(key, now=time.monotonic() - 5)  # one period ago: due now
     Identity.search_friends(identity)  # type: ignore[arg-type]  # what the method reads, around a real node
     assert identity.node.readds == [friend]
-    assert identity.offline_since == {key: 1700000000.0}  # toxcore forgot it with the friend
+    assert node.friend_last_online(friend) is None  # toxcore forgot it with the friend …
+    assert identity.offline_since == {key: 1700000000.0}  # … this run did not
+    assert LastSeen(tmp_path / "ann.seen.json").get(key) == 1700000000.0  # nor does the next one
 
 
-def test_a_friend_never_online_is_never_re_added_its_friend_request_would_be_lost(node):
+def test_a_friend_never_online_is_never_re_added_its_friend_request_would_be_lost(node, tmp_path):
     """A friend added with a request that was not answered yet: toxcore resends the request only
     for a friend added with one (a re-add without a request would drop it for good)."""
     other = ToxNode(ToxOptions(udp=False))
@@ -139,8 +144,28 @@ def test_a_friend_never_online_is_never_re_added_its_friend_request_would_be_los
     finally:
         other.close()
     key = node.friend_public_key(friend)
-    identity = identity_of(node, {friend: None})
+    identity = identity_of(node, {friend: None}, tmp_path / "ann.seen.json")
     identity.search.joined([key], now=time.monotonic() - 5)
     Identity.search_friends(identity)  # type: ignore[arg-type]  # what the method reads, around a real node
     assert identity.node.readds == []
     assert identity.search.searching() == set()
+
+
+def test_last_seen_keeps_the_latest_time_and_survives_a_restart(tmp_path):
+    path = seen_path(tmp_path / "ann.tox")
+    assert path == tmp_path / "ann.seen.json"
+    seen = LastSeen(path)
+    seen.keep(A, 200.0)
+    seen.keep(A, 100.0)  # an older time changes nothing
+    assert LastSeen(path).get(A) == 200.0
+    assert LastSeen(path).get(B) is None
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_damaged_last_seen_file_costs_only_its_times(tmp_path, caplog):
+    path = tmp_path / "ann.seen.json"
+    path.write_text("[not, json")
+    assert LastSeen(path).get(A) is None
+    assert "unreadable" in caplog.text
+    path.write_text('["a list"]')
+    assert LastSeen(path).get(A) is None

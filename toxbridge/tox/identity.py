@@ -24,6 +24,7 @@ from .errors import ToxError, ToxPortError
 from .friend_search import FriendSearch
 from .friends import Friends
 from .incoming import Receiver
+from .last_seen import LastSeen, seen_path
 from .library import FILE_CONTROL_CANCEL, FILE_KIND_AVATAR, FILE_KIND_DATA, MESSAGE_ACTION
 from .node import ToxNode
 from .outgoing import Sender
@@ -97,6 +98,7 @@ class Identity:
         self.network_since: float | None = None  # when this identity last joined the Tox network
         self.offline_network_since: float | None = time.time()  # since when it is off it (start: now)
         self.search = FriendSearch()  # offline friends re-added after a DHT key changed
+        self.seen = LastSeen(seen_path(profile.profile_path(config.state_dir, user.mailbox)))
         # a new node has a new DHT key: every friend must learn it (all are offline yet)
         self.search.joined([node.friend_public_key(f) for f in node.friends()], time.monotonic())
         node.handler = self
@@ -172,9 +174,13 @@ class Identity:
 
     def last_online(self, friend: int) -> float | None:
         """When an offline friend was last seen: by this run, else by toxcore (kept in the profile)."""
-        return self.offline_since.get(self.node.friend_public_key(friend)) or self.node.friend_last_online(
-            friend
-        )
+        public_key = self.node.friend_public_key(friend)
+        if public_key in self.offline_since:
+            return self.offline_since[public_key]
+        known = [
+            t for t in (self.node.friend_last_online(friend), self.seen.get(public_key)) if t is not None
+        ]
+        return max(known) if known else None  # toxcore's, or ours if it forgot on a re-add
 
     def offline_text(self, friend: int) -> str:
         """Words for Postfix's deferral (and in the end its bounce): who is offline, since when."""
@@ -260,6 +266,7 @@ class Identity:
                 continue
             if self.node.readd_friend(friend):
                 self.offline_since.setdefault(public_key, since)
+                self.seen.keep(public_key, since)
                 log.debug("%s: friend %s searched afresh", self.user.mailbox, self.node.friend_label(friend))
 
     # ---- toxcore events (on the loop thread, inside iterate)
