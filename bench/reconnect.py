@@ -25,7 +25,7 @@ from pathlib import Path
 from toxbridge.lab import netns
 from toxbridge.lab.internet import Internet, Link
 from toxbridge.lab.ports import free_port
-from toxbridge.tox.friend_search import FriendSearch
+from toxbridge.tox.friend_search import REFRESH_SECONDS, FriendSearch
 from toxbridge.tox.node import ToxNode
 from toxbridge.tox.options import ToxOptions
 
@@ -45,9 +45,9 @@ TICK = 1.0  # as the daemon asks (daemon.SEARCH_TICK_SECONDS)
 class Side:
     """One node's friend events, and (lever on) the bridge's re-add policy for its friends."""
 
-    def __init__(self, node: ToxNode, lever: bool) -> None:
+    def __init__(self, node: ToxNode, lever: bool, refresh: float = REFRESH_SECONDS) -> None:
         self.node, self.lever = node, lever
-        self.search = FriendSearch()
+        self.search = FriendSearch(refresh)
         self.online: dict[bytes, float] = {}  # friend's key → when it came online
         self.readds = 0
         node.handler = self
@@ -97,7 +97,7 @@ class Site:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(inside(), self.loop))
 
 
-async def run(restarts: int, root: Path) -> dict[str, list[float]]:
+async def run(restarts: int, root: Path, refresh: float = REFRESH_SECONDS) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"off": [], "on": []}
     with Internet(root) as net:
         boot = net.bootstrap
@@ -121,7 +121,7 @@ async def run(restarts: int, root: Path) -> dict[str, list[float]]:
         others = {
             name: await start(name, udp=name != "tcp-only") for name in ("restarts", "tcp-only", "lossy")
         }
-        staying = Side(stays, lever=False)
+        staying = Side(stays, lever=False, refresh=refresh)
         sides = {name: Side(node, lever=False) for name, node in others.items()}
         for name, node in others.items():
             await sites[name].call(lambda node=node: node.friend_add(stays.address, b"bench"))
@@ -134,7 +134,7 @@ async def run(restarts: int, root: Path) -> dict[str, list[float]]:
             await sites["restarts"].call(node.stop)
             started = time.monotonic()
             node = await start("restarts", savedata)
-            side = await sites["restarts"].call(lambda: Side(node, lever))
+            side = await sites["restarts"].call(lambda: Side(node, lever, refresh))
 
             async def ticks() -> None:
                 while True:
@@ -176,9 +176,10 @@ async def wait_for(predicate, timeout: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--restarts", type=int, default=20)
+    parser.add_argument("--refresh", type=float, default=REFRESH_SECONDS, help="re-add period, s (lever on)")
     parser.add_argument("--root", type=Path, default=Path(f"/tmp/toxbridge-reconnect-{int(time.time())}"))
     args = parser.parse_args()
-    times = asyncio.run(run(args.restarts, args.root))
+    times = asyncio.run(run(args.restarts, args.root, args.refresh))
     for arm, values in times.items():
         if values:
             print(f"lever {arm}: n={len(values)} p50 {percentile(values, 50):.1f} s, "
