@@ -8,7 +8,8 @@ often wasted: the staying side sends it while the restarted one is not up yet, o
 onion key of the friend's previous run (still stored at the announce nodes); the restarted
 side sends it before its onion paths through the home routers work. Then the friendship waits
 for the 30 s timer, or for toxcore's friend search, which backs off (every 3 s, then 16 s,
-32 s, …). Measured on the lab internet: reconnection p50/p95 8.5–21/38–41 s.
+32 s, …). Measured on the lab internet (bench/reconnect.py, one run, alternating): toxcore
+alone p50 30.0 s, p95 59.9 s; with the re-add below p50 9.0 s, p95 30.0 s (docs/benchmarks.md).
 
 tox_friend_delete + tox_friend_add_norequest (same key, same friend number) resets both: a new
 search from a clean node list and the dhtpk packet sent again as soon as the friend's announce
@@ -44,7 +45,8 @@ class FriendSearch:
         self._open(key, now)
 
     def joined(self, offline: list[bytes], now: float) -> None:
-        """Our node came onto the Tox network (a new DHT key): every offline friend must learn it."""
+        """Our node started (a new DHT key) or came back onto the network: every offline friend
+        must learn where it is."""
         for key in offline:
             self._open(key, now)
 
