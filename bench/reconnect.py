@@ -9,9 +9,10 @@ staying node in one, the restarted one in another, and two more friends of the s
 whose router drops UDP, one with 2 % loss) so the DHT has the households the tests have. Each
 restart: the node stops (tox_kill), starts again from its savedata on a fresh random port (as the
 bridge does), bootstraps from the family's node, and the time from its start to its friend
-connection is measured. With the lever "on", both sides run the bridge's policy (FriendSearch with
-ToxNode.readd_friend): the staying side from the moment the friend went offline, the restarted
-side from its start; "off" is toxcore alone. Prints each time and p50/p95 per arm.
+connection is measured. `--arms off,5,3` says what alternates: "off" is toxcore alone; a number
+is the lever with that re-add period (s): both sides run the bridge's policy (FriendSearch with
+ToxNode.readd_friend), the staying side from the moment the friend went offline, the restarted
+side from its start. Prints each time and p50/p95 per arm.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ class Site:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(inside(), self.loop))
 
 
-async def run(restarts: int, root: Path, refresh: float = REFRESH_SECONDS) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"off": [], "on": []}
+async def run(restarts: int, root: Path, arms: list[float | None]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {arm_name(arm): [] for arm in arms}
     with Internet(root) as net:
         boot = net.bootstrap
         assert boot is not None and boot.public_key is not None
@@ -121,20 +122,22 @@ async def run(restarts: int, root: Path, refresh: float = REFRESH_SECONDS) -> di
         others = {
             name: await start(name, udp=name != "tcp-only") for name in ("restarts", "tcp-only", "lossy")
         }
-        staying = Side(stays, lever=False, refresh=refresh)
+        staying = Side(stays, lever=False)
         sides = {name: Side(node, lever=False) for name, node in others.items()}
         for name, node in others.items():
             await sites[name].call(lambda node=node: node.friend_add(stays.address, b"bench"))
         restarted = others["restarts"]
         await wait_for(lambda: stays.public_key in sides["restarts"].online, TIMEOUT)
 
-        async def restart(node: ToxNode, lever: bool) -> tuple[float, ToxNode]:
+        async def restart(node: ToxNode, refresh: float | None) -> tuple[float, ToxNode]:
+            lever = refresh is not None
             staying.lever = lever  # from this loss on
+            staying.search.refresh = refresh or REFRESH_SECONDS
             savedata = await sites["restarts"].call(node.savedata)
             await sites["restarts"].call(node.stop)
             started = time.monotonic()
             node = await start("restarts", savedata)
-            side = await sites["restarts"].call(lambda: Side(node, lever, refresh))
+            side = await sites["restarts"].call(lambda: Side(node, lever, refresh or REFRESH_SECONDS))
 
             async def ticks() -> None:
                 while True:
@@ -148,21 +151,25 @@ async def run(restarts: int, root: Path, refresh: float = REFRESH_SECONDS) -> di
             finally:
                 ticking.cancel()
             seconds = side.online[stays.public_key] - started
-            print(f"lever {'on' if lever else 'off':3s}: {seconds:5.1f} s "
+            print(f"lever {arm_name(refresh):6s}: {seconds:5.1f} s "
                   f"(re-adds: restarted {side.readds}, staying {staying.readds})", flush=True)  # fmt: skip
             staying.readds = 0
             await wait_for(lambda: node.public_key in staying.online, TIMEOUT)
             return seconds, node
 
         for i in range(restarts):
-            arm = ("off", "on")[i % 2]
-            seconds, restarted = await restart(restarted, arm == "on")
-            times[arm].append(seconds)
+            arm = arms[i % len(arms)]
+            seconds, restarted = await restart(restarted, arm)
+            times[arm_name(arm)].append(seconds)
         await sites["restarts"].call(restarted.stop)
         await sites["stays"].call(stays.stop)
         for name in ("tcp-only", "lossy"):
             await sites[name].call(others[name].stop)
     return times
+
+
+def arm_name(refresh: float | None) -> str:
+    return "off" if refresh is None else f"{refresh:g} s"
 
 
 async def wait_for(predicate, timeout: float) -> None:
@@ -176,10 +183,15 @@ async def wait_for(predicate, timeout: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--restarts", type=int, default=20)
-    parser.add_argument("--refresh", type=float, default=REFRESH_SECONDS, help="re-add period, s (lever on)")
+    parser.add_argument(
+        "--arms",
+        default=f"off,{REFRESH_SECONDS:g}",
+        help="what alternates: off, or a re-add period in s (default: off,5)",
+    )
     parser.add_argument("--root", type=Path, default=Path(f"/tmp/toxbridge-reconnect-{int(time.time())}"))
     args = parser.parse_args()
-    times = asyncio.run(run(args.restarts, args.root, args.refresh))
+    arms = [None if a == "off" else float(a) for a in args.arms.split(",")]
+    times = asyncio.run(run(args.restarts, args.root, arms))
     for arm, values in times.items():
         if values:
             print(f"lever {arm}: n={len(values)} p50 {percentile(values, 50):.1f} s, "
