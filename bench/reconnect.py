@@ -52,9 +52,14 @@ class Side:
         self.search = FriendSearch(refresh)
         self.online: dict[bytes, float] = {}  # friend's key → when it came online
         self.readds = 0
+        self.network: float | None = None  # when the node first got onto the Tox network
         node.handler = self
         if lever:
             self.search.joined([node.friend_public_key(f) for f in node.friends()], time.monotonic())
+
+    def on_self_connection(self, node, status) -> None:
+        if status and self.network is None:
+            self.network = time.monotonic()
 
     def on_friend_request(self, node, public_key, message) -> None:
         node.friend_add_norequest(public_key)
@@ -156,8 +161,9 @@ async def run(restarts: int, root: Path, arms: list[float | None]) -> dict[str, 
                 await wait_for(lambda: stays.public_key in side.online, TIMEOUT)  # the next starts connected
             finally:
                 ticking.cancel()
-            print(f"lever {arm_name(refresh):6s}: {seconds:5.1f} s "
-                  f"(re-adds: restarted {side.readds}, staying {staying.readds})", flush=True)  # fmt: skip
+            network = f"{side.network - started:.1f} s" if side.network else "not yet"
+            print(f"lever {arm_name(refresh):6s}: {seconds:5.1f} s (on the network after {network}; "
+                  f"re-adds: restarted {side.readds}, staying {staying.readds})", flush=True)  # fmt: skip
             staying.readds = 0
             await wait_for(lambda: node.public_key in staying.online, TIMEOUT)
             return seconds, node
