@@ -35,6 +35,9 @@ log = logging.getLogger("toxbridge.daemon")
 # start from; a restart from savedata must bootstrap again too).
 REBOOTSTRAP_SECONDS = 20.0
 HOUSEKEEPING_SECONDS = 3600.0
+# How often the identities are asked which offline friends to search afresh (each is due every
+# friend_search.REFRESH_SECONDS at most).
+SEARCH_TICK_SECONDS = 1.0
 # Off the Tox network this long (no bootstrap node answers): say so, with what to check.
 NO_NETWORK_WARNING_SECONDS = 60.0
 # How often the STATUS= line for systemd is brought up to date.
@@ -145,6 +148,7 @@ async def _serve(
         for job in (
             _rebootstrap(config, identities),
             _drop_stalled(config, identities),
+            _search_friends(identities),
             _housekeeping(config, store, partials),
             follow.follow(
                 config,
@@ -253,6 +257,14 @@ async def _housekeeping(config: Config, store: DeliveryStore, partials: Partials
                 removed,
             )
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+
+async def _search_friends(identities: list[Identity]) -> None:
+    """Offline friends re-added while their or our DHT key is new (tox/friend_search.py)."""
+    while True:
+        await asyncio.sleep(SEARCH_TICK_SECONDS)
+        for identity in identities:
+            identity.search_friends()
 
 
 async def _drop_stalled(config: Config, identities: list[Identity]) -> None:

@@ -23,8 +23,10 @@ from .chat_store import ChatStore
 from .chats import Chats
 from .delivered import DeliveryStore
 from .errors import ToxError, ToxPortError
+from .friend_search import FriendSearch
 from .friends import Friends
 from .incoming import Receiver
+from .last_seen import LastSeen, seen_path
 from .library import (
     FILE_KIND_AVATAR,
     FILE_KIND_DATA,
@@ -132,6 +134,10 @@ class Identity:
         self.online_since: dict[bytes, float] = {}  # friend's key → when their connection came up
         self.network_since: float | None = None  # when this identity last joined the Tox network
         self.offline_network_since: float | None = time.time()  # since when it is off it (start: now)
+        self.search = FriendSearch()  # offline friends re-added after a DHT key changed
+        self.seen = LastSeen(seen_path(profile.profile_path(config.state_dir, user.mailbox)))
+        # a new node has a new DHT key: every friend must learn it (all are offline yet)
+        self.search.joined([node.friend_public_key(f) for f in node.friends()], time.monotonic())
         node.handler = self
         # Friends on a plain chat app see this under the bridge's name (its address).
         node.set_status_message(status_message(user.address))
@@ -216,9 +222,13 @@ class Identity:
 
     def last_online(self, friend: int) -> float | None:
         """When an offline friend was last seen: by this run, else by toxcore (kept in the profile)."""
-        return self.offline_since.get(self.node.friend_public_key(friend)) or self.node.friend_last_online(
-            friend
-        )
+        public_key = self.node.friend_public_key(friend)
+        if public_key in self.offline_since:
+            return self.offline_since[public_key]
+        known = [
+            t for t in (self.node.friend_last_online(friend), self.seen.get(public_key)) if t is not None
+        ]
+        return max(known) if known else None  # toxcore's, or ours if it forgot on a re-add
 
     def offline_text(self, friend: int) -> str:
         """Words for Postfix's deferral (and in the end its bounce): who is offline, since when."""
@@ -372,10 +382,31 @@ class Identity:
         finally:  # also when the stop's deadline cancels it
             self._dovecot.close()
 
+    def search_friends(self) -> None:
+        """Re-add the offline friends that are due (tox/friend_search.py says why)."""
+        for public_key in self.search.due(time.monotonic()):
+            friend = self.node.friend_by_public_key(public_key)
+            if friend is None or self.node.friend_connection(friend) != 0:
+                self.search.found(public_key)  # no longer a friend, or back already
+                continue
+            since = self.last_online(friend)  # toxcore forgets it with the friend: keep it here
+            if since is None:
+                # never online: maybe our friend request still waits for an answer, and toxcore
+                # resends it only for a friend added with one; a re-add would drop it
+                self.search.found(public_key)
+                continue
+            if self.node.readd_friend(friend):
+                self.offline_since.setdefault(public_key, since)
+                self.seen.keep(public_key, since)
+                log.debug("%s: friend %s searched afresh", self.user.mailbox, self.node.friend_label(friend))
+
     # ---- toxcore events (on the loop thread, inside iterate)
 
     def on_self_connection(self, node, status: int) -> None:
         state = ("offline", "online (TCP)", "online (UDP)")[status]
+        if status and self.network_since is None:  # joined: our new DHT key is news to every friend
+            offline = [node.friend_public_key(f) for f in node.friends() if node.friend_connection(f) == 0]
+            self.search.joined(offline, time.monotonic())
         self.network_since = time.time() if status else None
         self.offline_network_since = None if status else time.time()
         log.info("%s: Tox network %s", self.user.mailbox, state)
@@ -390,6 +421,7 @@ class Identity:
             log.info("%s: friend %s went offline", self.user.mailbox, key)
             self.offline_since[public_key] = time.time()
             self.online_since.pop(public_key, None)
+            self.search.lost(public_key, time.monotonic())
             self.peers.pop(friend, None)
             self.capabilities.pop(friend, None)
             self.sender.on_friend_offline(friend)
@@ -403,6 +435,7 @@ class Identity:
         log.info("%s: friend %s online (%s)", self.user.mailbox, key, "UDP" if status == 2 else "TCP")
         self.offline_since.pop(public_key, None)
         self.online_since.setdefault(public_key, time.time())
+        self.search.found(public_key)
         try:
             node.send_lossless_packet(friend, wire.encode_greeting(SOFTWARE))
             if self.config.tox.compression:

@@ -236,6 +236,21 @@ class ToxNode:
         self._t.friend_delete(friend)
         self._transfers.pop(friend, None)
 
+    def readd_friend(self, friend: int) -> bool:
+        """Delete the friend and add its key back (no request): toxcore forgets its search state
+        for it (see tox/friend_search.py). Only while it keeps its number: toxcore gives an added
+        friend the lowest free number, so with a free one below it (a deleted friend's) this does
+        nothing and returns False. The caller keeps what toxcore forgets (its last-online time)."""
+        numbers = set(self.friends())
+        if friend not in numbers or any(n not in numbers for n in range(friend)):
+            return False
+        public_key = self.friend_public_key(friend)
+        self.friend_delete(friend)
+        again = self.friend_add_norequest(public_key)
+        if again != friend:  # cannot happen by the rule above; say so loudly if toxcore changes it
+            raise ToxError(f"friend {friend} came back as {again}")
+        return True
+
     def friend_by_public_key(self, public_key: bytes) -> int | None:
         try:
             return self._t.friend_by_public_key(public_key)

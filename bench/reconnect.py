@@ -1,0 +1,214 @@
+"""Friend reconnection after a restart, A/B: the re-add of offline friends (tox/friend_search.py)
+on and off, alternating restarts in one run, on the lab internet.
+
+    unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m bench.reconnect --restarts 20'
+
+Bare ToxNodes (no Postfix, no Dovecot: only what toxcore does) with the options the bridge uses,
+each in its household's namespace behind its own home router (50 Mbit/s down, 5 up, NAT): the
+staying node in one, the restarted one in another, and two more friends of the staying node (one
+whose router drops UDP, one with 2 % loss) so the DHT has the households the tests have. Each
+restart: the node stops (tox_kill), starts again from its savedata on a fresh random port (as the
+bridge does), bootstraps from the family's node, and the time from its start to its friend
+connection is measured. `--arms off,5,3` says what alternates: "off" is toxcore alone; a number
+is the lever with that re-add period (s): both sides run the bridge's policy (FriendSearch with
+ToxNode.readd_friend), the staying side from the moment the friend went offline, the restarted
+side from its start. Prints each time and p50/p95 per arm; a restart with no friend connection
+within TIMEOUT counts as TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from toxbridge.lab import netns
+from toxbridge.lab.internet import Internet, Link
+from toxbridge.lab.ports import free_port
+from toxbridge.tox.friend_search import REFRESH_SECONDS, FriendSearch
+from toxbridge.tox.node import ToxNode
+from toxbridge.tox.options import ToxOptions
+
+from .stats import percentile
+
+HOME = Link(down_mbit=50, up_mbit=5)
+SITES = {
+    "stays": HOME,
+    "restarts": HOME,
+    "tcp-only": Link(down_mbit=50, up_mbit=5, drop_udp=True),
+    "lossy": Link(down_mbit=50, up_mbit=5, loss=0.02),
+}
+TIMEOUT = 180.0
+TICK = 1.0  # as the daemon asks (daemon.SEARCH_TICK_SECONDS)
+
+
+class Side:
+    """One node's friend events, and (lever on) the bridge's re-add policy for its friends."""
+
+    def __init__(self, node: ToxNode, lever: bool, refresh: float = REFRESH_SECONDS) -> None:
+        self.node, self.lever = node, lever
+        self.search = FriendSearch(refresh)
+        self.online: dict[bytes, float] = {}  # friend's key → when it came online
+        self.readds = 0
+        self.network: float | None = None  # when the node first got onto the Tox network
+        node.handler = self
+        if lever:
+            self.search.joined([node.friend_public_key(f) for f in node.friends()], time.monotonic())
+
+    def on_self_connection(self, node, status) -> None:
+        if status and self.network is None:
+            self.network = time.monotonic()
+
+    def on_friend_request(self, node, public_key, message) -> None:
+        node.friend_add_norequest(public_key)
+
+    def on_friend_connection(self, node, friend, status) -> None:
+        key = node.friend_public_key(friend)
+        if status:
+            self.online.setdefault(key, time.monotonic())
+            self.search.found(key)
+        else:
+            self.online.pop(key, None)
+            if self.lever:
+                self.search.lost(key, time.monotonic())
+
+    def tick(self) -> None:
+        for key in self.search.due(time.monotonic()):
+            friend = self.node.friend_by_public_key(key)
+            if friend is not None and self.node.friend_connection(friend) == 0:
+                self.readds += self.node.readd_friend(friend)
+
+
+class Site:
+    """A thread that lives in one household's namespace and runs that household's event loop."""
+
+    def __init__(self, namespace: str) -> None:
+        ready = threading.Event()
+
+        def run() -> None:
+            with netns.entered(namespace):
+                self.loop = asyncio.new_event_loop()
+                ready.set()
+                self.loop.run_forever()
+
+        threading.Thread(target=run, name=namespace, daemon=True).start()
+        ready.wait()
+
+    async def call(self, fn):
+        async def inside():
+            result = fn()
+            return await result if asyncio.iscoroutine(result) else result
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(inside(), self.loop))
+
+
+async def run(restarts: int, root: Path, arms: list[float | None]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {arm_name(arm): [] for arm in arms}
+    with Internet(root) as net:
+        boot = net.bootstrap
+        assert boot is not None and boot.public_key is not None
+        host, port, tcp_port, key = boot.host, boot.port, boot.tcp_port, boot.public_key
+        sites = {name: Site(net.add_site(name, link).host_ns) for name, link in SITES.items()}
+
+        async def start(site: str, savedata: bytes | None = None, udp: bool = True) -> ToxNode:
+            first = free_port()
+
+            def make() -> ToxNode:
+                node = ToxNode(ToxOptions(udp=udp, start_port=first, end_port=first + 20), savedata)
+                node.bootstrap(host, port, key)
+                node.add_tcp_relay(host, tcp_port, key)
+                node.start()
+                return node
+
+            return await sites[site].call(make)
+
+        stays = await start("stays")
+        others = {
+            name: await start(name, udp=name != "tcp-only") for name in ("restarts", "tcp-only", "lossy")
+        }
+        staying = Side(stays, lever=False)
+        sides = {name: Side(node, lever=False) for name, node in others.items()}
+        for name, node in others.items():
+            await sites[name].call(lambda node=node: node.friend_add(stays.address, b"bench"))
+        restarted = others["restarts"]
+        await wait_for(lambda: stays.public_key in sides["restarts"].online, TIMEOUT)
+
+        async def restart(node: ToxNode, refresh: float | None) -> tuple[float, ToxNode]:
+            lever = refresh is not None
+            staying.lever = lever  # from this loss on
+            staying.search.refresh = refresh or REFRESH_SECONDS
+            savedata = await sites["restarts"].call(node.savedata)
+            await sites["restarts"].call(node.stop)
+            started = time.monotonic()
+            node = await start("restarts", savedata)
+            side = await sites["restarts"].call(lambda: Side(node, lever, refresh or REFRESH_SECONDS))
+
+            async def ticks() -> None:
+                while True:
+                    await asyncio.sleep(TICK)
+                    await sites["restarts"].call(side.tick)
+                    await sites["stays"].call(staying.tick)
+
+            ticking = asyncio.ensure_future(ticks())
+            try:
+                await wait_for(lambda: stays.public_key in side.online, TIMEOUT)
+                seconds = side.online[stays.public_key] - started
+            except TimeoutError:  # counted as the timeout (toxcore alone once took longer)
+                seconds = TIMEOUT
+                print(f"lever {arm_name(refresh)}: no friend connection in {TIMEOUT:.0f} s", flush=True)
+                await wait_for(lambda: stays.public_key in side.online, TIMEOUT)  # the next starts connected
+            finally:
+                ticking.cancel()
+            network = f"{side.network - started:.1f} s" if side.network else "not yet"
+            print(f"lever {arm_name(refresh):6s}: {seconds:5.1f} s (on the network after {network}; "
+                  f"re-adds: restarted {side.readds}, staying {staying.readds})", flush=True)  # fmt: skip
+            staying.readds = 0
+            await wait_for(lambda: node.public_key in staying.online, TIMEOUT)
+            return seconds, node
+
+        for i in range(restarts):
+            arm = arms[i % len(arms)]
+            seconds, restarted = await restart(restarted, arm)
+            times[arm_name(arm)].append(seconds)
+        await sites["restarts"].call(restarted.stop)
+        await sites["stays"].call(stays.stop)
+        for name in ("tcp-only", "lossy"):
+            await sites[name].call(others[name].stop)
+    return times
+
+
+def arm_name(refresh: float | None) -> str:
+    return "off" if refresh is None else f"{refresh:g} s"
+
+
+async def wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("no friend connection")
+        await asyncio.sleep(0.02)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--restarts", type=int, default=20)
+    parser.add_argument(
+        "--arms",
+        default=f"off,{REFRESH_SECONDS:g}",
+        help="what alternates: off, or a re-add period in s (default: off,5)",
+    )
+    parser.add_argument("--root", type=Path, default=Path(f"/tmp/toxbridge-reconnect-{int(time.time())}"))
+    args = parser.parse_args()
+    arms = [None if a == "off" else float(a) for a in args.arms.split(",")]
+    times = asyncio.run(run(args.restarts, args.root, arms))
+    for arm, values in times.items():
+        if values:
+            print(f"lever {arm}: n={len(values)} p50 {percentile(values, 50):.1f} s, "
+                  f"p95 {percentile(values, 95):.1f} s, max {max(values):.1f} s; "
+                  f"all {', '.join(f'{v:.1f}' for v in sorted(values))}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
