@@ -461,7 +461,7 @@ class MapServer:
     @property
     def connections(self) -> int:
         assert isinstance(self._server, socketmap.SocketmapServer)
-        return len(self._server._connections)
+        return len(self._server._connections.open)
 
     def close(self) -> None:
         self.stop()

@@ -17,7 +17,10 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from ..config import Endpoint
 
 # Postfix's lmtp client and trivial-rewrite run as the user postfix, a member of the socket's group.
 SOCKET_MODE = 0o660
@@ -83,6 +86,41 @@ def unix_socket(path: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Connections:
+    """A listener for Postfix on an Endpoint (a unix socket made by unix_socket, or host:port)
+    that knows its open connections, each by the task that serves it and its writer: the
+    socketmap ends them on close, the milter lets them finish."""
+
+    def __init__(self, serve: Serve, what: str) -> None:
+        self._serve, self._what = serve, what
+        self._server: asyncio.Server | None = None
+        self.open: dict[asyncio.Task, asyncio.StreamWriter] = {}
+
+    async def listen(self, endpoint: Endpoint) -> None:
+        if endpoint.path:
+            self._server = await asyncio.start_unix_server(self._handle, sock=unix_socket(endpoint.path))
+        else:
+            self._server = await asyncio.start_server(self._handle, endpoint.host, endpoint.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # a handler always runs in a task
+        self.open[task] = writer
+        try:
+            await self._serve(reader, writer)
+        finally:
+            del self.open[task]
+
+    @property
+    def server(self) -> asyncio.Server:
+        if self._server is None:
+            raise RuntimeError(f"the {self._what} server is not listening yet")
+        return self._server
 
 
 async def close_connection(writer: asyncio.StreamWriter) -> None:

@@ -25,7 +25,7 @@ from kilter.protocol.buffer import SimpleBuffer
 from kilter.protocol.core import FilterMessage, FilterProtocol
 
 from ..config import Endpoint
-from .listen import close_connection, unix_socket
+from .listen import Connections, close_connection
 
 log = logging.getLogger("toxbridge.milter")
 
@@ -220,36 +220,21 @@ class MilterServer:
     leave without its notice, or despite ordinary_mail: refuse."""
 
     def __init__(self, mail_filter: MailFilter) -> None:
-        self._filter = mail_filter
-        self._server: asyncio.AbstractServer | None = None
-        self._sessions: set[asyncio.Task] = set()
+        self._connections = Connections(lambda reader, writer: _serve(reader, writer, mail_filter), "milter")
 
     async def start(self, endpoint: Endpoint) -> None:
-        if endpoint.path:
-            self._server = await asyncio.start_unix_server(self._handle, sock=unix_socket(endpoint.path))
-        else:
-            self._server = await asyncio.start_server(self._handle, endpoint.host, endpoint.port)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._sessions.add(task)
-        try:
-            await _serve(reader, writer, self._filter)
-        finally:
-            self._sessions.discard(task)
+        await self._connections.listen(endpoint)
 
     def close(self) -> None:
         """No new sessions; the open ones go on."""
-        if self._server is not None:
-            self._server.close()
+        self._connections.server.close()
 
     async def drain(self, timeout: float) -> int:
         """Close, wait up to `timeout` for the open sessions to end, cut the rest; how many were cut."""
         self.close()
-        if not self._sessions:
+        if not self._connections.open:
             return 0
-        _, cut = await asyncio.wait(set(self._sessions), timeout=timeout)
+        _, cut = await asyncio.wait(set(self._connections.open), timeout=timeout)
         for task in cut:
             task.cancel()
         await asyncio.gather(*cut, return_exceptions=True)

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 
 from ..config import Endpoint
-from .listen import close_connection, unix_socket
+from .listen import Connections, close_connection
 
 log = logging.getLogger("toxbridge.socketmap")
 
@@ -193,40 +193,22 @@ class SocketmapServer(asyncio.AbstractServer):
     and wait_closed() returns when every connection's handler has finished."""
 
     def __init__(self, maps: dict[str, MapFunction]) -> None:
-        self._maps = dict(maps)
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
-
-    async def _listen(self, endpoint: Endpoint) -> None:
-        if endpoint.path:
-            self._server = await asyncio.start_unix_server(self._handle, sock=unix_socket(endpoint.path))
-        else:
-            self._server = await asyncio.start_server(self._handle, endpoint.host, endpoint.port)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # a handler always runs in a task
-        self._connections[task] = writer
-        try:
-            await _serve(reader, writer, self._maps)
-        finally:
-            del self._connections[task]
+        maps = dict(maps)
+        self._connections = Connections(lambda reader, writer: _serve(reader, writer, maps), "socketmap")
 
     @property
     def _listening(self) -> asyncio.Server:
-        if self._server is None:
-            raise RuntimeError("the socketmap server is not listening yet")
-        return self._server
+        return self._connections.server
 
     def close(self) -> None:
         self._listening.close()
-        for writer in self._connections.values():
+        for writer in self._connections.open.values():
             writer.close()
 
     async def wait_closed(self) -> None:
         await self._listening.wait_closed()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._connections.open:
+            await asyncio.gather(*self._connections.open, return_exceptions=True)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self._listening.get_loop()
@@ -249,5 +231,5 @@ async def start_server(endpoint: Endpoint, maps: dict[str, MapFunction]) -> asyn
     """Serve `maps` (map name -> function(key) returning the OK value or None for NOTFOUND) on
     `endpoint`. The functions run on the event loop: they must not block."""
     server = SocketmapServer(maps)
-    await server._listen(endpoint)
+    await server._connections.listen(endpoint)
     return server
