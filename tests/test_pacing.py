@@ -11,11 +11,11 @@ import pytest
 from toxbridge.mail.smtpreply import Reply
 from toxbridge.tox import wire
 from toxbridge.tox.errors import ToxSendQueueFull
+from toxbridge.tox.library import FILE_CHUNK_SIZE as CHUNK
 from toxbridge.tox.node import ToxNode
 from toxbridge.tox.outgoing import Sender
 from toxbridge.tox.pacing import (
     BURST_CHUNKS,
-    CHUNK,
     GONE,
     LATER,
     PACKET_OVERHEAD,

@@ -16,12 +16,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Hashable
 
+from .library import FILE_CHUNK_SIZE
+
 # What a 1371-byte file chunk costs on the wire besides its bytes: IPv4 + UDP headers (28),
 # net_crypto's packet type, nonce, MAC, buffer numbers and padding, the file data header (~50).
 PACKET_OVERHEAD = 80
 # Chunks that may leave back to back: a 5 Mbit/s uplink drains 16 of them in ~40 ms.
 BURST_CHUNKS = 16
-CHUNK = 1371
 
 
 class TokenBucket:
@@ -55,7 +56,7 @@ class TokenBucket:
 
 def bucket_for(kbit: int) -> TokenBucket:
     rate = kbit * 1000 / 8
-    return TokenBucket(rate, BURST_CHUNKS * (CHUNK + PACKET_OVERHEAD))
+    return TokenBucket(rate, BURST_CHUNKS * (FILE_CHUNK_SIZE + PACKET_OVERHEAD))
 
 
 SENT, GONE, LATER = "sent", "gone", "later"
