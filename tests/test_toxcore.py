@@ -35,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 LOOPBACK = "127.0.0.1"
 CONNECT_TIMEOUT = 30.0
+RECONNECT_TIMEOUT = 120.0  # after a restart: see test_restart_from_savedata_reconnects
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -483,13 +484,15 @@ def test_restart_from_savedata_reconnects(lab):
     b2 = lab.make_node(ToxOptions(start_port=port, end_port=port), savedata=saved)
     assert b2.address == b.address
 
+    # toxcore alone (no re-add, as here) reconnected after a restart at p95 59.9 s in one
+    # bench run (tox/friend_search.py); 45 s failed CI once.
     async def reconnect():
-        await b2.wait_friend_connected(lab.fb, 45)
-        await a.wait_friend_connected(lab.fa, 45)
+        await b2.wait_friend_connected(lab.fb, RECONNECT_TIMEOUT)
+        await a.wait_friend_connected(lab.fa, RECONNECT_TIMEOUT)
         b2.send_message(lab.fb, b"back")
         await a.handler.wait_for(lambda ev: ev == ("message", lab.fa, 0, b"back"))
 
-    lab.run(reconnect())
+    lab.run(reconnect(), 2 * RECONNECT_TIMEOUT + 30)
     lab.b = b2
     logging.getLogger("toxbridge.test").warning("reconnect after restart: %.1f s", time.monotonic() - t0)
 
