@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from toxpeer import PlainClient, befriend
+from toxpeer import PlainClient, befriend, befriended_by_mail
 
 from toxbridge.config import load
 from toxbridge.lab import _fs
@@ -226,15 +226,7 @@ def test_a_friend_made_by_mailing_its_tox_id_is_listed_and_removable(network, bo
     client = PlainClient(bootstrap_node)
     try:
         key = client.node.public_key.hex()
-        alice.postfix.send(
-            alice.address("alice"), [f"{client.node.address.hex()}@tox"], b"Subject: hi\r\n\r\nhi\r\n"
-        )
-        alice_key = bytes.fromhex(alice.tox_ids["alice"][:64])
-        assert wait_until(
-            lambda: client.call(client.node.friend_by_public_key, alice_key) is not None, ARRIVAL
-        )
-        friend = client.call(client.node.friend_by_public_key, alice_key)
-        assert wait_until(lambda: client.call(client.node.friend_connection, friend) != 0, 90)
+        friend = befriended_by_mail(client, alice, "alice", "hi")
         listing = [line.split("\t") for line in alice.contacts("list").stdout.splitlines()]
         assert any(row[2] == key.upper() and row[4].startswith("friend we asked") for row in listing), listing
         mark = alice.log_mark()

@@ -10,9 +10,8 @@ import hashlib
 
 import pytest
 from payloads import encode_payload
-from toxpeer import PlainClient
+from toxpeer import PlainClient, befriended_by_mail
 
-from toxbridge.lab import _fs
 from toxbridge.lab.ports import wait_until
 from toxbridge.tox import wire
 
@@ -25,23 +24,8 @@ def mallory(network, bootstrap_node):
     alice = network["alice"]
     client = PlainClient(bootstrap_node)
     try:
+        friend = befriended_by_mail(client, alice, "alice", "hi mallory")
         tox_id = client.node.address.hex()
-        # In stages, each with its own evidence when it fails (CI once saw no request in 60 s and
-        # nothing told whether Postfix, the bridge or the Tox network had held it).
-        # A friend request reaches only a node whose onion announce is up.
-        assert wait_until(lambda: client.call(client.node.self_connection) != 0, 60), "mallory never joined"
-        mark = alice.log_mark()
-        alice.postfix.send(alice.address("alice"), [f"{tox_id}@tox"], b"Subject: hi mallory\r\n\r\nhello\r\n")
-        alice.wait_log(f"alice: sent a friend request to {tox_id[:8]}", 60, since=mark)
-        alice_key = bytes.fromhex(alice.tox_ids["alice"][:64])
-        # toxcore resends the request until it is answered; the onion route it takes through the
-        # lab's small DHT has been slower than 60 s once (cause not known: the bridge log tells).
-        assert wait_until(
-            lambda: client.call(client.node.friend_by_public_key, alice_key) is not None, 180
-        ), "alice's friend request never reached mallory:\n" + _fs.tail(alice.bridge_log)
-        friend = client.call(client.node.friend_by_public_key, alice_key)
-        assert wait_until(lambda: client.call(client.node.friend_connection, friend) != 0, 90)
-        alice.wait_log(f"alice: friend {tox_id[:8]} online", 60)
         yield client, friend, tox_id
     finally:
         client.close()

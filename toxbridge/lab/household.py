@@ -276,6 +276,9 @@ class Household:
         except OSError:
             return 0
 
+    def log_tail(self, lines: int = 40) -> str:
+        return _fs.tail(self.bridge_log, lines)
+
     def log_has(self, pattern: str, since: int = 0) -> bool:
         try:
             with open(self.bridge_log, "rb") as log:
@@ -287,9 +290,7 @@ class Household:
 
     def wait_log(self, pattern: str, timeout: float, since: int = 0) -> None:
         if not wait_until(lambda: self.log_has(pattern, since), timeout, interval=0.1):
-            raise TimeoutError(
-                f"{self.name}: no log line /{pattern}/ within {timeout}s:\n{_fs.tail(self.bridge_log)}"
-            )
+            raise TimeoutError(f"{self.name}: no log line /{pattern}/ within {timeout}s:\n{self.log_tail()}")
 
     def wait_inbox(self, user: str, count: int, timeout: float) -> list[bytes]:
         """INBOX once it holds at least `count` messages."""
