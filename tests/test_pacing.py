@@ -165,6 +165,46 @@ def test_a_send_toxcore_cannot_take_yet_is_tried_again_first_and_costs_nothing()
     assert asyncio.run(main()) == ["first", "first", "first", "second"]
 
 
+def test_a_transfer_toxcore_cannot_take_yet_does_not_hold_up_the_other_transfers():
+    """SENDQ is one friend's connection being full; a chunk for another friend can go meanwhile
+    (the pacer is one per bridge: else a slow friend's link would set every friend's pace)."""
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(TokenBucket(1e6, 4 * (CHUNK + PACKET_OVERHEAD)))
+        attempts: list[str] = []
+        done = loop.create_future()
+        full = [True]  # the slow friend's connection
+
+        def slow() -> str:
+            attempts.append("slow refused" if full[0] else "slow sent")
+            return LATER if full[0] else SENT
+
+        def other(i: int):
+            def send() -> str:
+                attempts.append(f"other{i}")
+                if i == 2:
+                    full[0] = False
+                if i == 3:
+                    done.set_result(None)
+                return SENT
+
+            return send
+
+        pacer.submit("slow friend", CHUNK, slow)
+        for i in range(4):
+            pacer.submit("other friend", CHUNK, other(i))
+        await asyncio.wait_for(done, 10)
+        return attempts
+
+    attempts = asyncio.run(main())
+    # refused, the slow chunk stepped aside: the other friend's chunks went meanwhile, in their
+    # order, and the slow one went as soon as its connection had room (before: the slow
+    # friend's chunk was retried alone, and the others waited for as long as it was refused)
+    assert [a for a in attempts if a.startswith("other")] == ["other0", "other1", "other2", "other3"]
+    assert attempts.index("slow sent") == attempts.index("other2") + 1
+
+
 class ChunkNode:
     """What Sender asks of a ToxNode, recording the chunks it is handed; `refuse` times it
     answers SENDQ first, as toxcore does when its packet budget is spent."""

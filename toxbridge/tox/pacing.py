@@ -68,8 +68,10 @@ class Pacer:
     """One per bridge (the uplink is shared by every identity). Each transfer's sends run in the
     order they were submitted; transfers take turns, one chunk each, as toxcore itself serves
     them. A send answers SENT; GONE when its transfer has ended meanwhile (that costs nothing);
-    or LATER when toxcore cannot take it yet: it stays first in line and is tried again after
-    RETRY seconds, as toxcore's own budget refills with each iteration."""
+    or LATER when toxcore cannot take it yet (that friend's connection is full): it stays first
+    in its transfer's line while the other transfers take their turns, and when every transfer
+    is refused all are tried again after RETRY seconds, as toxcore's budget refills with each
+    iteration. A full connection to one friend must not set the pace for the others."""
 
     def __init__(self, bucket: TokenBucket, clock: Callable[[], float] | None = None) -> None:
         self._bucket = bucket
@@ -97,7 +99,11 @@ class Pacer:
 
     def _drain(self) -> None:
         self._timer = None
+        refused = 0  # transfers in a row that toxcore could not take
         while self._turns:
+            if refused == len(self._turns):
+                self._timer = asyncio.get_running_loop().call_later(RETRY, self._drain)
+                return
             key = self._turns[0]
             queue = self._queues[key]
             cost, send = queue[0]
@@ -108,8 +114,10 @@ class Pacer:
                 return
             outcome = send()
             if outcome == LATER:
-                self._timer = asyncio.get_running_loop().call_later(RETRY, self._drain)
-                return
+                refused += 1
+                self._turns.rotate(-1)
+                continue
+            refused = 0
             queue.popleft()
             self._turns.rotate(-1)
             if not queue:
