@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from toxbridge.contacts.roster import Roster
-from toxbridge.lab.bootstrapd import BootstrapNode
+from toxbridge.lab.bootstrapd import LabDHT
 from toxbridge.lab.household import Household, befriend_all
-from toxbridge.lab.ports import free_port
 
 
 @pytest.fixture
@@ -52,10 +51,9 @@ def lab_root():
 
 @pytest.fixture(scope="session")
 def bootstrap_node(lab_root):
-    node = BootstrapNode(lab_root / "bootstrapd", free_port(), free_port())
-    node.start()
-    yield node
-    node.stop()
+    """The first node of the session's private Tox network (LabDHT: enough nodes that stay)."""
+    with LabDHT(lab_root / "bootstrapd") as dht:
+        yield dht.first
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from toxbridge.lab import _fs
-from toxbridge.lab.bootstrapd import BootstrapNode
+from toxbridge.lab.bootstrapd import BootstrapNode, LabDHT
 from toxbridge.lab.dovecot import Dovecot
 from toxbridge.lab.ports import free_port, wait_until
 from toxbridge.lab.postfix import Postfix
@@ -276,3 +276,15 @@ def test_bootstrap_node(root):
         assert bytes.fromhex(logged) == node.public_key
     finally:
         node.stop()
+
+
+def test_lab_dht_nodes_join_the_first(root):
+    """Each further node reads the first as its bootstrap node and connects to it: one network."""
+    with LabDHT(root, size=3) as dht:
+        assert len({n.public_key for n in dht.nodes}) == 3
+        assert "No bootstrap nodes found" in dht.first.log_path.read_text()
+        logs = [node.log_path for node in dht.nodes[1:]]
+        assert wait_until(
+            lambda: all("Connected to another bootstrap node" in p.read_text() for p in logs), 30
+        )
+    assert all(n.pid is None for n in dht.nodes)

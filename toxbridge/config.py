@@ -104,6 +104,16 @@ class ToxSettings:
     # rate does not collapse in it (docs/benchmarks.md, "Pacing"); ~90 % of the uplink.
     upload_limit_kbit: int = 0
 
+    def offline_advice(self) -> str:
+        """What to check when the bridge is off the Tox network (the log and `status` say it)."""
+        nodes = ", ".join(f"{n.host}:{n.port}" for n in self.bootstrap + self.tcp_relays) or "none configured"
+        return (
+            f"check the Internet connection and that bootstrap nodes answer ({nodes}); where UDP is "
+            "blocked, set tox.udp: false with tcp_relays. A Tox network of the family's own nodes "
+            "alone needs at least 7 that stay on (toxcore counts itself offline with fewer than 6 "
+            "others answering, docs/facts.md): else add public bootstrap nodes to tox.bootstrap"
+        )
+
 
 @dataclass(frozen=True)
 class PostfixQueue:

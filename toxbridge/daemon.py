@@ -38,7 +38,7 @@ HOUSEKEEPING_SECONDS = 3600.0
 # How often the identities are asked which offline friends to search afresh (each is due every
 # friend_search.REFRESH_SECONDS at most).
 SEARCH_TICK_SECONDS = 1.0
-# Off the Tox network this long (no bootstrap node answers): say so, with what to check.
+# Off the Tox network this long: say so, with what to check (ToxSettings.offline_advice).
 NO_NETWORK_WARNING_SECONDS = 60.0
 # How often the STATUS= line for systemd is brought up to date.
 STATUS_SECONDS = 5.0
@@ -289,12 +289,9 @@ async def _rebootstrap(config: Config, identities: list[Identity]) -> None:
             offline_for = now - (identity.offline_network_since or now)
             if offline_for >= NO_NETWORK_WARNING_SECONDS and identity.user.mailbox not in warned:
                 warned.add(identity.user.mailbox)
-                nodes = ", ".join(f"{n.host}:{n.port}" for n in config.tox.bootstrap + config.tox.tcp_relays)
                 log.warning(
-                    "%s: not on the Tox network for %.0f s: no bootstrap node answers (%s). Check the "
-                    "Internet connection and the nodes in tox.bootstrap; where UDP is blocked set "
-                    "tox.udp: false with tcp_relays",
+                    "%s: not on the Tox network for %.0f s: %s",
                     identity.user.mailbox,
                     offline_for,
-                    nodes or "none configured",
+                    config.tox.offline_advice(),
                 )

@@ -93,17 +93,12 @@ def identity_checks(identity: dict, config: Config, now: float) -> list[Check]:
             )
         ]
     else:
-        nodes = (
-            ", ".join(f"{n.host}:{n.port}" for n in config.tox.bootstrap + config.tox.tcp_relays)
-            or "none configured"
-        )
         checks = [
             Check(
                 f"tox {who}",
                 ERROR,
                 f"{identity['address']} is not connected to the Tox network",
-                f"check the Internet connection and that bootstrap nodes answer ({nodes}); "
-                "where UDP is blocked, set tox.udp: false with tcp_relays",
+                config.tox.offline_advice(),
             )
         ]
     for friend in identity["friends"]:
