@@ -124,6 +124,22 @@ def has_route(namespace: str, address: str) -> bool:
     return done.returncode == 0
 
 
+def test_a_lab_internet_of_several_dht_nodes_joins_them_into_one_dht(lab_root):
+    """Internet(dht_nodes=3): each further tox-bootstrapd on its own address, joined to the
+    first (its log says so only once a DHT node answered it), and households are given all."""
+    with Internet(lab_root / "internet-dht", dht_nodes=3) as net:
+        further = net.nodes[1:]
+
+        def joined(node) -> bool:
+            return "Connected to another bootstrap node successfully" in node.log_path.read_text()
+
+        assert wait_until(lambda: all(joined(node) for node in further), TIMEOUT, interval=0.2)
+        given = net.bootstrap_nodes()
+        assert [host for host, _, _ in given] == [BOOTSTRAP_ADDRESS, "203.0.113.101", "203.0.113.102"]
+        assert len({key for _, _, key in given}) == 3
+        assert [relay["host"] for relay in net.tox_settings()["tcp_relays"]] == [host for host, _, _ in given]
+
+
 def test_nothing_leaves_the_lab_internet_and_nothing_comes_in_unasked(lab_internet):
     homes, net = lab_internet
     hanna = net.sites["hanna"]

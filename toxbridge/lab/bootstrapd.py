@@ -19,13 +19,25 @@ STOP_TIMEOUT = 10.0
 KEY_SIZE = 32  # the keys file is public key (32 bytes) then secret key (32 bytes)
 
 
+def bootstrap_nodes_setting(nodes: list[tuple[str, int, bytes]]) -> str:
+    """The entries of tox-bootstrapd's `bootstrap_nodes` list (libconfig groups)."""
+    return ", ".join(
+        f'{{ address = "{host}"; port = {port}; public_key = "{key.hex().upper()}"; }}'
+        for host, port, key in nodes
+    )
+
+
 class BootstrapNode:
     host: str = "127.0.0.1"
 
-    def __init__(self, root: Path, port: int, tcp_port: int):
+    def __init__(
+        self, root: Path, port: int, tcp_port: int, bootstrap_from: list[tuple[str, int, bytes]] | None = None
+    ):
         self.root = Path(root)
         self.port = port
         self.tcp_port = tcp_port
+        # (host, port, public key) of the nodes this one joins; none: the first node of a network
+        self.bootstrap_from = list(bootstrap_from or [])
         self.dir = self.root / f"bootstrapd-{port}"
         self.config_file = self.dir / "tox-bootstrapd.conf"
         self.keys_file = self.dir / "keys"
@@ -39,7 +51,7 @@ class BootstrapNode:
         self.dir.chmod(0o755)
         # libconfig syntax. LAN discovery would broadcast to 255.255.255.255;
         # IPv6 off keeps everything on 127.0.0.1; no bootstrap nodes: this is
-        # the first node of a private network.
+        # the first node of a private network, else it joins the ones given.
         self.config_file.write_text(f"""\
 port = {self.port}
 keys_file_path = "{self.keys_file}"
@@ -51,7 +63,7 @@ enable_tcp_relay = true
 tcp_relay_ports = [{self.tcp_port}]
 enable_motd = true
 motd = "toxbridge lab"
-bootstrap_nodes = ()
+bootstrap_nodes = ({bootstrap_nodes_setting(self.bootstrap_from)})
 """)
 
     def start(self) -> None:
