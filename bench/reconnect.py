@@ -14,6 +14,12 @@ is the lever with that re-add period (s): both sides run the bridge's policy (Fr
 ToxNode.readd_friend), the staying side from the moment the friend went offline, the restarted
 side from its start. Prints each time and p50/p95 per arm; a restart with no friend connection
 within TIMEOUT counts as TIMEOUT.
+
+`--dht-nodes 1,8` alternates as well between lab internets with that many stable DHT nodes
+(tox-bootstrapd, Internet(dht_nodes=…)), all up at once, every node bootstrapping from all of
+them. After each restart it prints whether the staying node fell off the Tox network and what
+its savedata says of its onion's path nodes: how many belong to nodes gone (toxcore keeps a
+ring of 32 and never drops a dead one, docs/facts.md).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from toxbridge.tox.friend_search import REFRESH_SECONDS, FriendSearch
 from toxbridge.tox.node import ToxNode
 from toxbridge.tox.options import ToxOptions
 
+from .savedata import path_nodes
 from .stats import percentile
 
 HOME = Link(down_mbit=50, up_mbit=5)
@@ -115,6 +122,7 @@ class Lab:
     def __init__(self, root: Path, dht_nodes: int) -> None:
         self.dht_nodes = dht_nodes
         self.net = Internet(root, dht_nodes=dht_nodes)
+        self.dead_seen: set[bytes] = set()  # DHT keys of gone nodes seen in the staying node's ring
 
     async def start(self) -> Lab:
         self.net.start()
@@ -184,7 +192,24 @@ class Lab:
               f"{'online' if staying.is_online else 'OFFLINE'} now)", flush=True)  # fmt: skip
         staying.readds = 0
         await wait_for(lambda: node.public_key in staying.online, TIMEOUT)
+        print(f"{name}: {await self.ring()}", flush=True)
         return seconds
+
+    async def ring(self) -> str:
+        """The staying node's onion path nodes as its savedata has them (the newest 8 of its ring
+        of 32, onion_client.c), and how many are keys of nodes gone (restarted ones' old DHT keys)."""
+        live = {node.public_key for node in self.net.nodes}
+        for site, node in [("stays", self.stays), ("restarts", self.restarted)] + [
+            (name, self.others[name]) for name in ("tcp-only", "lossy")
+        ]:
+            live.add(await self.sites[site].call(lambda node=node: node.dht_id))
+        saved = path_nodes(await self.sites["stays"].call(self.stays.savedata))
+        dead = [n.public_key for n in saved if n.public_key not in live]
+        self.dead_seen.update(dead)
+        return (
+            f"staying node's saved path nodes: {len(dead)} of {len(saved)} dead; "
+            f"dead keys seen in its ring so far: {len(self.dead_seen)}"
+        )
 
     async def stop(self) -> None:
         try:
