@@ -186,13 +186,13 @@ class Lab:
         finally:
             ticking.cancel()
         network = f"{side.network - started:.1f} s" if side.network else "not yet"
-        went = staying.offline - offline_before
         print(f"{name}: {seconds:5.1f} s (on the network after {network}; re-adds: restarted "
-              f"{side.readds}, staying {staying.readds}; staying node went offline {went} times, "
-              f"{'online' if staying.is_online else 'OFFLINE'} now)", flush=True)  # fmt: skip
+              f"{side.readds}, staying {staying.readds})", flush=True)  # fmt: skip
         staying.readds = 0
         await wait_for(lambda: node.public_key in staying.online, TIMEOUT)
-        print(f"{name}: {await self.ring()}", flush=True)
+        went = staying.offline - offline_before
+        print(f"{name}: the staying node fell off the Tox network {went} times since this restart, "
+              f"{'on it' if staying.is_online else 'OFF IT'} now; {await self.ring()}", flush=True)  # fmt: skip
         return seconds
 
     async def ring(self) -> str:
