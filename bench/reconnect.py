@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from toxbridge.lab import netns
-from toxbridge.lab.internet import Internet, Link
+from toxbridge.lab.internet import PUBLIC_DHT_NODES, Internet, Link
 from toxbridge.lab.ports import free_port
 from toxbridge.tox.friend_search import REFRESH_SECONDS, FriendSearch
 from toxbridge.tox.node import ToxNode
@@ -274,9 +274,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--dht-nodes",
-        default="1",
-        help="what else alternates: the lab internet's number of stable DHT nodes, e.g. 1,6 "
-        "(one lab internet each, all up at once; default: 1)",
+        default=str(PUBLIC_DHT_NODES),
+        help="what else alternates: the lab internet's number of stable DHT nodes, e.g. 1,8 "
+        f"(one lab internet each, all up at once; default: {PUBLIC_DHT_NODES})",
     )
     parser.add_argument("--root", type=Path, default=Path(f"/tmp/toxbridge-reconnect-{int(time.time())}"))
     args = parser.parse_args()

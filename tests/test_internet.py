@@ -1,10 +1,11 @@
 """Mail across the lab internet (toxbridge/lab/internet.py): households behind home routers.
 
 Four households, each in its own namespace behind its own router (nftables masquerade), the
-family's tox-bootstrapd on the "internet" bridge as DHT node and TCP relay:
+family's tox-bootstrapd on the "internet" bridge as DHT node and TCP relay, and seven more
+stable DHT nodes (PUBLIC_DHT_NODES) standing in for the public Tox network's many:
 - hanna and ivo: ordinary NAT, 50 Mbit/s down, 5 Mbit/s up — toxcore must punch through both NATs;
   ivo's bridge paces its mail at 4500 kbit/s (tox.upload_limit_kbit), hanna's does not;
-- jana: her router drops all UDP — only the TCP relay on the bootstrap node gets her mail through;
+- jana: her router drops all UDP — only the TCP relays on the DHT nodes get her mail through;
 - karl: his router drops 2 % of the packets each way, at random.
 hanna befriends the other three through the real friend-request path. Every mail must arrive
 exactly once. The kernel has no netem: no delay on these links, only rates and loss.
@@ -28,7 +29,7 @@ from bench.lab import wait_log_time
 from bench.stats import percentile
 from toxbridge.lab import netns
 from toxbridge.lab.household import Household, befriend_all
-from toxbridge.lab.internet import BOOTSTRAP_ADDRESS, Internet, Link
+from toxbridge.lab.internet import BOOTSTRAP_ADDRESS, PUBLIC_DHT_NODES, Internet, Link
 from toxbridge.lab.ports import wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ PACED = {"ivo": 4500}
 
 @pytest.fixture(scope="module")
 def lab_internet(lab_root):
-    with Internet(lab_root / "internet") as net:
+    with Internet(lab_root / "internet", dht_nodes=PUBLIC_DHT_NODES) as net:
         started: list[Household] = []
         try:
             houses = {}
