@@ -266,12 +266,13 @@ class Internet:
         return self
 
     def _add_dht_node(self, index: int) -> None:
-        """One more tox-bootstrapd in a namespace of its own (toxcore binds the wildcard address,
-        so nodes sharing a namespace would answer from the bridge's first address), joined to
-        the first node."""
+        """One more tox-bootstrapd in a namespace of its own, joined to the first node. Not a
+        second address in the internet namespace: toxcore binds the wildcard address, and a UDP
+        socket bound so answers from whichever address the kernel's route picks, not from the
+        one it was asked on, which the households' NAT would not match to their request."""
         address = dht_node_address(index)
         namespace = self._ns(f"{self.prefix}-dht{index}")
-        uplink = f"to-dht{index}"
+        uplink = f"dht-{index}"  # no "to-": that is the households' (add_site)
         self._ip(
             namespace, "link", "add", "eth0", "type", "veth", "peer", "name", uplink, "netns", self.inet_ns
         )
