@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toxbridge.lab import postfix as lab_postfix
+from toxbridge.lab.bootstrapd import LAB_DHT_SIZE
 from toxbridge.lab.household import Household, befriend_all
 from toxbridge.lab.internet import Internet, Link
 from toxbridge.lab.ports import wait_until
@@ -42,13 +43,18 @@ class InternetLab:
     LAN address for the ordinary route. Use as a context manager."""
 
     def __init__(
-        self, root: Path, link: Link = DEFAULT_LINK, compression: bool = True, upload_limit_kbit: int = 0
+        self,
+        root: Path,
+        link: Link = DEFAULT_LINK,
+        compression: bool = True,
+        upload_limit_kbit: int = 0,
+        dht_nodes: int = LAB_DHT_SIZE,
     ) -> None:
         self.root = Path(root)
         self.link = link
         self.compression = compression
         self.upload_limit_kbit = upload_limit_kbit  # src's tox.upload_limit_kbit (0: unpaced)
-        self.net = Internet(self.root / "internet")
+        self.net = Internet(self.root / "internet", dht_nodes=dht_nodes)
         self.src: Household | None = None
         self.dst: Household | None = None
         self.setup_seconds: dict[str, float] = {}
@@ -208,15 +214,17 @@ def run(
     log: Callable[[str], None] = print,
     compression: bool = True,
     upload_limit_kbit: int = 0,
+    dht_nodes: int = LAB_DHT_SIZE,
 ) -> dict:
     params = {
         **dataclasses.asdict(link),
         "delay": "none (no netem)",
         "compression": compression,
         "upload_limit_kbit": upload_limit_kbit,
+        "dht_nodes": dht_nodes,
     }
     result: dict = {"link": link.describe(), "link_params": params}
-    with InternetLab(root, link, compression, upload_limit_kbit) as lab:
+    with InternetLab(root, link, compression, upload_limit_kbit, dht_nodes) as lab:
         result["setup_s"] = lab.setup_seconds
         log(f"  lab internet up ({link.describe()}), friends after {lab.setup_seconds['ready']:.1f} s")
         ordinary, bridged = lab.paths()

@@ -112,6 +112,7 @@ def table(r: dict) -> str:
         f"  links: each household {net.get('link', '?')}; no delay (this kernel has no netem);"
         f" STARTTLS sessions on the ordinary route: {net.get('tls_sessions', 0)}",
         f"  sending bridge's tox.upload_limit_kbit: {_pace(net)}",
+        f"  DHT: {(net.get('link_params') or {}).get('dht_nodes', 1)} stable nodes (tox-bootstrapd)",
         "",
         f"{'':<44}  {'ordinary SMTP':>14}  {'bridged':>10}  {'ratio':>6}",
     ]

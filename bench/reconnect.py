@@ -14,6 +14,12 @@ is the lever with that re-add period (s): both sides run the bridge's policy (Fr
 ToxNode.readd_friend), the staying side from the moment the friend went offline, the restarted
 side from its start. Prints each time and p50/p95 per arm; a restart with no friend connection
 within TIMEOUT counts as TIMEOUT.
+
+`--dht-nodes 1,8` alternates as well between lab internets with that many stable DHT nodes
+(tox-bootstrapd, Internet(dht_nodes=…)), all up at once, every node bootstrapping from all of
+them. After each restart it prints whether the staying node fell off the Tox network and what
+its savedata says of its onion's path nodes: how many belong to nodes gone (toxcore keeps a
+ring of 32 and never drops a dead one, docs/facts.md).
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ import time
 from pathlib import Path
 
 from toxbridge.lab import netns
+from toxbridge.lab.bootstrapd import LAB_DHT_SIZE
 from toxbridge.lab.internet import Internet, Link
 from toxbridge.lab.ports import free_port
 from toxbridge.tox.friend_search import REFRESH_SECONDS, FriendSearch
 from toxbridge.tox.node import ToxNode
 from toxbridge.tox.options import ToxOptions
 
+from .savedata import path_nodes
 from .stats import percentile
 
 HOME = Link(down_mbit=50, up_mbit=5)
@@ -53,6 +61,8 @@ class Side:
         self.online: dict[bytes, float] = {}  # friend's key → when it came online
         self.readds = 0
         self.network: float | None = None  # when the node first got onto the Tox network
+        self.is_online = False
+        self.offline = 0  # how often the node fell off the Tox network after being on it
         node.handler = self
         if lever:
             self.search.joined([node.friend_public_key(f) for f in node.friends()], time.monotonic())
@@ -60,6 +70,9 @@ class Side:
     def on_self_connection(self, node, status) -> None:
         if status and self.network is None:
             self.network = time.monotonic()
+        if self.is_online and not status:
+            self.offline += 1
+        self.is_online = bool(status)
 
     def on_friend_request(self, node, public_key, message) -> None:
         node.friend_add_norequest(public_key)
@@ -104,79 +117,140 @@ class Site:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(inside(), self.loop))
 
 
-async def run(restarts: int, root: Path, arms: list[float | None]) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {arm_name(arm): [] for arm in arms}
-    with Internet(root) as net:
-        boot = net.bootstrap
-        assert boot is not None and boot.public_key is not None
-        host, port, tcp_port, key = boot.host, boot.port, boot.tcp_port, boot.public_key
-        sites = {name: Site(net.add_site(name, link).host_ns) for name, link in SITES.items()}
+class Lab:
+    """One lab internet with `dht_nodes` stable DHT nodes and the four nodes of the bench on it."""
 
-        async def start(site: str, savedata: bytes | None = None, udp: bool = True) -> ToxNode:
-            first = free_port()
+    def __init__(self, root: Path, dht_nodes: int) -> None:
+        self.dht_nodes = dht_nodes
+        self.net = Internet(root, dht_nodes=dht_nodes)
+        self.dead_seen: set[bytes] = set()  # DHT keys of gone nodes seen in the staying node's ring
 
-            def make() -> ToxNode:
-                node = ToxNode(ToxOptions(udp=udp, start_port=first, end_port=first + 20), savedata)
-                node.bootstrap(host, port, key)
-                node.add_tcp_relay(host, tcp_port, key)
-                node.start()
-                return node
-
-            return await sites[site].call(make)
-
-        stays = await start("stays")
-        others = {
-            name: await start(name, udp=name != "tcp-only") for name in ("restarts", "tcp-only", "lossy")
+    async def start(self) -> Lab:
+        self.net.start()
+        self.sites = {name: Site(self.net.add_site(name, link).host_ns) for name, link in SITES.items()}
+        self.stays = await self.node("stays")
+        self.others = {
+            name: await self.node(name, udp=name != "tcp-only") for name in ("restarts", "tcp-only", "lossy")
         }
-        staying = Side(stays, lever=False)
-        sides = {name: Side(node, lever=False) for name, node in others.items()}
-        for name, node in others.items():
-            await sites[name].call(lambda node=node: node.friend_add(stays.address, b"bench"))
-        restarted = others["restarts"]
-        await wait_for(lambda: stays.public_key in sides["restarts"].online, TIMEOUT)
+        self.staying = Side(self.stays, lever=False)
+        sides = {name: Side(node, lever=False) for name, node in self.others.items()}
+        for name, node in self.others.items():
+            await self.sites[name].call(lambda node=node: node.friend_add(self.stays.address, b"bench"))
+        self.restarted = self.others["restarts"]
+        await wait_for(lambda: self.stays.public_key in sides["restarts"].online, TIMEOUT)
+        return self
 
-        async def restart(node: ToxNode, refresh: float | None) -> tuple[float, ToxNode]:
-            lever = refresh is not None
-            staying.lever = lever  # from this loss on
-            staying.search.refresh = refresh or REFRESH_SECONDS
-            savedata = await sites["restarts"].call(node.savedata)
-            await sites["restarts"].call(node.stop)
-            started = time.monotonic()
-            node = await start("restarts", savedata)
-            side = await sites["restarts"].call(lambda: Side(node, lever, refresh or REFRESH_SECONDS))
+    async def node(self, site: str, savedata: bytes | None = None, udp: bool = True) -> ToxNode:
+        nodes = self.net.bootstrap_nodes()
+        relays = [(n.host, n.tcp_port, n.public_key or b"") for n in self.net.nodes]
+        first = free_port()
 
-            async def ticks() -> None:
-                while True:
-                    await asyncio.sleep(TICK)
-                    await sites["restarts"].call(side.tick)
-                    await sites["stays"].call(staying.tick)
+        def make() -> ToxNode:
+            node = ToxNode(ToxOptions(udp=udp, start_port=first, end_port=first + 20), savedata)
+            for host, port, key in nodes:  # as the bridge does with tox.bootstrap
+                node.bootstrap(host, port, key)
+            for host, port, key in relays:
+                node.add_tcp_relay(host, port, key)
+            node.start()
+            return node
 
-            ticking = asyncio.ensure_future(ticks())
-            try:
-                await wait_for(lambda: stays.public_key in side.online, TIMEOUT)
-                seconds = side.online[stays.public_key] - started
-            except TimeoutError:  # counted as the timeout (toxcore alone once took longer)
-                seconds = TIMEOUT
-                print(f"lever {arm_name(refresh)}: no friend connection in {TIMEOUT:.0f} s", flush=True)
-                await wait_for(lambda: stays.public_key in side.online, TIMEOUT)  # the next starts connected
-            finally:
-                ticking.cancel()
-            network = f"{side.network - started:.1f} s" if side.network else "not yet"
-            print(f"lever {arm_name(refresh):6s}: {seconds:5.1f} s (on the network after {network}; "
-                  f"re-adds: restarted {side.readds}, staying {staying.readds})", flush=True)  # fmt: skip
-            staying.readds = 0
-            await wait_for(lambda: node.public_key in staying.online, TIMEOUT)
-            return seconds, node
+        return await self.sites[site].call(make)
 
+    async def restart(self, refresh: float | None) -> float:
+        """Restart the restarted node once; the seconds from its start to its friend connection."""
+        stays, staying, sites = self.stays, self.staying, self.sites
+        lever = refresh is not None
+        staying.lever = lever  # from this loss on
+        staying.search.refresh = refresh or REFRESH_SECONDS
+        savedata = await sites["restarts"].call(self.restarted.savedata)
+        await sites["restarts"].call(self.restarted.stop)
+        started = time.monotonic()
+        offline_before = staying.offline
+        node = self.restarted = await self.node("restarts", savedata)
+        side = await sites["restarts"].call(lambda: Side(node, lever, refresh or REFRESH_SECONDS))
+
+        async def ticks() -> None:
+            while True:
+                await asyncio.sleep(TICK)
+                await sites["restarts"].call(side.tick)
+                await sites["stays"].call(staying.tick)
+
+        name = f"dht {self.dht_nodes}, lever {arm_name(refresh)}"
+        ticking = asyncio.ensure_future(ticks())
+        try:
+            await wait_for(lambda: stays.public_key in side.online, TIMEOUT)
+            seconds = side.online[stays.public_key] - started
+        except TimeoutError:  # counted as the timeout (toxcore alone once took longer)
+            seconds = TIMEOUT
+            print(f"{name}: no friend connection in {TIMEOUT:.0f} s", flush=True)
+            await wait_for(lambda: stays.public_key in side.online, TIMEOUT)  # the next starts connected
+        finally:
+            ticking.cancel()
+        network = f"{side.network - started:.1f} s" if side.network else "not yet"
+        print(f"{name}: {seconds:5.1f} s (on the network after {network}; re-adds: restarted "
+              f"{side.readds}, staying {staying.readds})", flush=True)  # fmt: skip
+        staying.readds = 0
+        await wait_for(lambda: node.public_key in staying.online, TIMEOUT)
+        went = staying.offline - offline_before
+        print(f"{name}: the staying node fell off the Tox network {went} times since this restart, "
+              f"{'on it' if staying.is_online else 'OFF IT'} now; {await self.ring()}", flush=True)  # fmt: skip
+        return seconds
+
+    async def ring(self) -> str:
+        """The staying node's onion path nodes as its savedata has them (the newest 8 of its ring
+        of 32, onion_client.c), and how many are keys of nodes gone (restarted ones' old DHT keys)."""
+        live = {node.public_key for node in self.net.nodes}
+        for site, node in [("stays", self.stays), ("restarts", self.restarted)] + [
+            (name, self.others[name]) for name in ("tcp-only", "lossy")
+        ]:
+            live.add(await self.sites[site].call(lambda node=node: node.dht_id))
+        saved = path_nodes(await self.sites["stays"].call(self.stays.savedata))
+        dead = [n.public_key for n in saved if n.public_key not in live]
+        self.dead_seen.update(dead)
+        return (
+            f"staying node's saved path nodes: {len(dead)} of {len(saved)} dead; "
+            f"dead keys seen in its ring so far: {len(self.dead_seen)}"
+        )
+
+    async def stop(self) -> None:
+        try:
+            await self.sites["restarts"].call(self.restarted.stop)
+            await self.sites["stays"].call(self.stays.stop)
+            for name in ("tcp-only", "lossy"):
+                await self.sites[name].call(self.others[name].stop)
+        finally:
+            self.net.stop()
+
+
+async def run(
+    restarts: int, root: Path, arms: list[float | None], dht_nodes: list[int] | None = None
+) -> dict[str, list[float]]:
+    """`restarts` restarts in all, alternating over every (DHT size, lever arm) pair; one lab
+    internet per DHT size, all up at once, so each arm's restarts are spread over the run."""
+    sizes = dht_nodes or [1]
+    pairs = [(size, arm) for size in sizes for arm in arms]
+    times: dict[str, list[float]] = {pair_name(size, arm, sizes): [] for size, arm in pairs}
+    labs: dict[int, Lab] = {}
+    try:
+        for size in sizes:
+            labs[size] = Lab(root / f"dht-{size}", size)
+            await labs[size].start()
         for i in range(restarts):
-            arm = arms[i % len(arms)]
-            seconds, restarted = await restart(restarted, arm)
-            times[arm_name(arm)].append(seconds)
-        await sites["restarts"].call(restarted.stop)
-        await sites["stays"].call(stays.stop)
-        for name in ("tcp-only", "lossy"):
-            await sites[name].call(others[name].stop)
+            size, arm = pairs[i % len(pairs)]
+            times[pair_name(size, arm, sizes)].append(await labs[size].restart(arm))
+        for size, lab in labs.items():
+            print(f"dht {size}: the staying node went offline {lab.staying.offline} times in the run, "
+                  f"{'online' if lab.staying.is_online else 'OFFLINE'} at the end", flush=True)  # fmt: skip
+    finally:
+        for lab in labs.values():
+            await lab.stop()
     return times
+
+
+def pair_name(size: int, refresh: float | None, sizes: list[int]) -> str:
+    """The arm's name as the summary prints it; with one DHT size, the lever's alone (as before)."""
+    lever = arm_name(refresh)
+    return lever if len(sizes) == 1 else f"{lever} dht {size}"
 
 
 def arm_name(refresh: float | None) -> str:
@@ -199,10 +273,17 @@ def main() -> None:
         default=f"off,{REFRESH_SECONDS:g}",
         help="what alternates: off, or a re-add period in s (default: off,5)",
     )
+    parser.add_argument(
+        "--dht-nodes",
+        default=str(LAB_DHT_SIZE),
+        help="what else alternates: the lab internet's number of stable DHT nodes, e.g. 1,8 "
+        f"(one lab internet each, all up at once; default: {LAB_DHT_SIZE})",
+    )
     parser.add_argument("--root", type=Path, default=Path(f"/tmp/toxbridge-reconnect-{int(time.time())}"))
     args = parser.parse_args()
     arms = [None if a == "off" else float(a) for a in args.arms.split(",")]
-    times = asyncio.run(run(args.restarts, args.root, arms))
+    sizes = [int(n) for n in args.dht_nodes.split(",")]
+    times = asyncio.run(run(args.restarts, args.root, arms, sizes))
     for arm, values in times.items():
         if values:
             print(f"lever {arm}: n={len(values)} p50 {percentile(values, 50):.1f} s, "

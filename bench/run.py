@@ -34,6 +34,7 @@ import time
 import traceback
 from pathlib import Path
 
+from toxbridge.lab.bootstrapd import LAB_DHT_SIZE
 from toxbridge.lab.internet import Link
 
 from . import catchup, internet, internet_report, large, profiling, rawtox, report, small, stages, startup
@@ -77,6 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="lab internet: the routers' queue on a capped link, ms (200)",
     )
     p.add_argument("--restarts", type=int, default=10, help="lab internet: restarts of dst's bridge (10)")
+    p.add_argument(
+        "--dht-nodes",
+        type=int,
+        default=LAB_DHT_SIZE,
+        help=f"lab internet: stable DHT nodes (tox-bootstrapd) on it ({LAB_DHT_SIZE}: the public Tox "
+        "network has thousands; with 1, restarts starve the onion of live nodes, docs/benchmarks.md)",
+    )
     p.add_argument(
         "--body",
         choices=mails_module.BODIES,
@@ -318,6 +326,7 @@ def main(argv=None) -> int:
                 say,
                 args.compression == "on",
                 int(args.up * 900) if args.upload_limit is None else args.upload_limit,
+                args.dht_nodes,
             ),
         )
     except Exception:

@@ -1,10 +1,11 @@
 """Mail across the lab internet (toxbridge/lab/internet.py): households behind home routers.
 
 Four households, each in its own namespace behind its own router (nftables masquerade), the
-family's tox-bootstrapd on the "internet" bridge as DHT node and TCP relay:
+family's tox-bootstrapd on the "internet" bridge as DHT node and TCP relay, and seven more
+stable DHT nodes (LAB_DHT_SIZE) standing in for the public Tox network's many:
 - hanna and ivo: ordinary NAT, 50 Mbit/s down, 5 Mbit/s up — toxcore must punch through both NATs;
   ivo's bridge paces its mail at 4500 kbit/s (tox.upload_limit_kbit), hanna's does not;
-- jana: her router drops all UDP — only the TCP relay on the bootstrap node gets her mail through;
+- jana: her router drops all UDP — only the TCP relays on the DHT nodes get her mail through;
 - karl: his router drops 2 % of the packets each way, at random.
 hanna befriends the other three through the real friend-request path. Every mail must arrive
 exactly once. The kernel has no netem: no delay on these links, only rates and loss.
@@ -27,6 +28,7 @@ import pytest
 from bench.lab import wait_log_time
 from bench.stats import percentile
 from toxbridge.lab import netns
+from toxbridge.lab.bootstrapd import LAB_DHT_SIZE
 from toxbridge.lab.household import Household, befriend_all
 from toxbridge.lab.internet import BOOTSTRAP_ADDRESS, Internet, Link
 from toxbridge.lab.ports import wait_until
@@ -49,7 +51,7 @@ PACED = {"ivo": 4500}
 
 @pytest.fixture(scope="module")
 def lab_internet(lab_root):
-    with Internet(lab_root / "internet") as net:
+    with Internet(lab_root / "internet", dht_nodes=LAB_DHT_SIZE) as net:
         started: list[Household] = []
         try:
             houses = {}
@@ -122,6 +124,22 @@ def connects(namespace: str, address: str, port: int) -> bool:
 def has_route(namespace: str, address: str) -> bool:
     done = subprocess.run(["ip", "-n", namespace, "route", "get", address], capture_output=True, text=True)
     return done.returncode == 0
+
+
+def test_a_lab_internet_of_several_dht_nodes_joins_them_into_one_dht(lab_root):
+    """Internet(dht_nodes=3): each further tox-bootstrapd on its own address, joined to the
+    first (its log says so only once a DHT node answered it), and households are given all."""
+    with Internet(lab_root / "internet-dht", dht_nodes=3) as net:
+        further = net.nodes[1:]
+
+        def joined(node) -> bool:
+            return "Connected to another bootstrap node successfully" in node.log_path.read_text()
+
+        assert wait_until(lambda: all(joined(node) for node in further), TIMEOUT, interval=0.2)
+        given = net.bootstrap_nodes()
+        assert [host for host, _, _ in given] == [BOOTSTRAP_ADDRESS, "203.0.113.101", "203.0.113.102"]
+        assert len({key for _, _, key in given}) == 3
+        assert [relay["host"] for relay in net.tox_settings()["tcp_relays"]] == [host for host, _, _ in given]
 
 
 def test_nothing_leaves_the_lab_internet_and_nothing_comes_in_unasked(lab_internet):

@@ -8,10 +8,13 @@ import ipaddress
 
 import pytest
 
+from toxbridge.lab.bootstrapd import bootstrap_nodes_setting
 from toxbridge.lab.internet import (
     BOOTSTRAP_ADDRESS,
+    MAX_DHT_NODES,
     Link,
     SitePlan,
+    dht_node_address,
     in_documentation_ranges,
     nft_ruleset,
     parse_qdisc_stats,
@@ -21,7 +24,8 @@ from toxbridge.lab.internet import (
 
 def test_every_address_of_every_household_is_in_the_documentation_ranges():
     plans = [SitePlan.of(i) for i in range(16)]
-    addresses = [a for plan in plans for a in plan.addresses()] + [BOOTSTRAP_ADDRESS]
+    dht_nodes = [dht_node_address(i) for i in range(MAX_DHT_NODES)]
+    addresses = [a for plan in plans for a in plan.addresses()] + dht_nodes
     assert all(in_documentation_ranges(a) for a in addresses)
     assert len(set(addresses)) == len(addresses)  # nobody shares an address
     lans = [ipaddress.ip_network(plan.lan_network) for plan in plans]
@@ -97,3 +101,17 @@ def test_the_caps_counters_are_read_from_tc_statistics():
     assert (stats.sent_bytes, stats.dropped, stats.overlimits) == (27734017, 12, 4242)
     with pytest.raises(ValueError):
         parse_qdisc_stats("qdisc noqueue 0: root refcnt 2\n")
+
+
+def test_the_first_dht_node_is_the_bridge_and_the_plan_refuses_one_too_many():
+    assert dht_node_address(0) == BOOTSTRAP_ADDRESS
+    with pytest.raises(ValueError, match="room for 32 DHT nodes"):
+        dht_node_address(MAX_DHT_NODES)
+
+
+def test_a_further_bootstrapd_is_told_the_first_node_in_libconfig():
+    key = bytes(range(32))
+    assert bootstrap_nodes_setting([("203.0.113.1", 33445, key)]) == (
+        f'{{ address = "203.0.113.1"; port = 33445; public_key = "{key.hex().upper()}"; }}'
+    )
+    assert bootstrap_nodes_setting([]) == ""

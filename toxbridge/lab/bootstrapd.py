@@ -30,16 +30,25 @@ KEY_SIZE = 32  # the keys file is public key (32 bytes) then secret key (32 byte
 LAB_DHT_SIZE = 8
 
 
+def bootstrap_nodes_setting(nodes: list[tuple[str, int, bytes]]) -> str:
+    """The entries of tox-bootstrapd's `bootstrap_nodes` list (libconfig groups)."""
+    return ", ".join(
+        f'{{ address = "{host}"; port = {port}; public_key = "{key.hex().upper()}"; }}'
+        for host, port, key in nodes
+    )
+
+
 class BootstrapNode:
     host: str = "127.0.0.1"
 
-    def __init__(self, root: Path, port: int, tcp_port: int, join: BootstrapNode | None = None):
-        """join: a running node of the network this one joins; None: the first node of a
-        private network."""
+    def __init__(
+        self, root: Path, port: int, tcp_port: int, bootstrap_from: list[tuple[str, int, bytes]] | None = None
+    ):
         self.root = Path(root)
         self.port = port
         self.tcp_port = tcp_port
-        self.join = join
+        # (host, port, public key) of the nodes this one joins; none: the first node of a network
+        self.bootstrap_from = list(bootstrap_from or [])
         self.dir = self.root / f"bootstrapd-{port}"
         self.config_file = self.dir / "tox-bootstrapd.conf"
         self.keys_file = self.dir / "keys"
@@ -52,15 +61,8 @@ class BootstrapNode:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)
         # libconfig syntax. LAN discovery would broadcast to 255.255.255.255;
-        # IPv6 off keeps everything on 127.0.0.1.
-        joins = ""
-        if self.join is not None:
-            if self.join.public_key is None:
-                raise RuntimeError("the node to join is not running")
-            joins = (
-                f'{{ address = "{self.join.host}"; port = {self.join.port}; '
-                f'public_key = "{self.join.public_key.hex().upper()}"; }}'
-            )
+        # IPv6 off keeps everything on 127.0.0.1; no bootstrap nodes: this is
+        # the first node of a private network, else it joins the ones given.
         self.config_file.write_text(f"""\
 port = {self.port}
 keys_file_path = "{self.keys_file}"
@@ -72,7 +74,7 @@ enable_tcp_relay = true
 tcp_relay_ports = [{self.tcp_port}]
 enable_motd = true
 motd = "toxbridge lab"
-bootstrap_nodes = ({joins})
+bootstrap_nodes = ({bootstrap_nodes_setting(self.bootstrap_from)})
 """)
 
     def start(self) -> None:
@@ -151,8 +153,9 @@ class LabDHT:
     def start(self) -> None:
         try:
             while len(self.nodes) < self.size:
-                join = self.nodes[0] if self.nodes else None
-                node = BootstrapNode(self.root, self._ports(), self._ports(), join=join)
+                first = self.nodes[0] if self.nodes else None
+                joins = [(first.host, first.port, first.public_key)] if first and first.public_key else []
+                node = BootstrapNode(self.root, self._ports(), self._ports(), bootstrap_from=joins)
                 self.nodes.append(node)
                 node.start()
         except BaseException:

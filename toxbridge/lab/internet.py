@@ -4,6 +4,9 @@ Built from network namespaces inside the loopback-only namespace the tests run i
 documentation-range addresses only (RFC 5737), and nothing routed out of it:
 
     internet ns: bridge "internet" 203.0.113.1/24, the family's tox-bootstrapd (DHT + TCP relay)
+      | veth (one per further DHT node, `dht_nodes`)
+    dht ns:     203.0.113.(100+i)/24, one more tox-bootstrapd that joined the first: the many
+                stable nodes of the public Tox network, in small (see Internet)
       | veth (one per household)
     router ns:  wan 203.0.113.(10+i)/24 | nftables masquerade, optional UDP drop, random loss,
                 tc tbf caps (upload on wan, download on lan), optional TCP port forwards
@@ -32,6 +35,8 @@ from .ports import free_port
 INTERNET = ipaddress.IPv4Network("203.0.113.0/24")
 BOOTSTRAP_ADDRESS = "203.0.113.1"  # the internet namespace's own address on its bridge
 FIRST_WAN_HOST = 10
+FIRST_DHT_HOST = 100  # the further DHT nodes: 203.0.113.101, .102, …
+MAX_DHT_NODES = 32
 LAN_RANGES = (ipaddress.IPv4Network("192.0.2.0/24"), ipaddress.IPv4Network("198.51.100.0/24"))
 LAN_PREFIX = 27  # 8 slices of 32 in each range: up to 16 households
 DOCUMENTATION_RANGES = (INTERNET, *LAN_RANGES)
@@ -101,6 +106,15 @@ class SitePlan:
 
     def addresses(self) -> list[str]:
         return [self.wan, self.router_lan, self.host]
+
+
+def dht_node_address(index: int) -> str:
+    """Where DHT node number `index` sits on the internet bridge: the first is the bridge's own."""
+    if not 0 <= index < MAX_DHT_NODES:
+        raise ValueError(f"the address plan has room for {MAX_DHT_NODES} DHT nodes, not #{index + 1}")
+    if index == 0:
+        return BOOTSTRAP_ADDRESS
+    return str(INTERNET.network_address + FIRST_DHT_HOST + index)
 
 
 def in_documentation_ranges(address: str) -> bool:
@@ -193,14 +207,23 @@ class Site:
 
 @dataclass
 class Internet:
-    """The lab internet; use as a context manager. `root`: where the bootstrap node keeps its
-    files (under world-traversable parents, like every lab root)."""
+    """The lab internet; use as a context manager. `root`: where the bootstrap nodes keep their
+    files (under world-traversable parents, like every lab root). `dht_nodes`: how many stable
+    DHT nodes (tox-bootstrapd, each its own address) the internet has; the first is the family's
+    node, the others joined it, and households are given all of them. One node is the least
+    that works for a short run; the public Tox network has thousands, and with fewer than 7 a
+    household that outlives the others' restarts counts itself off the network (LAB_DHT_SIZE
+    in bootstrapd.py says why; the bench and test_internet run that many)."""
 
     root: Path
+    dht_nodes: int = 1
     sites: dict[str, Site] = field(default_factory=dict)
-    bootstrap: BootstrapNode | None = None
+    bootstrap: BootstrapNode | None = None  # the first of `nodes`: the family's own
+    nodes: list[BootstrapNode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.dht_nodes <= MAX_DHT_NODES:
+            raise ValueError(f"a lab internet has 1 to {MAX_DHT_NODES} DHT nodes, not {self.dht_nodes}")
         # /run/netns is the machine's: names carry the pid and a counter, never clash across runs.
         self.prefix = f"tb{os.getpid()}x{next(_instances)}"
         self.inet_ns = f"{self.prefix}-inet"
@@ -232,7 +255,36 @@ class Internet:
             node.start()
         node.host = BOOTSTRAP_ADDRESS
         self.bootstrap = node
+        self.nodes.append(node)
+        for index in range(1, self.dht_nodes):
+            self._add_dht_node(index)
         return self
+
+    def _add_dht_node(self, index: int) -> None:
+        """One more tox-bootstrapd in a namespace of its own, joined to the first node. Not a
+        second address in the internet namespace: toxcore binds the wildcard address, and a UDP
+        socket bound so answers from whichever address the kernel's route picks, not from the
+        one it was asked on, which the households' NAT would not match to their request."""
+        address = dht_node_address(index)
+        namespace = self._ns(f"{self.prefix}-dht{index}")
+        uplink = f"dht-{index}"  # no "to-": that is the households' (add_site)
+        self._ip(
+            namespace, "link", "add", "eth0", "type", "veth", "peer", "name", uplink, "netns", self.inet_ns
+        )
+        self._ip(self.inet_ns, "link", "set", uplink, "master", "internet", "up")
+        self._ip(namespace, "addr", "add", f"{address}/{INTERNET.prefixlen}", "dev", "eth0")
+        self._ip(namespace, "link", "set", "eth0", "up")
+        first = self._node()
+        node = BootstrapNode(
+            Path(self.root) / f"internet-bootstrapd-{index}",
+            free_port(),
+            free_port(),
+            bootstrap_from=[(first.host, first.port, first.public_key or b"")],
+        )
+        self.nodes.append(node)  # before start: stop() ends it even if its start fails half-way
+        with netns.entered(namespace):
+            node.start()
+        node.host = address
 
     def add_site(self, name: str, link: Link) -> Site:
         """A router and a household namespace behind it, wired to the internet bridge."""
@@ -274,15 +326,18 @@ class Internet:
     # --- what households are given ---------------------------------------------
 
     def bootstrap_nodes(self) -> list[tuple[str, int, bytes]]:
-        """The family's node, as Household(bootstrap=…) takes it."""
-        node = self._node()
-        return [(node.host, node.port, node.public_key or b"")]
+        """Every DHT node, the family's first, as Household(bootstrap=…) takes them."""
+        self._node()
+        return [(node.host, node.port, node.public_key or b"") for node in self.nodes]
 
     def tox_settings(self) -> dict:
-        """The node as TCP relay too: what gets a household behind a UDP-dropping firewall online."""
-        node = self._node()
-        key = (node.public_key or b"").hex()
-        return {"tcp_relays": [{"host": node.host, "port": node.tcp_port, "public_key": key}]}
+        """The nodes as TCP relays too: what gets a household behind a UDP-dropping firewall online."""
+        self._node()
+        relays = [
+            {"host": node.host, "port": node.tcp_port, "public_key": (node.public_key or b"").hex()}
+            for node in self.nodes
+        ]
+        return {"tcp_relays": relays}
 
     def _node(self) -> BootstrapNode:
         if self.bootstrap is None:
@@ -292,9 +347,10 @@ class Internet:
     # --- teardown ---------------------------------------------------------------
 
     def stop(self) -> None:
-        if self.bootstrap is not None:
-            self.bootstrap.stop()
-            self.bootstrap = None
+        for node in reversed(self.nodes):
+            node.stop()
+        self.nodes.clear()
+        self.bootstrap = None
         for name in reversed(self._namespaces):
             try:
                 netns.delete(name)
