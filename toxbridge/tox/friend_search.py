@@ -9,7 +9,9 @@ onion key of the friend's previous run (still stored at the announce nodes); the
 side sends it before its onion paths through the home routers work. Then the friendship waits
 for the 30 s timer, or for toxcore's friend search, which backs off (every 3 s, then 16 s,
 32 s, …). Measured on the lab internet (bench/reconnect.py, one run, alternating): toxcore
-alone p50 30.0 s, p95 59.9 s; with the re-add below p50 9.0 s, p95 30.0 s (docs/benchmarks.md).
+alone p50 30.0 s, p95 59.9 s; with the re-add below p50 9.0 s, p95 30.0 s. That lab had one DHT
+node, which starves toxcore's onion (lab/bootstrapd.py, LAB_DHT_SIZE); on 8 nodes the re-add
+still pays, less: p50 8.9 → 8.0 s, p95 9.0 → 8.0 s (docs/benchmarks.md).
 
 tox_friend_delete + tox_friend_add_norequest (same key, same friend number) resets both: a new
 search from a clean node list and the dhtpk packet sent again as soon as the friend's announce
