@@ -170,8 +170,8 @@ def befriend(client: PlainClient, home, user: str, timeout: float = 90.0) -> int
     return friend
 
 
-# toxcore resends a friend request until it is answered; the onion route it takes through the
-# lab's small DHT was slower than 60 s once in CI (cause not known: the failure shows the log).
+# toxcore resends a friend request until it is answered. 60 s ran out in CI when the lab's one
+# DHT node had left the bridges offline (lab/bootstrapd.py, LAB_DHT_SIZE); the margin stays.
 REQUEST_ARRIVAL = 180.0
 
 
